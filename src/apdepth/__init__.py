@@ -1,0 +1,20 @@
+"""ApDepth: single-step, prior-conditioned diffusion monocular depth estimation."""
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "ApDepthPipeline": "apdepth.pipeline",
+    "ApDepthOutput": "apdepth.pipeline",
+    "EmptyTextEmbedding": "apdepth.models.text_embedding",
+    "colorize_depth": "apdepth.visualize",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name):  # lazy so that `import apdepth` stays cheap (no torch import)
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'apdepth' has no attribute {name!r}")

@@ -1,0 +1,5 @@
+import sys
+
+from apdepth.cli import main
+
+sys.exit(main())
