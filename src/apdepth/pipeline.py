@@ -308,6 +308,43 @@ class ApDepthPipeline(DiffusionPipeline):
         if c.prior_normalization not in PRIOR_NORMALIZATIONS:
             raise ValueError(f"prior_normalization must be one of {PRIOR_NORMALIZATIONS}, got {c.prior_normalization!r}")
 
+    # ------------------------------------------------------------------ fast paths (all off by default)
+
+    def enable_vae_tiling(self, tile_size: int = 512, overlap: float = 0.25) -> None:
+        """Encode/decode in overlapping ``tile_size`` pixel tiles (blended), so very large inputs (e.g. 4K at
+        ``processing_resolution=0``) run in bounded memory. Results differ slightly near tile seams."""
+        if tile_size % 64:
+            raise ValueError("tile_size must be a multiple of 64")
+        if not 0.0 <= overlap < 1.0:
+            raise ValueError("overlap must be in [0, 1)")
+        self.vae.enable_tiling()
+        self.vae.tile_sample_min_size = tile_size
+        self.vae.tile_latent_min_size = tile_size // 8
+        self.vae.tile_overlap_factor = overlap
+
+    def disable_vae_tiling(self) -> None:
+        self.vae.disable_tiling()
+
+    def enable_compile(self, cuda_graphs: bool = False, mode: str | None = None, dynamic: bool = False, cache_dir: str | None = None) -> None:
+        """``torch.compile`` the U-Net, the VAE encoder/decoder and the prior in place (weights, ``save_pretrained`` and
+        ``.to()`` are unaffected). The first call per input shape pays the compile; Inductor's on-disk cache (``cache_dir``,
+        default ``~/.cache/apdepth/inductor``) makes later processes reuse it. ``cuda_graphs=True`` also captures CUDA
+        graphs (fixed shapes; best for repeated same-size batches on a GPU)."""
+        import torch._inductor.config as inductor_config
+
+        cache = cache_dir or os.environ.get("TORCHINDUCTOR_CACHE_DIR") or os.path.expanduser("~/.cache/apdepth/inductor")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+        inductor_config.fx_graph_cache = True
+        mode = mode or ("max-autotune" if cuda_graphs else "max-autotune-no-cudagraphs")
+        modules = [self.unet, self.vae.encoder, self.vae.decoder] + ([self.prior] if self.prior is not None else [])
+        for module in modules:
+            module.compile(mode=mode, dynamic=dynamic, fullgraph=False)
+
+    def enable_channels_last(self) -> None:
+        """channels_last memory format for the convolutional parts; helps compiled GPU runs, can slow eager ones."""
+        for module in (self.unet, self.vae):
+            module.to(memory_format=torch.channels_last)
+
     # ------------------------------------------------------------------ building blocks
 
     @property

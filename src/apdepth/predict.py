@@ -36,11 +36,13 @@ class Summary:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    done_per_rank: dict[int, int] = field(default_factory=dict)
 
     def merge(self, other: "Summary") -> None:
         self.done += other.done
         self.skipped += other.skipped
-        self.failed.update(other.failed)
+        self.failed.update(other.failed)  # input errors are seen identically by every rank: counted once
+        self.done_per_rank.update(other.done_per_rank)
 
 
 def _is_image(path: Path) -> bool:
@@ -124,9 +126,14 @@ def _distributed():
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1, None
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
+    # Without cpu=True, PartialState silently falls back to one process per copy on machines without CUDA.
+    cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
+    state = PartialState(cpu=cpu)
+    if state.num_processes != world:
+        raise RuntimeError(f"WORLD_SIZE={world} but the process group has {state.num_processes} processes")
     return state.process_index, state.num_processes, state
 
 
@@ -205,10 +212,11 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix_str(f"{(k + len(batch)) / max(elapsed, 1e-9):.2f} img/s")
         bar.close()
 
+    summary.done_per_rank[rank] = len(summary.done)
     if world > 1:
-        summary = _merge_summaries(summary, state)
+        summary = _merge_summaries(summary)
     if rank == 0:
-        _print_summary(summary, out_dir)
+        _print_summary(summary, out_dir, world)
     return 1 if summary.failed else 0
 
 
@@ -245,18 +253,16 @@ def _write_ply(path, depth, rgb, args) -> None:
     write_ply(path, points, colors)
 
 
-def _merge_summaries(summary: Summary, state) -> Summary:
+def _merge_summaries(summary: Summary) -> Summary:
     from accelerate.utils import gather_object
 
-    parts = gather_object([summary])
     merged = Summary()
-    for part in parts:
+    for part in gather_object([summary]):
         merged.merge(part)
-    # Input errors are seen identically by every rank; count them once.
     return merged
 
 
-def _print_summary(summary: Summary, out_dir: Path) -> None:
+def _print_summary(summary: Summary, out_dir: Path, world_size: int = 1) -> None:
     from apdepth.image_io import atomic_write
 
     n_done, n_skip, n_fail = len(summary.done), len(summary.skipped), len(summary.failed)
@@ -265,4 +271,14 @@ def _print_summary(summary: Summary, out_dir: Path) -> None:
         print(f"  failed: {name}: {reason}")
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(out_dir / SUMMARY_NAME, "w") as fh:
-        json.dump({"done": sorted(summary.done), "skipped": sorted(summary.skipped), "failed": summary.failed}, fh, indent=1)
+        json.dump(
+            {
+                "done": sorted(summary.done),
+                "skipped": sorted(summary.skipped),
+                "failed": summary.failed,
+                "world_size": world_size,
+                "done_per_rank": {str(k): v for k, v in sorted(summary.done_per_rank.items())},
+            },
+            fh,
+            indent=1,
+        )
