@@ -48,7 +48,7 @@ def _pair_valid(valid: np.ndarray | None, shape):
         raise ValueError(f"valid mask {v.shape} does not match depth {shape}")
     horiz = v[:, 1:] & v[:, :-1]
     vert = v[1:, :] & v[:-1, :]
-    return horiz, horiz, vert, vert
+    return horiz, vert, horiz, vert  # same order as _ratios: left, top, right, bottom
 
 
 def _ratios(inv: np.ndarray):
