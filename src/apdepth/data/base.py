@@ -109,7 +109,7 @@ class DepthDataset(Dataset):
     boundary_metrics: bool = False  # dense GT: boundary F1 is meaningful
     # Marigold's archive name under the data root and split list name, for the eval suite
     archive_name: str | None = None
-    split_name: str | None = None
+    split_names: tuple[str, ...] = ()  # relative to a copy of Marigold's data_split/ (old and new layout)
 
     def __init__(
         self,

@@ -22,7 +22,7 @@ class DIODEDataset(DepthDataset):
     processing_resolution = 640
     boundary_metrics = False
     archive_name = "diode/diode_val.tar"
-    split_name = "diode/diode_val_all_filename_list.txt"
+    split_names = ("diode/diode_val_all_filename_list.txt", "diode_depth/diode_val_all_filename_list.txt")
 
     def parse_row(self, row):
         spec = super().parse_row(row)

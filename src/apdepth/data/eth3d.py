@@ -30,7 +30,7 @@ class ETH3DDataset(DepthDataset):
     alignment_max_res = 1024
     boundary_metrics = False
     archive_name = "eth3d/eth3d.tar"
-    split_name = "eth3d/eth3d_filename_list.txt"
+    split_names = ("eth3d/eth3d_filename_list.txt", "eth3d_depth/eth3d_filename_list.txt")
 
     def enumerate(self):
         specs = []

@@ -33,7 +33,7 @@ class KITTIDataset(DepthDataset):
     processing_resolution = 0
     boundary_metrics = False  # sparse LiDAR cannot delimit object edges
     archive_name = "kitti/kitti_eigen_split_test.tar"
-    split_name = "kitti/eigen_test_files_with_gt.txt"
+    split_names = ("kitti/eigen_test_files_with_gt.txt", "kitti_depth/eigen_test_files_with_gt.txt")
 
     def __init__(self, data_dir, split_file=None, transform=None, eval_crop: str | None = "eigen",
                  benchmark_crop: bool = True):

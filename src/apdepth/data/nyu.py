@@ -25,7 +25,7 @@ class NYUDataset(DepthDataset):
     processing_resolution = 0
     boundary_metrics = False
     archive_name = "nyuv2/nyu_labeled_extracted.tar"
-    split_name = "nyu/labeled/filename_list_test.txt"
+    split_names = ("nyu/labeled/filename_list_test.txt", "nyu_depth/labeled/filename_list_test.txt")
 
     def enumerate(self) -> list[SampleSpec]:
         rgbs = [p for p in self.archive.list() if posixpath.basename(p).startswith("rgb_") and p.endswith(".png")]

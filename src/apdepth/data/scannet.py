@@ -22,7 +22,7 @@ class ScanNetDataset(DepthDataset):
     processing_resolution = 0
     boundary_metrics = False
     archive_name = "scannet/scannet_val_sampled_800_1.tar"
-    split_name = "scannet/scannet_val_sampled_list_800_1.txt"
+    split_names = ("scannet/scannet_val_sampled_list_800_1.txt", "scannet_depth/scannet_val_sampled_list_800_1.txt")
 
     def enumerate(self):
         specs = []

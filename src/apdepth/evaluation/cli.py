@@ -80,13 +80,12 @@ def load_pipeline(args):
     return pipe
 
 
-def _find_split(split_dir: str | None, split_name: str | None) -> Path | None:
-    if not split_dir or not split_name:
+def _find_split(split_dir: str | None, split_names: tuple[str, ...]) -> Path | None:
+    """The first of the dataset's known split-list paths present under ``split_dir`` (or its file name)."""
+    if not split_dir:
         return None
-    for cand in (Path(split_dir) / split_name, Path(split_dir) / Path(split_name).name):
-        if cand.is_file():
-            return cand
-    return None
+    candidates = [Path(split_dir) / n for n in split_names] + [Path(split_dir) / Path(n).name for n in split_names]
+    return next((c for c in candidates if c.is_file()), None)
 
 
 def _run_one(name, data_dir, split_file, predictor, args, output, predictions) -> dict:
@@ -171,7 +170,7 @@ def run(args) -> int:
             continue
         if not data_dir.exists():
             data_dir = data_dir.with_suffix("")
-        split = _find_split(args.split_dir, cls.split_name)
+        split = _find_split(args.split_dir, cls.split_names)
         if split is None:
             print(f"note: {name}: no split list found, evaluating every sample in {data_dir}", file=sys.stderr)
         out = Path(args.output) / name if args.output else None
