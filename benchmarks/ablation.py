@@ -1,0 +1,406 @@
+"""The paper's ablation in miniature: what the prior, the prior conditioning and the frequency loss each add.
+
+Four rows, all scored by the one ``apdepth.evaluation.evaluate()`` on a held-out synthetic test set:
+
+    (a) the prior alone        the depth prior inside the pipeline (relative disparity -> scored with
+                               disparity-space alignment; the depth-aligned number is reported as well)
+    (b) no prior               the same single-step model trained without the prior (Marigold-style control)
+    (c) ApDepth, stage 1       prior-conditioned, latent MSE
+    (d) ApDepth, stage 2       stage 1 fine-tuned with the latent frequency loss
+
+Metrics: AbsRel, δ1 and the scale-invariant boundary F1 (the synthetic GT is dense and exact).
+Writes ``<output>/ablation.json``, ``<output>/ablation.md`` (also printed; the exact command is on top),
+a figure (input | prior | stage 1 | stage 2 | ground truth for a few test scenes) and an edge crop view
+(the same columns, zoomed on the test scene region with the most occlusion edges).
+
+Reproduce (see docs/results.md):
+
+    apdepth synth --out data/synth_test --num 200 --size 240x320 --seed 900000 --scene mixed
+    python benchmarks/ablation.py --test-set data/synth_test --prior-from runs/stage1/pipeline \\
+        --noprior runs/noprior/pipeline --stage1 runs/stage1/pipeline --stage2 runs/stage2/pipeline \\
+        --output docs/results --figure docs/images/ablation.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import NamedTuple
+
+import numpy as np
+
+# Figure layout in pixels (the test checks the figure size against these).
+GAP = 4
+HEADER = 18
+FOOTER = 16
+COLUMNS = ("input", "prior", "stage 1", "stage 2", "ground truth")
+# Which ablation row fills each prediction column of the figure.
+FIGURE_ROWS = ("prior", "stage1", "stage2")
+EDGE_RATIO = 1.25  # inverse-depth ratio above which GT neighbours count as an occlusion edge (crop picking)
+
+
+class Row(NamedTuple):
+    key: str
+    label: str
+    alignment: str
+
+
+ROWS = (
+    Row("prior", "(a) prior alone", "disparity"),
+    Row("noprior", "(b) single step, no prior (Marigold-style control)", "depth"),
+    Row("stage1", "(c) ApDepth, stage 1 (latent MSE)", "depth"),
+    Row("stage2", "(d) ApDepth, stage 2 (+ latent frequency loss)", "depth"),
+)
+TABLE_METRICS = (("abs_rel", "AbsRel ×100", 100.0), ("delta1", "δ1 ×100", 100.0),
+                 ("boundary_f1", "Boundary F1 ×100", 100.0))
+
+
+class PriorOnly:
+    """Predictor adapter for ``evaluate()``: the pipeline's prior alone.
+
+    Calls the pipeline with ``output_prior=True`` and hands back its ``prior_depth`` (relative depth in
+    [0, 1], 0 = near, min/max normalised per image: an affine map of the prior's disparity) as ``.depth``,
+    so the prior goes through exactly the resizing and scoring path of the full model.
+    """
+
+    def __init__(self, pipe):
+        if getattr(pipe, "prior", None) is None:
+            raise ValueError("the --prior-from checkpoint has no prior (it is a prior-free model); "
+                             "pass a prior-conditioned checkpoint such as the stage-1 one")
+        self.pipe = pipe
+
+    def __call__(self, images, processing_resolution=None, match_input_resolution=True, output_type="np", **kwargs):
+        out = self.pipe(images, processing_resolution=processing_resolution,
+                        match_input_resolution=match_input_resolution, output_type=output_type,
+                        output_prior=True, **kwargs)
+        return SimpleNamespace(depth=out.prior_depth)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--test-set", required=True, help="synthetic test set folder (written by `apdepth synth`)")
+    p.add_argument("--split-file", help="list of test samples (default: the set's split.txt / every sample)")
+    p.add_argument("--prior-from", help="prior-conditioned checkpoint whose prior is row (a) (default: --stage1)")
+    p.add_argument("--noprior", required=True, help="checkpoint of the prior-free control model, row (b)")
+    p.add_argument("--stage1", required=True, help="ApDepth checkpoint after stage 1, row (c)")
+    p.add_argument("--stage2", required=True, help="ApDepth checkpoint after stage 2, row (d)")
+    p.add_argument("--output", required=True, help="folder for ablation.json and ablation.md")
+    p.add_argument("--figure", required=True, help="figure PNG path")
+    p.add_argument("--crop-figure", help="edge crop view PNG path (default: <figure stem>_edges.png)")
+    p.add_argument("--figure-scenes", type=int, default=4, help="test scenes in the figure (default 4)")
+    p.add_argument("--tile-width", type=int, default=320, help="figure tile width in pixels (default 320)")
+    p.add_argument("--max-samples", type=int, default=None, help="evaluate only the first N test images")
+    p.add_argument("--processing-res", type=int, default=None,
+                   help="longer side for inference; default: the dataset protocol's (native for synthetic)")
+    p.add_argument("--cache-dir", help="keep per-row predictions here (reused on re-runs; default: a temporary folder)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda|mps (default auto)")
+    p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    args = p.parse_args(argv)
+    if args.figure_scenes < 1:
+        p.error("--figure-scenes must be >= 1")
+    if args.tile_width < 16:
+        p.error("--tile-width must be >= 16")
+    if args.max_samples is not None and args.max_samples < 1:
+        p.error("--max-samples must be >= 1")
+    args.prior_from = args.prior_from or args.stage1
+    return args
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+
+
+def _load(checkpoint: str, device, dtype):
+    from apdepth.pipeline import ApDepthPipeline
+
+    pipe = ApDepthPipeline.from_pretrained(checkpoint, torch_dtype=dtype).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _check_cache(cache: Path, source: dict) -> None:
+    """A prediction cache belongs to one checkpoint and resolution; refuse to mix (stale numbers look real)."""
+    stamp = cache / "source.json"
+    if stamp.is_file():
+        old = json.loads(stamp.read_text())
+        if old != source:
+            raise ValueError(f"prediction cache {cache} was made with {old}, not {source}; "
+                             "delete it or pass another --cache-dir")
+    else:
+        cache.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(json.dumps(source, indent=2) + "\n")
+
+
+def _stored_prior(checkpoint: str) -> bool | None:
+    """Whether a local pipeline folder declares a prior (None when that cannot be told without loading)."""
+    index = Path(checkpoint) / "model_index.json"
+    if not index.is_file():
+        return None
+    entry = json.loads(index.read_text()).get("prior")
+    return None if entry is None else entry[0] is not None
+
+
+def _check_roles(checkpoints: dict[str, str], has_prior) -> None:
+    """Fail before hours of inference when checkpoints are passed in the wrong roles."""
+    for key, ckpt in checkpoints.items():
+        flag = has_prior(ckpt)
+        if flag is None:
+            continue
+        if key == "noprior" and flag:
+            raise ValueError(f"--noprior {ckpt} has a prior; row (b) needs the prior-free control model")
+        if key != "noprior" and not flag:
+            option = "--prior-from" if key == "prior" else f"--{key}"
+            raise ValueError(f"{option} {ckpt} has no prior (it is a prior-free model); rows (a), (c) and (d) "
+                             "need prior-conditioned checkpoints")
+
+
+def score(args, dataset, cache_root: Path) -> list[dict]:
+    """Evaluate the four rows; returns one dict per row (label, checkpoint, alignment, metrics, ...)."""
+    from apdepth.cli import pick_device, pick_dtype
+    from apdepth.evaluation.evaluate import evaluate
+
+    device, dtype = pick_device(args.device), pick_dtype(args.dtype)
+    checkpoints = {"prior": args.prior_from, "noprior": args.noprior, "stage1": args.stage1, "stage2": args.stage2}
+    _check_roles(checkpoints, _stored_prior)
+    res = args.processing_res
+    results = []
+    for row in ROWS:
+        ckpt = checkpoints[row.key]
+        cache = cache_root / row.key
+        _check_cache(cache, {"checkpoint": str(Path(ckpt).resolve()) if Path(ckpt).exists() else ckpt,
+                             "processing_resolution": res, "row": row.key})
+        pipe = _load(ckpt, device, dtype)
+        _check_roles({row.key: ckpt}, lambda _: pipe.prior is not None)  # hub ids: known only once loaded
+        predictor = PriorOnly(pipe) if row.key == "prior" else pipe
+        common = dict(processing_resolution=res, prediction_dir=cache, max_samples=args.max_samples,
+                      batch_size=args.batch_size, progress=not args.no_progress)
+        r = evaluate(predictor, dataset, alignment=row.alignment, **common)
+        entry = {
+            "key": row.key, "label": row.label, "checkpoint": ckpt, "alignment": row.alignment,
+            "n_samples": r["n_samples"], "n_skipped": r["n_skipped"], "processing_resolution": r["processing_resolution"],
+            "seconds": r["seconds"], "metrics": r["metrics"],
+        }
+        if row.key == "prior":
+            # Same cached predictions, scored the way the models are (depth space), for reference.
+            r_depth = evaluate(None, dataset, alignment="depth", **common)
+            entry["metrics_depth_aligned"] = r_depth["metrics"]
+        results.append(entry)
+        del pipe, predictor
+    return results
+
+
+# ---------------------------------------------------------------------------------------------- reports
+
+
+def _fmt(value, mult: float) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    return f"{value * mult:.1f}"
+
+
+def markdown(command: str, rows: list[dict], meta: dict) -> str:
+    res = meta["processing_resolution"]
+    lines = [
+        "# Ablation on the synthetic test set",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        f"{meta['n_samples']} test images from `{meta['test_set']}`, processing resolution "
+        f"{'native' if res == 0 else res}, per-image least-squares scale and shift, valid depth "
+        f"({meta['min_depth']:g}, {meta['max_depth']:g}) m. Mean over images.",
+        "",
+        "| row | alignment | " + " | ".join(label for _, label, _ in TABLE_METRICS) + " |",
+        "|---|---|" + "---|" * len(TABLE_METRICS),
+    ]
+    for r in rows:
+        cells = [_fmt(r["metrics"].get(k), m) for k, _, m in TABLE_METRICS]
+        lines.append(f"| {r['label']} | {r['alignment']} | " + " | ".join(cells) + " |")
+        if "metrics_depth_aligned" in r:
+            cells = [_fmt(r["metrics_depth_aligned"].get(k), m) for k, _, m in TABLE_METRICS]
+            lines.append(f"| {r['label']}, depth-aligned (reference only) | depth | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "The prior predicts relative disparity, so its headline row fits scale and shift in disparity space; "
+        "the depth-aligned line scores the same predictions the way the models are scored.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _json_safe(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+
+def _figure_indices(n: int, k: int) -> list[int]:
+    k = min(k, n)
+    return sorted({int(round(x)) for x in np.linspace(0, n - 1, k)}) if k > 1 else [0]
+
+
+def _resize(arr: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(arr).resize(size, Image.NEAREST if nearest else Image.BILINEAR))
+
+
+def _panels(sample: dict, preds: dict[str, np.ndarray], dataset, crop=None) -> list[np.ndarray]:
+    """The five uint8 tiles of one scene: input, the aligned predictions and GT on one shared colour scale."""
+    from apdepth.evaluation.alignment import align
+    from apdepth.visualize import colorize_depth
+
+    rgb = (sample["rgb"].permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+    gt = sample["depth"].numpy().astype(np.float64)
+    valid = sample["valid"].numpy().astype(bool)
+    vals = gt[valid]
+    # One scale per scene from the GT, so colours compare across columns (near = low = the same colour).
+    vmin, vmax = (np.quantile(vals, [0.02, 0.98]) if vals.size else (0.0, 1.0))
+    min_d, max_d = float(getattr(dataset, "min_depth", 0.0)), float(getattr(dataset, "max_depth", np.inf))
+    tiles = [rgb]
+    alignment = {r.key: r.alignment for r in ROWS}
+    for key in FIGURE_ROWS:
+        aligned, _, _ = align(preds[key], gt, valid, alignment=alignment[key], min_depth=min_d, max_depth=max_d)
+        tiles.append(colorize_depth(aligned, vmin=vmin, vmax=vmax))
+    tiles.append(colorize_depth(gt, vmin=vmin, vmax=vmax, valid=valid))
+    if crop is not None:
+        y0, y1, x0, x1 = crop
+        tiles = [t[y0:y1, x0:x1] for t in tiles]
+    return tiles
+
+
+def _compose(rows: list[list[np.ndarray]], tile_w: int, names: list[str], footer: str, nearest: bool) -> np.ndarray:
+    from PIL import Image, ImageDraw, ImageFont
+
+    h0, w0 = rows[0][0].shape[:2]
+    tile_h = max(1, int(round(tile_w * h0 / w0)))
+    width = GAP + len(COLUMNS) * (tile_w + GAP)
+    height = HEADER + len(rows) * (tile_h + GAP) + FOOTER
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    for c, title in enumerate(COLUMNS):
+        draw.text((GAP + c * (tile_w + GAP) + 2, 3), title, fill=(0, 0, 0), font=font)
+    for r, (tiles, name) in enumerate(zip(rows, names)):
+        y = HEADER + r * (tile_h + GAP)
+        for c, tile in enumerate(tiles):
+            canvas.paste(Image.fromarray(_resize(tile, (tile_w, tile_h), nearest)), (GAP + c * (tile_w + GAP), y))
+        # Scene name on a dark strip in the input tile's corner: readable on any image.
+        box = draw.textbbox((GAP + 3, y + 2), name, font=font)
+        draw.rectangle((box[0] - 2, box[1] - 1, box[2] + 2, box[3] + 1), fill=(0, 0, 0))
+        draw.text((GAP + 3, y + 2), name, fill=(255, 255, 255), font=font)
+    draw.text((GAP, height - FOOTER + 2), footer, fill=(60, 60, 60), font=font)
+    return np.asarray(canvas)
+
+
+def _edge_crop(sample: dict) -> tuple[int, int, int, int, int]:
+    """(y0, y1, x0, x1, score): a window a third of the image per side around the densest GT occlusion edges."""
+    from apdepth.evaluation.boundary import occlusion_edges
+
+    gt = sample["depth"].numpy().astype(np.float64)
+    valid = sample["valid"].numpy().astype(bool)
+    h, w = gt.shape
+    edges = np.zeros((h, w), dtype=np.int64)
+    # Horizontal pairs are (H, W-1), vertical ones (H-1, W); count each edge at its first pixel.
+    for e in occlusion_edges(np.where(valid, gt, 1.0), EDGE_RATIO, valid):
+        edges[: e.shape[0], : e.shape[1]] += e
+    ch, cw = min(max(8, h // 3), h), min(max(8, w // 3), w)
+    # Centre the crop on the densest edge cluster (found with a half-size window) so that both sides of
+    # the boundary are in view; maximising the count over the full window would frame whole objects.
+    kh, kw = max(1, ch // 2), max(1, cw // 2)
+    sat = np.pad(edges.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    win = sat[kh:, kw:] - sat[:-kh, kw:] - sat[kh:, :-kw] + sat[:-kh, :-kw]
+    wy, wx = np.unravel_index(int(np.argmax(win)), win.shape)
+    y0 = int(np.clip(wy + kh // 2 - ch // 2, 0, h - ch))
+    x0 = int(np.clip(wx + kw // 2 - cw // 2, 0, w - cw))
+    return y0, y0 + ch, x0, x0 + cw, int(win[wy, wx])
+
+
+def make_figures(args, dataset, cache_root: Path, n_eval: int) -> tuple[Path, Path]:
+    from apdepth.evaluation.evaluate import prediction_path
+    from apdepth.image_io import save_png
+
+    figure = Path(args.figure)
+    crop_figure = Path(args.crop_figure) if args.crop_figure else figure.with_name(f"{figure.stem}_edges{figure.suffix}")
+    align_note = "prior: disparity fit, models: depth fit"
+    rows, names, best = [], [], None
+    for idx in _figure_indices(n_eval, args.figure_scenes):
+        sample = dataset[idx]
+        preds = {k: np.load(prediction_path(cache_root / k, sample["rgb_relpath"])) for k in FIGURE_ROWS}
+        rows.append(_panels(sample, preds, dataset))
+        names.append(Path(sample["rgb_relpath"]).stem)
+        crop = _edge_crop(sample)
+        if best is None or crop[4] > best[0][4]:
+            best = (crop, sample, preds, names[-1])
+    footer = f"each prediction aligned to GT per image ({align_note}); one colour scale per row (GT 2-98%), near = red"
+    save_png(figure, _compose(rows, args.tile_width, names, footer, nearest=False))
+    (y0, y1, x0, x1, _), sample, preds, name = best
+    tiles = _panels(sample, preds, dataset, crop=(y0, y1, x0, x1))
+    footer = f"crop rows {y0}:{y1}, cols {x0}:{x1} of {name}, nearest-neighbour zoom; {align_note}"
+    save_png(crop_figure, _compose([tiles], args.tile_width, [name], footer, nearest=True))
+    return figure, crop_figure
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    from apdepth.data import get_dataset
+    from apdepth.image_io import atomic_write
+
+    dataset = get_dataset("synthetic", args.test_set, split_file=args.split_file)
+    if len(dataset) == 0:
+        raise ValueError(f"{args.test_set}: no test images found")
+    n_eval = len(dataset) if args.max_samples is None else min(args.max_samples, len(dataset))
+    command = "python benchmarks/ablation.py " + shlex.join(argv)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="apdepth-ablation-") as tmp:
+        cache_root = Path(args.cache_dir) if args.cache_dir else Path(tmp)
+        rows = score(args, dataset, cache_root)
+        figure, crop_figure = make_figures(args, dataset, cache_root, n_eval)
+    res = rows[0]["processing_resolution"]
+    meta = {
+        "command": command,
+        "test_set": args.test_set,
+        "n_samples": rows[0]["n_samples"],
+        "processing_resolution": res,
+        "min_depth": float(getattr(dataset, "min_depth", 0.0)),
+        "max_depth": float(getattr(dataset, "max_depth", float("inf"))),
+        "figure": str(figure),
+        "crop_figure": str(crop_figure),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    out = Path(args.output)
+    report = markdown(command, rows, meta)
+    with atomic_write(out / "ablation.json", "wb") as fh:
+        fh.write((json.dumps(_json_safe({**meta, "rows": rows}), indent=2) + "\n").encode("utf-8"))
+    with atomic_write(out / "ablation.md", "wb") as fh:
+        fh.write(report.encode("utf-8"))
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,138 @@
+"""benchmarks/ablation.py end to end on tiny random checkpoints and a three-image synthetic test set."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from apdepth.models import build_pipeline
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation.py"
+H, W = 48, 64
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("ablation_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ablation_ckpts")
+    paths = {}
+    for name, kwargs in {"noprior": dict(seed=1, use_prior=False), "stage1": dict(seed=2), "stage2": dict(seed=3)}.items():
+        paths[name] = root / name
+        build_pipeline("tiny", **kwargs).save_pretrained(paths[name])
+    return paths
+
+
+try:
+    from apdepth.data.synthetic import SyntheticDataset  # noqa: F401
+except ImportError:
+    SyntheticDataset = None
+pytestmark = pytest.mark.skipif(SyntheticDataset is None, reason="apdepth.data.synthetic is not available")
+
+
+@pytest.fixture(scope="module")
+def test_set(tmp_path_factory):
+    from apdepth.cli import SUBCOMMANDS
+
+    # The `apdepth synth` sub-command itself, without building the parsers of every other sub-command.
+    synth = importlib.import_module(SUBCOMMANDS["synth"][0])
+    parser = argparse.ArgumentParser()
+    synth.add_arguments(parser)
+    out = tmp_path_factory.mktemp("synth_test") / "set"
+    args = parser.parse_args(["--out", str(out), "--num", "3", "--size", f"{H}x{W}", "--seed", "900000",
+                              "--scene", "mixed"])
+    assert synth.run(args) == 0
+    return out
+
+
+def test_prior_only_adapter_returns_the_pipelines_prior_depth(checkpoints):
+    from apdepth.pipeline import ApDepthPipeline
+
+    ablation = _script()
+    pipe = ApDepthPipeline.from_pretrained(checkpoints["stage1"])
+    rgb = [torch.rand(3, H, W, generator=torch.Generator().manual_seed(0))]
+    got = ablation.PriorOnly(pipe)(rgb, processing_resolution=32, match_input_resolution=True, output_type="np")
+    want = pipe(rgb, processing_resolution=32, output_prior=True)
+    assert got.depth.shape == (1, H, W)
+    np.testing.assert_array_equal(got.depth, want.prior_depth)
+    assert not np.allclose(got.depth, want.depth)  # the prior, not the model's output
+    with pytest.raises(ValueError, match="has no prior"):
+        ablation.PriorOnly(ApDepthPipeline.from_pretrained(checkpoints["noprior"]))
+
+
+def _args(test_set, ckpts, tmp_path, *extra):
+    return ["--test-set", str(test_set), "--noprior", str(ckpts["noprior"]), "--stage1", str(ckpts["stage1"]),
+            "--stage2", str(ckpts["stage2"]), "--output", str(tmp_path / "results"),
+            "--figure", str(tmp_path / "images" / "ablation.png"), "--tile-width", "96", "--no-progress",
+            "--device", "cpu", *extra]
+
+
+def test_ablation_end_to_end(tmp_path, checkpoints, test_set, capsys):
+    ablation = _script()
+    argv = _args(test_set, checkpoints, tmp_path, "--cache-dir", str(tmp_path / "cache"))
+    assert ablation.main(argv) == 0
+
+    data = json.loads((tmp_path / "results" / "ablation.json").read_text())
+    assert [r["key"] for r in data["rows"]] == ["prior", "noprior", "stage1", "stage2"]
+    assert [r["alignment"] for r in data["rows"]] == ["disparity", "depth", "depth", "depth"]
+    assert data["n_samples"] == 3 and data["processing_resolution"] == 0
+    for row in data["rows"]:
+        assert row["n_samples"] == 3
+        for key in ("abs_rel", "delta1", "boundary_f1"):
+            value = row["metrics"][key]
+            assert value is not None and math.isfinite(value), (row["key"], key)
+        assert 0 < row["metrics"]["abs_rel"] and 0 <= row["metrics"]["delta1"] <= 1
+        assert 0 <= row["metrics"]["boundary_f1"] <= 1
+    prior = data["rows"][0]
+    assert math.isfinite(prior["metrics_depth_aligned"]["abs_rel"])
+    # The same cached prior predictions scored two ways: the fits differ, so the numbers do.
+    assert prior["metrics_depth_aligned"]["abs_rel"] != prior["metrics"]["abs_rel"]
+    # (b) is the prior-free model, (c) a different network: their predictions must not coincide.
+    assert data["rows"][1]["metrics"]["abs_rel"] != data["rows"][2]["metrics"]["abs_rel"]
+
+    md = (tmp_path / "results" / "ablation.md").read_text()
+    assert md.splitlines()[2] == "```bash"
+    assert md.splitlines()[3] == "python benchmarks/ablation.py " + " ".join(argv)
+    assert "depth-aligned (reference only)" in md
+    assert md.count("\n| (") == 5  # four rows plus the prior's depth-aligned reference line
+    assert "(d) ApDepth, stage 2" in capsys.readouterr().out
+
+    # Figure: 5 columns of 96-px tiles, one 72-px row (48x64 aspect) per test scene (3 < 4 requested).
+    width = ablation.GAP + 5 * (96 + ablation.GAP)
+    with Image.open(tmp_path / "images" / "ablation.png") as im:
+        assert im.size == (width, ablation.HEADER + 3 * (72 + ablation.GAP) + ablation.FOOTER)
+        fig = np.asarray(im.convert("RGB"))
+    with Image.open(tmp_path / "images" / "ablation_edges.png") as im:
+        assert im.size[0] == width
+    # Tiles are painted: the GT column of the first scene is not blank.
+    gt_tile = fig[ablation.HEADER:ablation.HEADER + 72, width - 96 - ablation.GAP:width - ablation.GAP]
+    assert gt_tile.std() > 5
+
+    # Cached predictions are reused; a cache made with other settings is refused, not silently mixed.
+    assert all((tmp_path / "cache" / k / "source.json").is_file() for k in ("prior", "noprior", "stage1", "stage2"))
+    with pytest.raises(ValueError, match="prediction cache"):
+        ablation.main(argv + ["--processing-res", "32"])
+
+
+def test_ablation_rejects_swapped_checkpoints(tmp_path, checkpoints, test_set):
+    ablation = _script()
+    swapped = dict(checkpoints, noprior=checkpoints["stage1"])
+    with pytest.raises(ValueError, match="row \\(b\\) needs the prior-free"):
+        ablation.main(_args(test_set, swapped, tmp_path, "--max-samples", "1"))
+    with pytest.raises(ValueError, match="no prior"):
+        ablation.main(_args(test_set, checkpoints, tmp_path, "--prior-from", str(checkpoints["noprior"]),
+                            "--max-samples", "1"))
