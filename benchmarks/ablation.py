@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import sys
 import tempfile
@@ -233,6 +234,10 @@ def markdown(command: str, rows: list[dict], meta: dict) -> str:
         "",
         "The prior predicts relative disparity, so its headline row fits scale and shift in disparity space; "
         "the depth-aligned line scores the same predictions the way the models are scored.",
+        "",
+        f"![input, prior, stage 1, stage 2, ground truth]({meta['figure_link']})",
+        "",
+        f"![zoom on occlusion edges]({meta['crop_figure_link']})",
     ]
     return "\n".join(lines) + "\n"
 
@@ -389,6 +394,9 @@ def main(argv=None) -> int:
         "seconds": round(time.perf_counter() - t0, 1),
     }
     out = Path(args.output)
+    # Links relative to the report, so they work wherever the repository is checked out.
+    meta["figure_link"] = Path(os.path.relpath(figure, out)).as_posix()
+    meta["crop_figure_link"] = Path(os.path.relpath(crop_figure, out)).as_posix()
     report = markdown(command, rows, meta)
     with atomic_write(out / "ablation.json", "wb") as fh:
         fh.write((json.dumps(_json_safe({**meta, "rows": rows}), indent=2) + "\n").encode("utf-8"))

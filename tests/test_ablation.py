@@ -108,6 +108,7 @@ def test_ablation_end_to_end(tmp_path, checkpoints, test_set, capsys):
     assert md.splitlines()[2] == "```bash"
     assert md.splitlines()[3] == "python benchmarks/ablation.py " + " ".join(argv)
     assert "depth-aligned (reference only)" in md
+    assert "](../images/ablation.png)" in md and "](../images/ablation_edges.png)" in md
     assert md.count("\n| (") == 5  # four rows plus the prior's depth-aligned reference line
     assert "(d) ApDepth, stage 2" in capsys.readouterr().out
 
