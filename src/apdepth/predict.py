@@ -118,6 +118,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--color-map", default="Spectral", help="matplotlib colour map for *_depth_colored.png, 'none' to skip")
     p.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs all exist already")
     p.add_argument("--allow-pickle", action="store_true", help="allow loading pickled (.bin) weights; only for checkpoints you trust")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (slow first batch, faster afterwards; cached on disk)")
+    p.add_argument("--vae-tiling", action="store_true", help="encode/decode in 512 px tiles: bounded memory for very large inputs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -193,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         pipe.to(device)
         pipe.set_progress_bar_config(disable=True)
+        configure_fast_path(pipe, device, compile=args.compile, vae_tiling=args.vae_tiling)
 
         start = time.perf_counter()
         bar = tqdm(total=len(todo), unit="img", disable=args.quiet or rank != 0 and world > 1, dynamic_ncols=True)
@@ -218,6 +221,17 @@ def run(args: argparse.Namespace) -> int:
     if rank == 0:
         _print_summary(summary, out_dir, world)
     return 1 if summary.failed else 0
+
+
+def configure_fast_path(pipe, device, compile: bool = False, vae_tiling: bool = False) -> None:
+    """The CLI's speed choices. On a CPU, channels_last makes oneDNN's convolutions several times faster
+    (on GPUs it only pays off together with torch.compile, so it is tied to --compile there)."""
+    if device.type == "cpu" or compile:
+        pipe.enable_channels_last()
+    if vae_tiling:
+        pipe.enable_vae_tiling()
+    if compile:
+        pipe.enable_compile()
 
 
 def _predict_and_write(pipe, ready, args, out_dir, color_map, save_ply, summary) -> None:
