@@ -1,0 +1,36 @@
+# Fresh-clone entry points. `make run` writes depth maps for the bundled examples with the bundled
+# model; `make test` runs the test suite. Both create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+PIP_FLAGS ?= -q --disable-pip-version-check
+# constraints.txt pins torch for CPU-only installs (see README); override for CUDA machines.
+CONSTRAINTS ?= constraints.txt
+
+.PHONY: run test test-all test-browser install install-dev clean
+
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install $(PIP_FLAGS) -c $(CONSTRAINTS) -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) install $(PIP_FLAGS) -c $(CONSTRAINTS) -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+run: $(VENV)/.installed
+	$(VENV)/bin/apdepth predict assets/examples --output outputs
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest -q
+
+# Slow tests too (multi-process training, longer runs); GPU tests skip themselves without CUDA.
+test-all: $(VENV)/.installed-dev
+	$(PY) -m pytest -q -m "not browser"
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

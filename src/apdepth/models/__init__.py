@@ -1,0 +1,199 @@
+"""Model presets (paper-size, small, tiny) and builders for every weight-bearing component.
+
+Presets are dataclasses: the architecture lives in code with names, not in scattered dicts, and a
+YAML config selects one by name (``model: {preset: small}``) with explicit overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from apdepth.models.text_embedding import EmptyTextEmbedding
+
+
+@dataclass
+class ModelPreset:
+    """Architecture of the three weight-bearing parts plus the inference defaults stored with them."""
+
+    name: str
+    unet: dict[str, Any]
+    vae: dict[str, Any]
+    prior: dict[str, Any] | None  # DepthAnythingConfig kwargs with a ``backbone`` dict (Dinov2Config kwargs)
+    text_seq_len: int
+    processing_resolution: int
+    prior_input_size: int
+    pipeline: dict[str, Any] = field(default_factory=dict)
+
+
+def _unet(blocks, heads, cross_dim, layers=2, linear_proj=True, groups=32, sample_size=96):
+    n = len(blocks)
+    return dict(
+        sample_size=sample_size,
+        in_channels=8,
+        out_channels=4,
+        layers_per_block=layers,
+        block_out_channels=tuple(blocks),
+        down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
+        cross_attention_dim=cross_dim,
+        attention_head_dim=heads,
+        use_linear_projection=linear_proj,
+        norm_num_groups=groups,
+    )
+
+
+def _vae(blocks, layers=2, groups=32, sample_size=768):
+    n = len(blocks)
+    return dict(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=tuple(blocks),
+        layers_per_block=layers,
+        latent_channels=4,
+        norm_num_groups=groups,
+        sample_size=sample_size,
+        scaling_factor=0.18215,
+    )
+
+
+def _prior(hidden, layers, heads, out_indices, reassemble, neck, fusion, head_hidden, image_size=518):
+    return dict(
+        backbone=dict(
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=4 * hidden,
+            patch_size=14,
+            image_size=image_size,
+            out_indices=list(out_indices),
+            reshape_hidden_states=False,
+        ),
+        reassemble_hidden_size=reassemble,
+        neck_hidden_sizes=list(neck),
+        fusion_hidden_size=fusion,
+        head_hidden_size=head_hidden,
+    )
+
+
+PRESETS: dict[str, ModelPreset] = {
+    # Stable Diffusion 2 U-Net (conv_in widened to 8 channels), the SD VAE and Depth Anything V2 Small.
+    "sd2": ModelPreset(
+        name="sd2",
+        unet=_unet((320, 640, 1280, 1280), (5, 10, 20, 20), 1024),
+        vae=_vae((128, 256, 512, 512)),
+        prior=_prior(384, 12, 6, (3, 6, 9, 12), 384, (48, 96, 192, 384), 64, 32),
+        text_seq_len=77,
+        processing_resolution=768,
+        prior_input_size=518,
+        pipeline=dict(prior_normalization="quantile"),
+    ),
+    # The bundled default model: same classes, small widths; trained on procedural scenes on a CPU.
+    "small": ModelPreset(
+        name="small",
+        unet=_unet((32, 64, 128), 8, 64, layers=1, groups=16, sample_size=32),
+        vae=_vae((16, 32, 64, 64), layers=1, groups=8, sample_size=256),
+        prior=_prior(64, 4, 4, (1, 2, 3, 4), 64, (16, 32, 64, 64), 32, 16, image_size=252),
+        text_seq_len=8,
+        processing_resolution=256,
+        prior_input_size=252,
+        pipeline=dict(prior_normalization="quantile"),
+    ),
+    # For tests: builds and runs in well under a second on a CPU.
+    "tiny": ModelPreset(
+        name="tiny",
+        unet=_unet((16, 32), 4, 16, layers=1, groups=8, sample_size=8),
+        vae=_vae((8, 8, 16, 16), layers=1, groups=4, sample_size=64),
+        prior=_prior(16, 4, 2, (1, 2, 3, 4), 16, (8, 8, 16, 16), 8, 8, image_size=56),
+        text_seq_len=4,
+        processing_resolution=64,
+        prior_input_size=56,
+        pipeline=dict(prior_normalization="quantile"),
+    ),
+}
+
+
+def get_preset(name: str, **overrides) -> ModelPreset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; available: {', '.join(PRESETS)}")
+    preset = dataclasses.replace(PRESETS[name])
+    for key, value in overrides.items():
+        if not hasattr(preset, key):
+            raise ValueError(f"unknown preset field {key!r}")
+        setattr(preset, key, value)
+    return preset
+
+
+def build_unet(cfg: dict[str, Any], in_channels: int | None = None):
+    from diffusers import UNet2DConditionModel
+
+    cfg = dict(cfg)
+    if in_channels is not None:
+        cfg["in_channels"] = in_channels
+    return UNet2DConditionModel(**cfg)
+
+
+def build_vae(cfg: dict[str, Any]):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(**cfg)
+
+
+def build_prior(cfg: dict[str, Any]):
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    cfg = dict(cfg)
+    backbone = Dinov2Config(**cfg.pop("backbone"))
+    return DepthAnythingForDepthEstimation(DepthAnythingConfig(backbone_config=backbone, **cfg))
+
+
+def widen_conv_in(unet, new_in_channels: int = 8):
+    """Widen a U-Net's first convolution by repeating its kernel along the input axis and dividing by the
+    repeat factor (bias unchanged), so that feeding the same latent twice reproduces the original output."""
+    old = unet.conv_in
+    if old.in_channels == new_in_channels:
+        return unet
+    if new_in_channels % old.in_channels:
+        raise ValueError(f"cannot widen conv_in from {old.in_channels} to {new_in_channels} channels")
+    reps = new_in_channels // old.in_channels
+    new = torch.nn.Conv2d(
+        new_in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, bias=old.bias is not None
+    )
+    with torch.no_grad():
+        new.weight.copy_(old.weight.repeat(1, reps, 1, 1) / reps)
+        if old.bias is not None:
+            new.bias.copy_(old.bias)
+    new.to(device=old.weight.device, dtype=old.weight.dtype)
+    unet.conv_in = new
+    unet.register_to_config(in_channels=new_in_channels)
+    return unet
+
+
+def build_pipeline(preset: str | ModelPreset = "tiny", seed: int = 0, use_prior: bool = True, **pipeline_config):
+    """A pipeline with randomly initialised weights for the given preset (deterministic by ``seed``)."""
+    from apdepth.pipeline import ApDepthPipeline
+
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    unet = build_unet(preset.unet, in_channels=8 if use_prior else 4)
+    vae = build_vae(preset.vae)
+    prior = build_prior(preset.prior) if use_prior and preset.prior else None
+    emb = torch.randn(1, preset.text_seq_len, preset.unet["cross_attention_dim"], generator=gen)
+    config = dict(
+        processing_resolution=preset.processing_resolution,
+        prior_input_size=preset.prior_input_size,
+        **preset.pipeline,
+    )
+    config.update(pipeline_config)
+    return ApDepthPipeline(unet=unet, vae=vae, prior=prior, text_embedding=EmptyTextEmbedding.from_tensor(emb), **config)
+
+
+def build_tiny_pipeline(seed: int = 0, **kwargs):
+    """Tiny random pipeline for tests and examples (runs in well under a second on a CPU)."""
+    return build_pipeline("tiny", seed=seed, **kwargs)

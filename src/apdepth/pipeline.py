@@ -1,0 +1,454 @@
+"""ApDepthPipeline: the one place inference happens (method.md §1).
+
+One image in, affine-invariant depth out, with a single U-Net call:
+
+    rgb ──resize/pad──► VAE.encode ─┐
+     └──► prior ─► normalise ─► VAE.encode ─┴─► concat ─► U-Net(t) ─► VAE.decode ─► mean ─► depth
+
+Every weight-bearing part (unet, vae, prior, text_embedding) is a registered component, so ``.to()``,
+``save_pretrained``/``from_pretrained`` and offloading cover all of them; the inference defaults
+(processing resolution, timestep, channel order, prior normalisation and input size) are stored with the
+weights in ``model_index.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DiffusionPipeline
+from diffusers.utils import BaseOutput
+
+from apdepth.hub import CheckpointNotFoundError, friendly_load_error, resolve_checkpoint
+from apdepth.models.text_embedding import EmptyTextEmbedding
+from apdepth.prior import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PRIOR_NORMALIZATIONS,
+    load_prior,
+    normalize_prior_disparity,
+    prepare_prior_input,
+    prior_disparity_to_depth01,
+    run_prior,
+)
+
+CHANNEL_ORDERS = ("prior_first", "rgb_first")
+BUNDLED_MODEL_DIR = Path(__file__).parent / "weights" / "default"
+
+
+@dataclass
+class ApDepthOutput(BaseOutput):
+    """Raw predictions.
+
+    depth:
+        Affine-invariant depth in [0, 1] (0 = near, 1 = far; unknown scale and shift). ``np.ndarray`` or
+        ``torch.Tensor`` of shape (N, H, W) when all outputs share a size, else a list of (H, W) arrays.
+    prior_depth:
+        The prior's prediction shown the same way ([0, 1], 0 = near, min/max normalised per image), at the
+        same resolution as ``depth``; ``None`` unless ``output_prior=True``.
+    """
+
+    depth: Any
+    prior_depth: Any = None
+
+
+def _processing_size(h: int, w: int, resolution: int) -> tuple[int, int]:
+    """Longer side -> ``resolution`` keeping the aspect ratio; 0 keeps the native size."""
+    if resolution == 0:
+        return h, w
+    scale = resolution / max(h, w)
+    return max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+
+
+def _to_chw_float(image, index: int) -> torch.Tensor:
+    """One input image (PIL, HxW[xC] numpy, (C,H,W) tensor) -> (3,H,W) float32 CPU tensor in [0,1]."""
+    from PIL import Image
+
+    from apdepth.image_io import pil_to_array
+
+    if isinstance(image, Image.Image):
+        return torch.from_numpy(pil_to_array(image, name=f"image {index}")).permute(2, 0, 1).contiguous()
+    if isinstance(image, np.ndarray):
+        arr = image
+        if arr.ndim == 2:
+            arr = arr[..., None]
+        if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
+            raise ValueError(f"image {index}: numpy images must be (H,W), (H,W,1), (H,W,3) or (H,W,4); got {arr.shape}")
+        if arr.dtype == np.uint8:
+            arr = arr.astype(np.float32) / 255.0
+        elif arr.dtype == np.uint16:
+            arr = arr.astype(np.float32) / 65535.0
+        else:
+            arr = arr.astype(np.float32)
+        t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+    elif isinstance(image, torch.Tensor):
+        t = image.detach()
+        if t.ndim == 2:
+            t = t[None]
+        if t.ndim != 3 or t.shape[0] not in (1, 3, 4):
+            raise ValueError(f"image {index}: tensors must be (C,H,W) with C in 1/3/4; got {tuple(t.shape)}")
+        if t.dtype == torch.uint8:
+            t = t.float() / 255.0
+        t = t.float().cpu()
+    else:
+        raise ValueError(f"image {index}: unsupported type {type(image).__name__}; use PIL, numpy or torch")
+    if t.shape[0] == 1:
+        t = t.expand(3, -1, -1)
+    elif t.shape[0] == 4:
+        t = t[:3]
+    if t.shape[1] < 8 or t.shape[2] < 8:
+        raise ValueError(f"image {index}: too small ({t.shape[1]}x{t.shape[2]}); at least 8x8 pixels are needed")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"image {index}: contains NaN or infinite values")
+    if t.min() < -1e-3 or t.max() > 1 + 1e-3:
+        raise ValueError(
+            f"image {index}: float values must be in [0, 1] (got {t.min().item():.3g}..{t.max().item():.3g}); "
+            "pass uint8 arrays for 0..255 data"
+        )
+    return t.clamp(0, 1).contiguous()
+
+
+def _as_image_list(images) -> tuple[list[torch.Tensor], bool]:
+    """Normalise the accepted input forms to a list of (3,H,W) tensors; also says whether one image was given."""
+    if isinstance(images, (list, tuple)):
+        if len(images) == 0:
+            raise ValueError("no images given")
+        return [_to_chw_float(im, i) for i, im in enumerate(images)], False
+    if isinstance(images, torch.Tensor) and images.ndim == 4:
+        return [_to_chw_float(im, i) for i, im in enumerate(images)], False
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        return [_to_chw_float(im, i) for i, im in enumerate(images)], False
+    return [_to_chw_float(images, 0)], True
+
+
+def _load_component(klass, root: Path, sub: str, torch_dtype, allow_pickle: bool):
+    """Load one diffusers component from ``root/sub`` (safetensors only unless ``allow_pickle``)."""
+    try:
+        return klass.from_pretrained(
+            root, subfolder=sub, torch_dtype=torch_dtype, use_safetensors=True if not allow_pickle else None
+        )
+    except (OSError, ValueError) as err:
+        raise friendly_load_error(str(root / sub), sub, err, allow_pickle) from err
+
+
+class ApDepthPipeline(DiffusionPipeline):
+    """Single-step, prior-conditioned latent-diffusion depth estimation.
+
+    Components: ``unet`` (UNet2DConditionModel, 8 input channels; 4 for a model without prior),
+    ``vae`` (AutoencoderKL), ``prior`` (transformers DepthAnythingForDepthEstimation, or ``None`` for the
+    prior-free control model) and ``text_embedding`` (the cached empty-prompt embedding).
+    """
+
+    model_cpu_offload_seq = "prior->vae->unet->vae"
+    _optional_components = ["prior"]
+
+    def __init__(
+        self,
+        unet,
+        vae,
+        prior,
+        text_embedding: EmptyTextEmbedding,
+        processing_resolution: int = 768,
+        timestep: int = 1,
+        channel_order: str = "prior_first",
+        prior_normalization: str = "quantile",
+        prior_input_size: int = 518,
+        prior_image_mean: tuple[float, float, float] = IMAGENET_MEAN,
+        prior_image_std: tuple[float, float, float] = IMAGENET_STD,
+    ):
+        super().__init__()
+        if channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
+        if prior_normalization not in PRIOR_NORMALIZATIONS:
+            raise ValueError(f"prior_normalization must be one of {PRIOR_NORMALIZATIONS}, got {prior_normalization!r}")
+        if processing_resolution < 0:
+            raise ValueError("processing_resolution must be >= 0 (0 = native size)")
+        expected = 8 if prior is not None else 4
+        if unet.config.in_channels != expected:
+            raise ValueError(
+                f"the U-Net has {unet.config.in_channels} input channels but {expected} are needed "
+                f"({'image + prior latents' if prior is not None else 'image latent only: no prior was given'})"
+            )
+        self.register_modules(unet=unet, vae=vae, prior=prior, text_embedding=text_embedding)
+        self.register_to_config(
+            processing_resolution=int(processing_resolution),
+            timestep=int(timestep),
+            channel_order=channel_order,
+            prior_normalization=prior_normalization,
+            prior_input_size=int(prior_input_size),
+            prior_image_mean=list(prior_image_mean),
+            prior_image_std=list(prior_image_std),
+        )
+        self.fuse_vae_encode = True  # one encoder call for image and prior (same result: GroupNorm is per sample)
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike | None = None,
+        prior=None,
+        torch_dtype: torch.dtype | None = None,
+        allow_pickle: bool = False,
+        local_files_only: bool | None = None,
+        **overrides,
+    ) -> "ApDepthPipeline":
+        """Load a pipeline folder or Hugging Face Hub id.
+
+        ``None`` loads the bundled default model. Folders written by :meth:`save_pretrained` load as they are.
+        The published layout (``model_index.json`` naming ``MarigoldDepthPipeline``, with ``unet/ vae/
+        text_encoder/ tokenizer/``, as ``developy/ApDepth`` ships it) loads too; its prior is not inside and
+        must be given as ``prior`` (hub id such as ``depth-anything/Depth-Anything-V2-Small-hf``, a folder, or
+        a module); it uses ``raw`` prior normalisation and timestep 1 unless overridden. Keyword ``overrides``
+        replace stored inference defaults (e.g. ``processing_resolution=512``). Only safetensors weights are
+        read unless ``allow_pickle=True``.
+        """
+        if pretrained_model_name_or_path is None:
+            if not (BUNDLED_MODEL_DIR / "model_index.json").is_file():
+                raise CheckpointNotFoundError(
+                    "No checkpoint given and the bundled default model is missing from this installation "
+                    f"({BUNDLED_MODEL_DIR}). Pass a checkpoint folder or hub id, e.g. "
+                    "--checkpoint developy/ApDepth --prior depth-anything/Depth-Anything-V2-Small-hf"
+                )
+            pretrained_model_name_or_path = BUNDLED_MODEL_DIR
+        root = resolve_checkpoint(pretrained_model_name_or_path, allow_pickle=allow_pickle, local_files_only=local_files_only)
+        index = json.loads((root / "model_index.json").read_text())
+        class_name = index.get("_class_name", "")
+        if class_name == cls.__name__:
+            pipe = cls._load_native(root, index, prior, torch_dtype, allow_pickle, local_files_only)
+        else:
+            pipe = cls._load_published(root, index, prior, torch_dtype, allow_pickle, local_files_only, overrides)
+        for key, value in overrides.items():
+            if key not in cls._config_keys():
+                raise ValueError(f"unknown pipeline setting {key!r}; known: {cls._config_keys()}")
+        if overrides:
+            pipe.register_to_config(**overrides)
+            pipe._validate_config()
+        return pipe
+
+    @classmethod
+    def _load_native(cls, root, index, prior, torch_dtype, allow_pickle, local_files_only):
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+
+        def load(klass, sub):
+            return _load_component(klass, root, sub, torch_dtype, allow_pickle)
+
+        unet = load(UNet2DConditionModel, "unet")
+        vae = load(AutoencoderKL, "vae")
+        text_embedding = load(EmptyTextEmbedding, "text_embedding")
+        if prior is None and index.get("prior", [None, None])[0] is not None:
+            prior = root / "prior"
+        prior = load_prior(str(prior) if isinstance(prior, Path) else prior, torch_dtype, allow_pickle, local_files_only)
+        config = {k: index[k] for k in cls._config_keys() if k in index}
+        return cls(unet=unet, vae=vae, prior=prior, text_embedding=text_embedding, **config)
+
+    @classmethod
+    def _load_published(cls, root, index, prior, torch_dtype, allow_pickle, local_files_only, overrides):
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+
+        missing = [sub for sub in ("unet", "vae") if not (root / sub).is_dir()]
+        if missing:
+            raise CheckpointNotFoundError(f"{root}: not a pipeline folder: missing sub-folder(s) {', '.join(missing)}")
+
+        def load(klass, sub):
+            return _load_component(klass, root, sub, torch_dtype, allow_pickle)
+
+        unet = load(UNet2DConditionModel, "unet")
+        vae = load(AutoencoderKL, "vae")
+        if (root / "text_embedding").is_dir():
+            text_embedding = load(EmptyTextEmbedding, "text_embedding")
+        elif (root / "text_encoder").is_dir() and (root / "tokenizer").is_dir():
+            from transformers import CLIPTextModel, CLIPTokenizer
+
+            try:
+                encoder = CLIPTextModel.from_pretrained(root, subfolder="text_encoder", use_safetensors=True if not allow_pickle else None)
+                tokenizer = CLIPTokenizer.from_pretrained(root, subfolder="tokenizer")
+            except (OSError, ValueError) as err:
+                raise friendly_load_error(str(root / "text_encoder"), "text encoder", err, allow_pickle) from err
+            # Encode the empty prompt once; the encoder itself is dropped right after.
+            text_embedding = EmptyTextEmbedding.from_text_encoder(encoder, tokenizer)
+            del encoder
+        else:
+            raise CheckpointNotFoundError(
+                f"{root}: no text_embedding/ and no text_encoder/ + tokenizer/ to compute the empty-prompt embedding from"
+            )
+        if torch_dtype is not None:
+            text_embedding.to(torch_dtype)
+        if unet.config.in_channels == 8 and prior is None:
+            raise CheckpointNotFoundError(
+                f"{root} ({index.get('_class_name', 'unknown pipeline')}) does not include its depth prior. Pass one, e.g. "
+                "prior='depth-anything/Depth-Anything-V2-Small-hf' (CLI: --prior ...), or a local folder holding it. "
+                "Depth Anything V2 Small is Apache-2.0; the Base/Large/Giant priors are non-commercial (CC-BY-NC-4.0)."
+            )
+        prior = load_prior(prior, torch_dtype, allow_pickle, local_files_only) if unet.config.in_channels == 8 else None
+        config = dict(prior_normalization="raw", timestep=1, channel_order="prior_first")
+        if "default_processing_resolution" in index and index["default_processing_resolution"]:
+            config["processing_resolution"] = int(index["default_processing_resolution"])
+        return cls(unet=unet, vae=vae, prior=prior, text_embedding=text_embedding, **config)
+
+    @classmethod
+    def _config_keys(cls) -> list[str]:
+        """Inference settings stored in model_index.json (the __init__ arguments that are not components)."""
+        import inspect
+
+        skip = {"self", "unet", "vae", "prior", "text_embedding"}
+        return [k for k in inspect.signature(cls.__init__).parameters if k not in skip]
+
+    def _validate_config(self):
+        c = self.config
+        if c.channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {c.channel_order!r}")
+        if c.prior_normalization not in PRIOR_NORMALIZATIONS:
+            raise ValueError(f"prior_normalization must be one of {PRIOR_NORMALIZATIONS}, got {c.prior_normalization!r}")
+
+    # ------------------------------------------------------------------ building blocks
+
+    @property
+    def _exec_device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) in [-1,1] -> scaled latent (B,4,H/8,W/8), posterior mean (no sampling)."""
+        return self.vae.encode(x.to(self.vae.dtype)).latent_dist.mode() * self.vae.config.scaling_factor
+
+    def decode_depth(self, latent: torch.Tensor) -> torch.Tensor:
+        """Depth latent (B,4,h,w) -> depth (B,H,W) in [0,1], 0 = near."""
+        rgb = self.vae.decode(latent.to(self.vae.dtype) / self.vae.config.scaling_factor).sample  # (B,3,H,W)
+        return (rgb.float().mean(dim=1).clamp(-1.0, 1.0) + 1.0) / 2.0
+
+    def prior_disparity(self, rgb: torch.Tensor) -> torch.Tensor:
+        """rgb (B,3,H,W) in [0,1] at processing size -> prior disparity (B,H,W), resized back to (H,W)."""
+        c = self.config
+        # Resampling runs in fp32 (bicubic antialias has no half kernels on CPU); the prior in its own dtype.
+        pixel_values = prepare_prior_input(
+            rgb.float(), c.prior_normalization, c.prior_input_size, tuple(c.prior_image_mean), tuple(c.prior_image_std)
+        )
+        disp = run_prior(self.prior, pixel_values.to(self.prior.dtype))  # (B,h',w')
+        if disp.shape[-2:] != rgb.shape[-2:]:
+            disp = F.interpolate(disp[:, None].float(), size=rgb.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        return disp.float()
+
+    def predict_latent(self, rgb: torch.Tensor, prior_input: torch.Tensor | None = None) -> torch.Tensor:
+        """The model's forward pass on padded tensors; also used by training.
+
+        rgb (B,3,H,W) in [0,1], H and W multiples of 8; prior_input (B,H,W) the normalised prior (or None for
+        the prior-free model). Returns the predicted clean depth latent (B,4,H/8,W/8).
+        """
+        b = rgb.shape[0]
+        x_rgb = rgb * 2.0 - 1.0
+        if prior_input is None:
+            z = self.encode(x_rgb)  # (B,4,h,w)
+            sample = z
+        else:
+            x_prior = prior_input[:, None].expand(-1, 3, -1, -1).to(x_rgb.dtype)
+            if self.fuse_vae_encode:
+                z_rgb, z_prior = self.encode(torch.cat([x_rgb, x_prior])).chunk(2)
+            else:
+                z_rgb, z_prior = self.encode(x_rgb), self.encode(x_prior)
+            pair = (z_prior, z_rgb) if self.config.channel_order == "prior_first" else (z_rgb, z_prior)
+            sample = torch.cat(pair, dim=1)  # (B,8,h,w)
+        t = torch.full((b,), self.config.timestep, device=sample.device, dtype=torch.long)
+        cond = self.text_embedding(b).to(device=sample.device, dtype=self.unet.dtype)
+        return self.unet(sample.to(self.unet.dtype), t, encoder_hidden_states=cond, return_dict=False)[0]
+
+    # ------------------------------------------------------------------ inference
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image,
+        processing_resolution: int | None = None,
+        match_input_resolution: bool = True,
+        batch_size: int = 1,
+        output_type: str = "np",
+        output_prior: bool = False,
+        show_progress_bar: bool = False,
+    ) -> ApDepthOutput:
+        """Predict depth for one image or a list of images (sizes may differ).
+
+        Args:
+            image: PIL image, numpy (H,W[,C]) (uint8, uint16 or float in [0,1]), torch (C,H,W) or (B,C,H,W),
+                or a list of these.
+            processing_resolution: longer side the model runs at; ``None`` = the stored default, 0 = native.
+            match_input_resolution: resize the prediction back to each input's size (else processing size).
+            batch_size: images per forward pass (images of the same processing size are batched together).
+            output_type: ``"np"`` (float32 numpy) or ``"pt"`` (torch tensors on the pipeline's device).
+            output_prior: also return the prior's depth (``prior_depth``).
+        Returns:
+            :class:`ApDepthOutput` with ``depth`` in [0, 1] (0 = near), (N,H,W) or a list for mixed sizes.
+        """
+        if output_type not in ("np", "pt"):
+            raise ValueError(f"output_type must be 'np' or 'pt', got {output_type!r}")
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if output_prior and self.prior is None:
+            raise ValueError("output_prior=True but this pipeline has no prior")
+        res = self.config.processing_resolution if processing_resolution is None else int(processing_resolution)
+        if res < 0:
+            raise ValueError("processing_resolution must be >= 0 (0 = native size)")
+
+        # 1. Inputs -> list of (3,H,W) float in [0,1].
+        images, _ = _as_image_list(image)
+        n = len(images)
+        sizes = [tuple(im.shape[-2:]) for im in images]
+        proc_sizes = [_processing_size(h, w, res) for h, w in sizes]
+
+        # Images sharing a processing size are batched together; order is restored at the end.
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, ps in enumerate(proc_sizes):
+            groups.setdefault(ps, []).append(i)
+        depth_out: list[torch.Tensor | None] = [None] * n
+        prior_out: list[torch.Tensor | None] = [None] * n
+        device, dtype = self._exec_device, self._dtype
+        chunks = [(ps, idx[k : k + batch_size]) for ps, idx in groups.items() for k in range(0, len(idx), batch_size)]
+        for (ph, pw), idx in self.progress_bar(chunks) if show_progress_bar else chunks:
+            # 2. Resize so the longer side is the processing resolution: (B,3,ph,pw).
+            rgb = torch.stack([images[i] for i in idx]).to(device=device, dtype=torch.float32)
+            if rgb.shape[-2:] != (ph, pw):
+                rgb = F.interpolate(rgb, size=(ph, pw), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+            # 3-4. Prior disparity at processing size (B,ph,pw), normalised per the config.
+            disp = prior_in = None
+            if self.prior is not None:
+                disp = self.prior_disparity(rgb)
+                prior_in = normalize_prior_disparity(disp, self.config.prior_normalization)
+            # Pad to a multiple of 8 (the VAE downsamples by 8), replicating the border.
+            pad_h, pad_w = (-ph) % 8, (-pw) % 8
+            rgb_p = F.pad(rgb, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else rgb
+            if prior_in is not None and (pad_h or pad_w):
+                prior_in = F.pad(prior_in[:, None], (0, pad_w, 0, pad_h), mode="replicate")[:, 0]
+            # 5-6. Encode both, one U-Net call: (B,8,h,w) -> clean depth latent (B,4,h,w).
+            latent = self.predict_latent(rgb_p.to(dtype), None if prior_in is None else prior_in.to(dtype))
+            # 7. Decode: mean over channels, clip to [-1,1], map to [0,1]: (B,H',W').
+            depth = self.decode_depth(latent)[:, :ph, :pw]
+            # 8. Back to the input size.
+            for j, i in enumerate(idx):
+                d = depth[j]
+                p = prior_disparity_to_depth01(disp[j : j + 1])[0] if output_prior else None
+                if match_input_resolution and sizes[i] != (ph, pw):
+                    d = F.interpolate(d[None, None], size=sizes[i], mode="bilinear", align_corners=False)[0, 0]
+                    if p is not None:
+                        p = F.interpolate(p[None, None], size=sizes[i], mode="bilinear", align_corners=False)[0, 0]
+                depth_out[i] = d.clamp(0, 1)
+                prior_out[i] = None if p is None else p.clamp(0, 1)
+
+        def finish(items):
+            if items[0] is None:
+                return None
+            same = all(t.shape == items[0].shape for t in items)
+            if output_type == "pt":
+                return torch.stack(items) if same else list(items)
+            arrays = [t.float().cpu().numpy() for t in items]
+            return np.stack(arrays) if same else arrays
+
+        return ApDepthOutput(depth=finish(depth_out), prior_depth=finish(prior_out))

@@ -1,0 +1,268 @@
+"""``apdepth predict``: depth maps for files, folders (recursive) and globs.
+
+For each input image ``<stem>`` it writes, under ``--output`` (keeping the sub-folder structure of folder
+and glob inputs): ``<stem>_depth.npy`` (float32, [0,1], 0 = near), ``<stem>_depth.png`` (16-bit,
+value × 65535) and ``<stem>_depth_colored.png`` (unless ``--color-map none``). Unreadable inputs are
+reported by name and skipped; the exit code is 1 when any input failed.
+
+Scale-out: run under ``accelerate launch --num_processes N -m apdepth predict ...`` (or torchrun): inputs
+are sharded across processes, each is processed exactly once, and rank 0 prints the merged summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from apdepth.image_io import IMAGE_EXTENSIONS
+
+SUMMARY_NAME = "predict_summary.json"
+
+
+@dataclass
+class InputItem:
+    path: Path
+    rel: Path  # relative output path without suffix (sub-folders kept), e.g. "scene1/img001"
+
+
+@dataclass
+class Summary:
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def merge(self, other: "Summary") -> None:
+        self.done += other.done
+        self.skipped += other.skipped
+        self.failed.update(other.failed)
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def collect_inputs(inputs: list[str]) -> tuple[list[InputItem], list[str]]:
+    """Expand files, folders (recursively) and glob patterns; returns items and error messages for inputs
+    that match nothing. Files named explicitly are kept even with unusual extensions (so that a bad file
+    is reported, not silently ignored); folder and glob expansion keep image extensions only."""
+    items: list[InputItem] = []
+    errors: list[str] = []
+    for spec in inputs:
+        p = Path(spec)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.is_file() and _is_image(q) and not q.name.startswith("."))
+            if not found:
+                errors.append(f"{spec}: folder contains no images ({', '.join(IMAGE_EXTENSIONS)})")
+            items += [InputItem(q, q.relative_to(p).with_suffix("")) for q in found]
+        elif p.is_file():
+            items.append(InputItem(p, Path(p.stem)))
+        elif glob.has_magic(spec):
+            matches = sorted(Path(m) for m in glob.glob(spec, recursive=True))
+            files = [m for m in matches if m.is_file() and _is_image(m)]
+            if not files:
+                errors.append(f"{spec}: pattern matches no image files")
+            base = Path(_glob_base(spec))
+            for m in files:
+                try:
+                    rel = m.relative_to(base).with_suffix("")
+                except ValueError:
+                    rel = Path(m.stem)
+                items.append(InputItem(m, rel))
+        else:
+            errors.append(f"{spec}: no such file or folder")
+    return items, errors
+
+
+def _glob_base(pattern: str) -> str:
+    parts = Path(pattern).parts
+    base: list[str] = []
+    for part in parts:
+        if glob.has_magic(part):
+            break
+        base.append(part)
+    return str(Path(*base)) if base else "."
+
+
+def output_paths(out_dir: Path, rel: Path, color_map: str | None, save_ply: bool = False) -> list[Path]:
+    stem = out_dir / rel.parent / rel.name
+    paths = [Path(f"{stem}_depth.npy"), Path(f"{stem}_depth.png")]
+    if color_map:
+        paths.append(Path(f"{stem}_depth_colored.png"))
+    if save_ply:
+        paths.append(Path(f"{stem}.ply"))
+    return paths
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively) or glob patterns")
+    p.add_argument("--output", "-o", required=True, help="output folder")
+    p.add_argument("--checkpoint", default=None, help="pipeline folder or Hugging Face Hub id (default: the bundled small model)")
+    p.add_argument(
+        "--prior",
+        default=None,
+        help="depth prior for checkpoints that do not include one, e.g. depth-anything/Depth-Anything-V2-Small-hf "
+        "(Apache-2.0; the Base/Large/Giant priors are non-commercial)",
+    )
+    p.add_argument("--processing-res", type=int, default=None, help="longer side the model runs at (0 = native; default: stored with the model)")
+    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"], help="compute precision (default fp32)")
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps (default auto: cuda, then mps, then cpu)")
+    p.add_argument("--color-map", default="Spectral", help="matplotlib colour map for *_depth_colored.png, 'none' to skip")
+    p.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs all exist already")
+    p.add_argument("--allow-pickle", action="store_true", help="allow loading pickled (.bin) weights; only for checkpoints you trust")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _distributed():
+    """(rank, world_size, state) under accelerate/torchrun; (0, 1, None) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, None
+    from accelerate import PartialState
+
+    state = PartialState()
+    return state.process_index, state.num_processes, state
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from apdepth.cli import pick_device, pick_dtype
+    from apdepth.image_io import ImageReadError, read_image, save_depth_outputs
+
+    color_map = None if str(args.color_map).lower() == "none" else args.color_map
+    if args.batch_size < 1:
+        print("error: --batch-size must be >= 1", file=sys.stderr)
+        return 2
+    if args.processing_res is not None and args.processing_res < 0:
+        print("error: --processing-res must be >= 0 (0 = native size)", file=sys.stderr)
+        return 2
+    if color_map:
+        import matplotlib
+
+        if color_map not in matplotlib.colormaps:
+            print(f"error: unknown --color-map {color_map!r} (any matplotlib colour map, or 'none')", file=sys.stderr)
+            return 2
+    save_ply = bool(getattr(args, "save_ply", False))
+    out_dir = Path(args.output)
+
+    rank, world, state = _distributed()
+    items, input_errors = collect_inputs(args.inputs)
+    seen: dict[Path, Path] = {}
+    for it in items:
+        if it.rel in seen and seen[it.rel] != it.path:
+            print(f"error: {seen[it.rel]} and {it.path} would write the same outputs ({it.rel}_depth.*); "
+                  "rename one or run them separately", file=sys.stderr)
+            return 2
+        seen[it.rel] = it.path
+    summary = Summary()
+    for msg in input_errors:
+        summary.failed[msg.split(":")[0]] = msg.split(": ", 1)[1]
+    mine = items[rank::world]
+
+    todo: list[InputItem] = []
+    for it in mine:
+        if args.skip_existing and all(p.is_file() for p in output_paths(out_dir, it.rel, color_map, save_ply)):
+            summary.skipped.append(str(it.path))
+        else:
+            todo.append(it)
+
+    if todo:
+        from apdepth.pipeline import ApDepthPipeline
+
+        device = state.device if (state is not None and args.device == "auto") else pick_device(args.device)
+        dtype = pick_dtype(args.dtype)
+        try:
+            pipe = ApDepthPipeline.from_pretrained(args.checkpoint, prior=args.prior, torch_dtype=dtype, allow_pickle=args.allow_pickle)
+        except (OSError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        pipe.to(device)
+        pipe.set_progress_bar_config(disable=True)
+
+        start = time.perf_counter()
+        bar = tqdm(total=len(todo), unit="img", disable=args.quiet or rank != 0 and world > 1, dynamic_ncols=True)
+        for k in range(0, len(todo), args.batch_size):
+            batch = todo[k : k + args.batch_size]
+            ready: list[tuple[InputItem, np.ndarray]] = []
+            for it in batch:
+                try:
+                    ready.append((it, read_image(it.path)))
+                except ImageReadError as err:
+                    summary.failed[str(it.path)] = str(err).split(": ", 1)[-1]
+                    tqdm.write(f"skipped {err}", file=sys.stderr)
+            if ready:
+                _predict_and_write(pipe, ready, args, out_dir, color_map, save_ply, summary)
+            bar.update(len(batch))
+            elapsed = time.perf_counter() - start
+            bar.set_postfix_str(f"{(k + len(batch)) / max(elapsed, 1e-9):.2f} img/s")
+        bar.close()
+
+    if world > 1:
+        summary = _merge_summaries(summary, state)
+    if rank == 0:
+        _print_summary(summary, out_dir)
+    return 1 if summary.failed else 0
+
+
+def _predict_and_write(pipe, ready, args, out_dir, color_map, save_ply, summary) -> None:
+    """Run one batch; if the batch fails, retry image by image so that the culprit is named."""
+    from tqdm import tqdm
+
+    from apdepth.image_io import save_depth_outputs
+
+    def write(it, depth, rgb):
+        save_depth_outputs(out_dir / it.rel.parent, it.rel.name, depth, color_map=color_map)
+        if save_ply:
+            _write_ply(out_dir / it.rel.parent / f"{it.rel.name}.ply", depth, rgb, args)
+        summary.done.append(str(it.path))
+
+    try:
+        out = pipe([a for _, a in ready], processing_resolution=args.processing_res, batch_size=len(ready))
+        for (it, rgb), depth in zip(ready, out.depth):
+            write(it, depth, rgb)
+    except (ValueError, RuntimeError) as err:
+        if len(ready) == 1:
+            it = ready[0][0]
+            summary.failed[str(it.path)] = f"inference failed: {err}"
+            tqdm.write(f"failed {it.path}: {err}", file=sys.stderr)
+            return
+        for one in ready:
+            _predict_and_write(pipe, [one], args, out_dir, color_map, save_ply, summary)
+
+
+def _write_ply(path, depth, rgb, args) -> None:
+    from apdepth.pointcloud import depth_to_points, write_ply
+
+    points, colors = depth_to_points(depth, rgb=rgb, fov_deg=getattr(args, "fov", 60.0), focal=getattr(args, "focal", None))
+    write_ply(path, points, colors)
+
+
+def _merge_summaries(summary: Summary, state) -> Summary:
+    from accelerate.utils import gather_object
+
+    parts = gather_object([summary])
+    merged = Summary()
+    for part in parts:
+        merged.merge(part)
+    # Input errors are seen identically by every rank; count them once.
+    return merged
+
+
+def _print_summary(summary: Summary, out_dir: Path) -> None:
+    from apdepth.image_io import atomic_write
+
+    n_done, n_skip, n_fail = len(summary.done), len(summary.skipped), len(summary.failed)
+    print(f"done: {n_done}  skipped: {n_skip}  failed: {n_fail}  ->  {out_dir}")
+    for name, reason in sorted(summary.failed.items()):
+        print(f"  failed: {name}: {reason}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out_dir / SUMMARY_NAME, "w") as fh:
+        json.dump({"done": sorted(summary.done), "skipped": sorted(summary.skipped), "failed": summary.failed}, fh, indent=1)

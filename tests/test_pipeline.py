@@ -1,0 +1,224 @@
+"""ApDepthPipeline on tiny random components: shapes, ranges, determinism, batching, loading."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from apdepth.hub import CheckpointNotFoundError
+from apdepth.models import build_pipeline, build_tiny_pipeline, widen_conv_in
+from apdepth.pipeline import ApDepthOutput, ApDepthPipeline
+from conftest import random_rgb, write_tiny_clip
+
+
+def test_output_shape_range_and_types(tiny_pipeline):
+    img = random_rgb(37, 51)
+    out = tiny_pipeline(img, output_prior=True)
+    assert isinstance(out, ApDepthOutput)
+    assert out.depth.shape == (1, 37, 51) and out.depth.dtype == np.float32
+    assert out.prior_depth.shape == (1, 37, 51)
+    assert 0.0 <= out.depth.min() and out.depth.max() <= 1.0
+    assert out.depth.std() > 0  # not a constant map
+    pt = tiny_pipeline(img, output_type="pt")
+    assert isinstance(pt.depth, torch.Tensor) and pt.depth.shape == (1, 37, 51)
+    np.testing.assert_allclose(pt.depth.numpy(), out.depth, atol=1e-6)
+
+
+def test_processing_size_and_padding_for_odd_sizes(tiny_pipeline):
+    # 37x51 at processing resolution 45 -> 33x45 (longer side 45, aspect kept), padded to 40x48 internally.
+    out = tiny_pipeline(random_rgb(37, 51), processing_resolution=45, match_input_resolution=False)
+    assert out.depth.shape == (1, 33, 45)
+    native = tiny_pipeline(random_rgb(37, 51), processing_resolution=0, match_input_resolution=False)
+    assert native.depth.shape == (1, 37, 51)
+
+
+def test_deterministic(tiny_pipeline):
+    img = random_rgb(40, 56, seed=3)
+    a = tiny_pipeline(img).depth
+    b = tiny_pipeline(img).depth
+    np.testing.assert_array_equal(a, b)
+
+
+def test_batch_equals_single_and_mixed_sizes(tiny_pipeline):
+    imgs = [random_rgb(40, 56, seed=s) for s in range(3)]
+    singles = [tiny_pipeline(im).depth[0] for im in imgs]
+    batched = tiny_pipeline(imgs, batch_size=3).depth
+    assert batched.shape == (3, 40, 56)
+    for s, b in zip(singles, batched):
+        np.testing.assert_allclose(s, b, atol=1e-5)
+    mixed = tiny_pipeline([imgs[0], random_rgb(30, 30), imgs[1]], batch_size=2).depth
+    assert isinstance(mixed, list) and [m.shape for m in mixed] == [(40, 56), (30, 30), (40, 56)]
+    np.testing.assert_allclose(mixed[2], singles[1], atol=1e-5)
+
+
+def test_input_types_agree(tiny_pipeline):
+    u8 = random_rgb(32, 48)
+    ref = tiny_pipeline(u8).depth[0]
+    as_float = tiny_pipeline(u8.astype(np.float32) / 255).depth[0]
+    as_pil = tiny_pipeline(Image.fromarray(u8)).depth[0]
+    as_tensor = tiny_pipeline(torch.from_numpy(u8).permute(2, 0, 1)).depth[0]
+    as_batch = tiny_pipeline(torch.from_numpy(u8).permute(2, 0, 1)[None].float() / 255).depth[0]
+    grey = tiny_pipeline(Image.fromarray(u8).convert("L")).depth[0]
+    for other in (as_float, as_pil, as_tensor, as_batch):
+        np.testing.assert_allclose(other, ref, atol=1e-5)
+    assert grey.shape == ref.shape
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.zeros((4, 4, 3), np.uint8), "too small"),
+        (np.full((16, 16, 3), 2.0, np.float32), "must be in \\[0, 1\\]"),
+        (np.zeros((16, 16, 5), np.float32), "numpy images must be"),
+        ("not an image", "unsupported type"),
+        ([], "no images"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(tiny_pipeline, bad, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_pipeline(bad)
+
+
+def test_bad_arguments(tiny_pipeline):
+    img = random_rgb(16, 16)
+    with pytest.raises(ValueError, match="output_type"):
+        tiny_pipeline(img, output_type="pil")
+    with pytest.raises(ValueError, match="processing_resolution"):
+        tiny_pipeline(img, processing_resolution=-1)
+    with pytest.raises(ValueError, match="batch_size"):
+        tiny_pipeline(img, batch_size=0)
+
+
+def test_save_load_round_trip(tiny_pipeline, tiny_checkpoint):
+    loaded = ApDepthPipeline.from_pretrained(tiny_checkpoint)
+    assert loaded.config.processing_resolution == tiny_pipeline.config.processing_resolution
+    assert loaded.config.prior_normalization == "quantile"
+    for a, b in zip(tiny_pipeline.unet.state_dict().values(), loaded.unet.state_dict().values()):
+        assert torch.equal(a, b)
+    torch.testing.assert_close(loaded.text_embedding.embedding, tiny_pipeline.text_embedding.embedding)
+    img = random_rgb(40, 40, seed=7)
+    np.testing.assert_allclose(loaded(img).depth, tiny_pipeline(img).depth, atol=1e-5)
+    # Weights are safetensors only: nothing pickled was written.
+    assert not list(tiny_checkpoint.rglob("*.bin")) and list(tiny_checkpoint.rglob("*.safetensors"))
+
+
+def test_overrides_and_unknown_setting(tiny_checkpoint):
+    p = ApDepthPipeline.from_pretrained(tiny_checkpoint, processing_resolution=32)
+    assert p.config.processing_resolution == 32
+    assert p(random_rgb(48, 64), match_input_resolution=False).depth.shape == (1, 24, 32)
+    with pytest.raises(ValueError, match="unknown pipeline setting 'procesing_resolution'"):
+        ApDepthPipeline.from_pretrained(tiny_checkpoint, procesing_resolution=32)
+
+
+def test_dtype_loading(tiny_checkpoint):
+    p = ApDepthPipeline.from_pretrained(tiny_checkpoint, torch_dtype=torch.bfloat16)
+    assert p.unet.dtype == torch.bfloat16 and p.vae.dtype == torch.bfloat16 and p.prior.dtype == torch.bfloat16
+    out = p(random_rgb(32, 32)).depth
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+
+
+def _write_published_layout(root, pipe, with_clip=True):
+    """Write `pipe`'s weights exactly as the published ApDepth / Marigold checkpoints are laid out."""
+    root.mkdir(parents=True)
+    pipe.unet.save_pretrained(root / "unet")
+    pipe.vae.save_pretrained(root / "vae")
+    (root / "scheduler").mkdir()
+    (root / "scheduler" / "scheduler_config.json").write_text(json.dumps({"_class_name": "DDIMScheduler", "num_train_timesteps": 1000}))
+    if with_clip:
+        write_tiny_clip(root)
+    (root / "model_index.json").write_text(json.dumps({
+        "_class_name": "MarigoldDepthPipeline", "_diffusers_version": "0.25.0",
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+        "scheduler": ["diffusers", "DDIMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"], "prediction_type": "depth",
+        "default_processing_resolution": 48,
+    }))
+
+
+def test_published_layout_loads_with_separate_prior(tmp_path, tiny_pipeline):
+    root = tmp_path / "published"
+    _write_published_layout(root, tiny_pipeline)
+    prior_dir = tmp_path / "prior"
+    tiny_pipeline.prior.save_pretrained(prior_dir)
+
+    with pytest.raises(CheckpointNotFoundError, match="does not include its depth prior.*Depth-Anything-V2-Small-hf"):
+        ApDepthPipeline.from_pretrained(root)
+
+    p = ApDepthPipeline.from_pretrained(root, prior=str(prior_dir))
+    assert p.config.prior_normalization == "raw" and p.config.timestep == 1
+    assert p.config.processing_resolution == 48
+    assert not hasattr(p, "text_encoder")  # only the cached embedding is kept
+    # The empty-prompt embedding matches what the text encoder produces.
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    enc = CLIPTextModel.from_pretrained(root / "text_encoder")
+    tok = CLIPTokenizer.from_pretrained(root / "tokenizer")
+    ids = tok("", padding="max_length", max_length=tok.model_max_length, return_tensors="pt").input_ids
+    torch.testing.assert_close(p.text_embedding.embedding, enc(ids)[0])
+    out = p(random_rgb(40, 40))
+    assert out.depth.shape == (1, 40, 40) and np.isfinite(out.depth).all()
+    # Saved again, it is a native ApDepth folder that reloads without the prior argument.
+    p.save_pretrained(tmp_path / "converted")
+    q = ApDepthPipeline.from_pretrained(tmp_path / "converted")
+    assert q.config.prior_normalization == "raw"
+    np.testing.assert_allclose(q(random_rgb(40, 40)).depth, out.depth, atol=1e-5)
+
+
+def test_missing_checkpoint_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CheckpointNotFoundError, match="huggingface-cli download"):
+        ApDepthPipeline.from_pretrained("someone/not-a-real-model", local_files_only=True)
+    with pytest.raises(CheckpointNotFoundError, match="no model_index.json"):
+        ApDepthPipeline.from_pretrained(tmp_path)
+    with pytest.raises(CheckpointNotFoundError, match="neither an existing folder nor"):
+        ApDepthPipeline.from_pretrained(str(tmp_path / "missing" / "deep" / "path"))
+
+
+def test_pickle_refused_by_default(tmp_path, tiny_pipeline):
+    root = tmp_path / "pickled"
+    tiny_pipeline.save_pretrained(root, safe_serialization=False)
+    with pytest.raises(CheckpointNotFoundError, match="allow_pickle"):
+        ApDepthPipeline.from_pretrained(root)
+    p = ApDepthPipeline.from_pretrained(root, allow_pickle=True)
+    assert p.unet.config.in_channels == 8
+
+
+def test_prior_free_control_model():
+    p = build_pipeline("tiny", use_prior=False)
+    assert p.prior is None and p.unet.config.in_channels == 4
+    assert p(random_rgb(24, 24)).depth.shape == (1, 24, 24)
+    with pytest.raises(ValueError, match="no prior"):
+        p(random_rgb(24, 24), output_prior=True)
+
+
+def test_unet_channel_mismatch_is_a_clear_error(tiny_pipeline):
+    with pytest.raises(ValueError, match="4 input channels but 8"):
+        ApDepthPipeline(unet=build_pipeline("tiny", use_prior=False).unet, vae=tiny_pipeline.vae,
+                        prior=tiny_pipeline.prior, text_embedding=tiny_pipeline.text_embedding)
+
+
+def test_widen_conv_in_preserves_output_for_duplicated_input():
+    from apdepth.models import build_unet, get_preset
+
+    unet = build_unet(get_preset("tiny").unet, in_channels=4).eval()
+    x = torch.randn(1, 4, 8, 8)
+    c = torch.randn(1, 4, 16)
+    ref = unet(x, 1, encoder_hidden_states=c).sample
+    widen_conv_in(unet, 8)
+    assert unet.config.in_channels == 8 and unet.conv_in.weight.shape[1] == 8
+    torch.testing.assert_close(unet(torch.cat([x, x], 1), 1, encoder_hidden_states=c).sample, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_fused_encode_matches_separate(tiny_pipeline):
+    img = random_rgb(32, 40, seed=5)
+    fused = tiny_pipeline(img).depth
+    tiny_pipeline.fuse_vae_encode = False
+    try:
+        separate = tiny_pipeline(img).depth
+    finally:
+        tiny_pipeline.fuse_vae_encode = True
+    np.testing.assert_allclose(fused, separate, atol=1e-5)
