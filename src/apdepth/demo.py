@@ -285,12 +285,12 @@ def build_demo(
                     label="Images", file_count="multiple", file_types=list(IMAGE_EXTENSIONS),
                     elem_id="apdepth-input", height=180,
                 )
-                with gr.Row():
-                    resolution = gr.Slider(
-                        0, 2048, value=default_res, step=8, label="Processing resolution (px, 0 = native)",
-                        info="Longer side the model runs at; higher is sharper and slower.",
-                    )
-                    cmap = gr.Dropdown(list(COLOR_MAPS), value="Spectral", label="Colour map")
+                resolution = gr.Slider(
+                    0, 2048, value=default_res, step=8, label="Processing resolution (px, 0 = native)",
+                    info="Longer side the model runs at; higher is sharper and slower.",
+                )
+                cmap = gr.Dropdown(list(COLOR_MAPS), value="Spectral", label="Colour map",
+                                   info="Spectral: red = near, blue = far.")
                 with gr.Accordion("Point cloud", open=False):
                     fov = gr.Slider(20, 120, value=60, step=1, label="Horizontal field of view (degrees)")
                     ratio = gr.Slider(1.5, 50, value=10, step=0.5, label="Far / near depth ratio",
@@ -306,9 +306,10 @@ def build_demo(
                 pick = gr.Dropdown([], label="Show result for", visible=False, elem_id="apdepth-pick")
                 with gr.Row():
                     slider = gr.ImageSlider(label="Image | depth (drag to compare)", type="filepath",
-                                            format="png", elem_id="apdepth-slider", scale=3)
+                                            format="png", elem_id="apdepth-slider", scale=3, height=340)
                     prior_img = gr.Image(label="Prior's depth", type="filepath", format="png",
-                                         interactive=False, elem_id="apdepth-prior", visible=has_prior, scale=2)
+                                         interactive=False, elem_id="apdepth-prior", visible=has_prior, scale=2,
+                                         height=340)
                 model3d = gr.Model3D(label="Point cloud (drag to rotate, scroll to zoom)", display_mode="point_cloud",
                                      camera_position=(90, 90, None), height=420, elem_id="apdepth-3d")
                 downloads = gr.File(label="Downloads: 16-bit PNG (value/65535), .npy (float32 [0,1]), colour PNG, "
@@ -382,5 +383,7 @@ def run(args: argparse.Namespace) -> int:
     pipe = ApDepthPipeline.from_pretrained(args.checkpoint, prior=args.prior, torch_dtype=pick_dtype(args.dtype))
     pipe.to(device)
     demo = build_demo(pipe, max_images=args.max_images, max_megapixels=args.max_megapixels)
-    launch(demo, args.host, args.port, max_file_size=args.max_file_size)
+    # gradio's own banner suggests share=True, which this command never does; print a plain line instead
+    print(f"ApDepth demo on http://{args.host}:{args.port}/ (device {device}); press Ctrl+C to stop", flush=True)
+    launch(demo, args.host, args.port, max_file_size=args.max_file_size, quiet=True)
     return 0
