@@ -252,6 +252,11 @@ def _dot(a, b):
     return a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1] + a[..., 2] * b[..., 2]
 
 
+def _g(x, i):
+    """Row gather ``x[i]`` for a 1-D index tensor; index_select is much faster than advanced indexing on CPU."""
+    return x.index_select(0, i)
+
+
 def _t_planes(o, d, n, off):
     """o, d: (K,S,3); n (K,1,3); off (K,1). Returns t (K,S), inf on a miss."""
     denom = _dot(d, n)
@@ -352,26 +357,26 @@ def _cast(scene: Scene, o, d, cand, active, any_hit_tmax=None):
         pk = pairs[start:start + _PAIR_CHUNK]
         tile, prim = pk[:, 0], pk[:, 1]
         # a shared origin (camera) or direction (sun) stays a size-1 axis: far less work per pair
-        ok = o[tile] if o.shape[0] > 1 else o.expand(len(tile), -1, -1)
-        dk = d[tile] if d.shape[0] > 1 else d.expand(len(tile), -1, -1)
+        ok = _g(o, tile) if o.shape[0] > 1 else o.expand(len(tile), -1, -1)
+        dk = _g(d, tile) if d.shape[0] > 1 else d.expand(len(tile), -1, -1)
         tk = torch.full((len(tile), S), math.inf)
         for kind in range(4):
             sel = ((prim >= int(offsets[kind])) & (prim < int(offsets[kind + 1]))).nonzero().squeeze(1)
             if len(sel) == 0:
                 continue
-            j = prim[sel] - int(offsets[kind])
-            os_ = ok[sel] if len(sel) < len(tile) else ok
-            ds_ = dk[sel] if len(sel) < len(tile) else dk
+            j = _g(prim, sel) - int(offsets[kind])
+            os_ = _g(ok, sel) if len(sel) < len(tile) else ok
+            ds_ = _g(dk, sel) if len(sel) < len(tile) else dk
             if kind == 0:
-                tv = _t_planes(os_, ds_, scene.plane_normal[j][:, None], scene.plane_offset[j][:, None])
+                tv = _t_planes(os_, ds_, _g(scene.plane_normal, j)[:, None], _g(scene.plane_offset, j)[:, None])
             elif kind == 1:
-                tv = _t_boxes(os_, ds_, scene.box_center[j][:, None], scene.box_axes[j][:, None], scene.box_half[j][:, None])
+                tv = _t_boxes(os_, ds_, _g(scene.box_center, j)[:, None], _g(scene.box_axes, j)[:, None], _g(scene.box_half, j)[:, None])
             elif kind == 2:
-                tv = _t_spheres(os_, ds_, scene.sphere_center[j][:, None], scene.sphere_radius[j][:, None])
+                tv = _t_spheres(os_, ds_, _g(scene.sphere_center, j)[:, None], _g(scene.sphere_radius, j)[:, None])
             else:
-                tv = _t_cylinders(os_, ds_, scene.cyl_base[j][:, None], scene.cyl_height[j][:, None], scene.cyl_radius[j][:, None])
-            tk[sel] = tv.expand(len(sel), S)
-        tk = torch.where(active[tile], tk, torch.full_like(tk, math.inf))
+                tv = _t_cylinders(os_, ds_, _g(scene.cyl_base, j)[:, None], _g(scene.cyl_height, j)[:, None], _g(scene.cyl_radius, j)[:, None])
+            tk.index_copy_(0, sel, tv.expand(len(sel), S))
+        tk = torch.where(_g(active, tile), tk, torch.full_like(tk, math.inf))
         flat = (tile[:, None] * S + torch.arange(S)[None]).reshape(-1)
         kk = (tk.view(torch.int32).to(torch.int64) << 20) | prim[:, None]
         key.scatter_reduce_(0, flat, kk.reshape(-1), reduce="amin")
@@ -399,6 +404,7 @@ def _segment_distance(c, a, b):
     return (c - a - s[..., None] * ab).norm(dim=-1)
 
 
+@torch.inference_mode()
 def render(scene: Scene, camera: Camera, height: int, width: int) -> dict:
     """Render ``scene`` seen by ``camera`` at ``height`` x ``width`` pixels.
 
@@ -474,7 +480,7 @@ _MASK = (1 << 16) - 1  # a 256 KiB table stays in cache
 
 def _lattice(ix, iy, iz, seed):
     """Hash of integer lattice points (int64 tensors) to floats in [0,1)."""
-    return _hash_table()[((ix * _P1) ^ (iy * _P2) ^ (iz * _P3) ^ (seed * _P4)) & _MASK]
+    return _hash_table().take(((ix * _P1) ^ (iy * _P2) ^ (iz * _P3) ^ (seed * _P4)) & _MASK)
 
 
 def _value_noise(p, seed):
@@ -483,19 +489,19 @@ def _value_noise(p, seed):
     The lattice is the 256x256 random table read with wrap-around; each seed translates the
     field by a seed-derived offset, so materials get different noise at the cost of one gather each.
     """
-    shift = ((seed * 40503) & 0xFFFF).to(torch.int32)
+    shift = (seed * 40503) & 0xFFFF
     fl = torch.floor(p)
     fr = p - fl
     w = fr * fr * (3 - 2 * fr)
-    i = fl.to(torch.int32)
+    i = fl.long()
     x0 = (i[:, 0] + shift) & 255
     y0 = ((i[:, 1] + (shift >> 8)) & 255) << 8
     x1 = (x0 + 1) & 255
     y1 = (y0 + 256) & 0xFF00
     table = _hash_table()
     wx = w[:, 0]
-    top = torch.lerp(table[y0 | x0], table[y0 | x1], wx)
-    bot = torch.lerp(table[y1 | x0], table[y1 | x1], wx)
+    top = torch.lerp(table.take(y0 | x0), table.take(y0 | x1), wx)
+    bot = torch.lerp(table.take(y1 | x0), table.take(y1 | x1), wx)
     return torch.lerp(top, bot, w[:, 1])
 
 
@@ -547,32 +553,32 @@ def _surface(scene: Scene, x, d, idx):
     k0, k1, k2, k3 = 0, npl, npl + nb, npl + nb + ns
     sel = (idx < k1).nonzero().squeeze(1)
     if len(sel):
-        n[sel] = scene.plane_normal[idx[sel]]
-        nl[sel] = n[sel]
+        n.index_copy_(0, sel, scene.plane_normal[_g(idx, sel)])
+        nl.index_copy_(0, sel, _g(n, sel))
     sel = ((idx >= k1) & (idx < k2)).nonzero().squeeze(1)
     if len(sel):
-        j = idx[sel] - k1
-        A = scene.box_axes[j]
-        rel = x[sel] - scene.box_center[j]
+        j = _g(idx, sel) - k1
+        A = _g(scene.box_axes, j)
+        rel = _g(x, sel) - _g(scene.box_center, j)
         loc = torch.stack([_dot(rel, A[:, k]) for k in range(3)], -1)
-        q = loc / scene.box_half[j]
+        q = loc / _g(scene.box_half, j)
         ax = q.abs().argmax(dim=-1)
         sign = torch.sign(q.gather(1, ax[:, None]))
-        n[sel] = sign * A[torch.arange(len(sel)), ax]
-        nl[sel] = torch.nn.functional.one_hot(ax, 3).float() * sign
-        p[sel] = loc
+        n.index_copy_(0, sel, sign * A[torch.arange(len(sel)), ax])
+        nl.index_copy_(0, sel, torch.nn.functional.one_hot(ax, 3).float() * sign)
+        p.index_copy_(0, sel, loc)
     sel = ((idx >= k2) & (idx < k3)).nonzero().squeeze(1)
     if len(sel):
-        j = idx[sel] - k2
-        rel = x[sel] - scene.sphere_center[j]
-        n[sel] = rel / scene.sphere_radius[j][:, None]
-        nl[sel] = n[sel]
-        p[sel] = rel
+        j = _g(idx, sel) - k2
+        rel = _g(x, sel) - _g(scene.sphere_center, j)
+        n.index_copy_(0, sel, rel / _g(scene.sphere_radius, j)[:, None])
+        nl.index_copy_(0, sel, _g(n, sel))
+        p.index_copy_(0, sel, rel)
     sel = (idx >= k3).nonzero().squeeze(1)
     if len(sel):
-        j = idx[sel] - k3
-        rel = x[sel] - scene.cyl_base[j]
-        h, r = scene.cyl_height[j], scene.cyl_radius[j]
+        j = _g(idx, sel) - k3
+        rel = _g(x, sel) - _g(scene.cyl_base, j)
+        h, r = _g(scene.cyl_height, j), _g(scene.cyl_radius, j)
         rho = torch.sqrt(rel[:, 0] ** 2 + rel[:, 2] ** 2).clamp_min(1e-9)
         side = (rho - r).abs()
         top = (rel[:, 1] - h).abs()
@@ -581,9 +587,9 @@ def _surface(scene: Scene, x, d, idx):
         up = torch.tensor([0.0, 1.0, 0.0]).expand(len(sel), 3)
         nn_ = torch.where((side <= torch.minimum(top, bot))[:, None], radial,
                           torch.where((top < bot)[:, None], up, -up))
-        n[sel] = nn_
-        nl[sel] = nn_
-        p[sel] = rel
+        n.index_copy_(0, sel, nn_)
+        nl.index_copy_(0, sel, nn_)
+        p.index_copy_(0, sel, rel)
     n = torch.nn.functional.normalize(n, dim=-1)
     n = torch.where((_dot(n, d) > 0)[:, None], -n, n)
     return n, p, nl
@@ -592,12 +598,12 @@ def _surface(scene: Scene, x, d, idx):
 def _albedo(mt, idx, p, nl, footprint):
     """Linear-RGB albedo (M,3) from the procedural material of each hit."""
     M = len(idx)
-    scale = mt["scale"][idx]
-    seed = mt["seed"][idx]
+    scale = _g(mt["scale"], idx)
+    seed = _g(mt["seed"], idx)
     q = p / scale[:, None]
     fp = footprint / scale  # pattern units per pixel
-    pat = mt["pattern"][idx]
-    direc = mt["dir"][idx]
+    pat = _g(mt["pattern"], idx)
+    direc = _g(mt["dir"], idx)
     val = torch.zeros(M)
     # the two coordinates spanning the surface, for flat 2-D patterns (tiles, checkers)
     ax = nl.abs().argmax(dim=-1)
@@ -609,7 +615,7 @@ def _albedo(mt, idx, p, nl, footprint):
         sel = (pat == pid).nonzero().squeeze(1)
         if len(sel) == 0 or name == "plain":
             continue
-        qs, ss, fs, ds, lod, uvs = q[sel], seed[sel], fp[sel], direc[sel], base_lod[sel], uv[sel]
+        qs, ss, fs, ds, lod, uvs = _g(q, sel), _g(seed, sel), _g(fp, sel), _g(direc, sel), _g(base_lod, sel), _g(uv, sel)
         if name == "noise":
             v = _fbm(uvs, ss, fs, 4)
             v = ((v - 0.5) * 2.2 + 0.5).clamp(0, 1)
@@ -617,7 +623,7 @@ def _albedo(mt, idx, p, nl, footprint):
             s = _dot(qs, ds) + 0.25 * _fbm(uvs * 0.5, ss, fs * 0.5, 2)
             v = 0.5 + lod * 0.5 * torch.sign(torch.sin(2 * math.pi * s))
         elif name == "checker":
-            c = (torch.floor(u2[sel]) + torch.floor(v2[sel])).remainder(2)
+            c = (torch.floor(_g(u2, sel)) + torch.floor(_g(v2, sel))).remainder(2)
             v = 0.5 + lod * (c - 0.5)
         elif name == "wood":
             rel = qs - _dot(qs, ds)[:, None] * ds
@@ -627,7 +633,7 @@ def _albedo(mt, idx, p, nl, footprint):
             s = _dot(qs, ds) * 2.0 + 3.0 * _fbm(uvs, ss, fs, 3)
             v = 0.5 + lod * (torch.abs(torch.sin(math.pi * s)) ** 0.35 - 0.5)
         else:  # tiles / bricks: running bond with mortar lines
-            uu, vv = u2[sel], v2[sel] * 2.0
+            uu, vv = _g(u2, sel), _g(v2, sel) * 2.0
             row = torch.floor(vv)
             uu = uu + 0.5 * row.remainder(2)
             fu, fv = uu - torch.floor(uu), vv - row
@@ -635,29 +641,35 @@ def _albedo(mt, idx, p, nl, footprint):
             jitter = _lattice(torch.floor(uu).long(), row.long(), torch.zeros_like(row).long(), ss)
             v = torch.where(mortar, torch.ones_like(uu), 0.25 * jitter)
             v = 0.5 + lod * (v - 0.5)
-        val[sel] = v
-    alb = mt["a"][idx] + (mt["b"][idx] - mt["a"][idx]) * val[:, None]
-    grain = mt["grain"][idx]
+        val.index_copy_(0, sel, v)
+    alb = _g(mt["a"], idx) + (_g(mt["b"], idx) - _g(mt["a"], idx)) * val[:, None]
+    grain = _g(mt["grain"], idx)
     gsel = (grain > 0).nonzero().squeeze(1)
     if len(gsel):
-        gn = _fbm(uv[gsel] * 4.0, seed[gsel] + 7, fp[gsel] * 4.0, 1)
-        alb[gsel] = alb[gsel] * (1.0 + grain[gsel, None] * 2.0 * (gn[:, None] - 0.5))
+        gn = _fbm(_g(uv, gsel) * 4.0, _g(seed, gsel) + 7, _g(fp, gsel) * 4.0, 1)
+        alb.index_copy_(0, gsel, _g(alb, gsel) * (1.0 + _g(grain, gsel)[:, None] * 2.0 * (gn[:, None] - 0.5)))
     # decals: sparse discs/squares of random colour on a jittered cell grid, sized in metres
-    dens = mt["decal_density"][idx]
+    dens = _g(mt["decal_density"], idx)
     dsel = (dens > 0).nonzero().squeeze(1)
     if len(dsel):
-        ds = mt["decal_scale"][idx][dsel]
-        pc = p[dsel] / ds[:, None]
+        ds = _g(mt["decal_scale"], idx)[dsel]
+        pc = _g(p, dsel) / ds[:, None]
         cell = torch.floor(pc).long()
-        sd = seed[dsel] + 31
-        h = _lattice(cell[:, 0], cell[:, 1], cell[:, 2], sd)
+        cell_hash = (cell[:, 0] * _P1) ^ (cell[:, 1] * _P2) ^ (cell[:, 2] * _P3)
+        sd = _g(seed, dsel) + 31
+        table = _hash_table()
+
+        def rnd(k):
+            return table.take((cell_hash ^ ((sd + k) * _P4)) & _MASK)
+
+        h = rnd(0)
         fr = pc - torch.floor(pc) - 0.5
-        rad = 0.15 + 0.25 * _lattice(cell[:, 0], cell[:, 1], cell[:, 2], sd + 1)
-        square = _lattice(cell[:, 0], cell[:, 1], cell[:, 2], sd + 2) < 0.5
+        rad = 0.15 + 0.25 * rnd(1)
+        square = rnd(2) < 0.5
         dist = torch.where(square, fr.abs().amax(dim=-1), fr.norm(dim=-1))
-        on = (h < dens[dsel]) & (dist < rad) & ((footprint[dsel] / ds) < 0.5)
-        col = torch.stack([_lattice(cell[:, 0], cell[:, 1], cell[:, 2], sd + 3 + k) for k in range(3)], -1)
-        alb[dsel] = torch.where(on[:, None], col ** 2.2 * 0.9 + 0.02, alb[dsel])
+        on = (h < _g(dens, dsel)) & (dist < rad) & ((_g(footprint, dsel) / ds) < 0.5)
+        col = torch.stack([rnd(3 + k) for k in range(3)], -1)
+        alb.index_copy_(0, dsel, torch.where(on[:, None], col ** 2.2 * 0.9 + 0.02, _g(alb, dsel)))
     return alb.clamp(0, 1)
 
 
@@ -678,9 +690,9 @@ def _shade(scene: Scene, eye, d, t, idx, hit, focal, cand_fn=None):
     hsel = hit.reshape(-1).nonzero().squeeze(1)
     if len(hsel) == 0:
         return out
-    tt = t.reshape(-1)[hsel]
-    dd = d.reshape(-1, 3)[hsel]
-    ii = idx.reshape(-1)[hsel]
+    tt = _g(t.reshape(-1), hsel)
+    dd = _g(d.reshape(-1, 3), hsel)
+    ii = _g(idx.reshape(-1), hsel)
     x = eye + tt[:, None] * dd
     n, p, nl = _surface(scene, x, dd, ii)
     mt = _material_table(scene.materials)
@@ -709,7 +721,7 @@ def _shade(scene: Scene, eye, d, t, idx, hit, focal, cand_fn=None):
     light = amb + torch.tensor(lt.color, dtype=torch.float32) * (lam * vis * atten)[:, None]
     col = alb * light
     col = col.clamp(0, 1) ** (1 / 2.2)
-    out.reshape(-1, 3)[hsel] = col
+    out = out.reshape(-1, 3).index_copy_(0, hsel, col).reshape(T, S, 3)
     return out
 
 
@@ -722,9 +734,9 @@ def _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam):
     need = lam > 0  # surfaces facing away are dark anyway
     origin = x + n * (2e-3 + 2e-4 * tt)[:, None]
     O = torch.zeros(T * S, 3)
-    O[hsel] = origin
+    O.index_copy_(0, hsel, origin)
     act = torch.zeros(T * S, dtype=torch.bool)
-    act[hsel] = need
+    act.index_copy_(0, hsel, need)
     if lt.kind == "sun":
         D = ldir[:1].reshape(1, 1, 3)
         tmax = torch.full((T, S), math.inf)
@@ -732,7 +744,7 @@ def _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam):
     else:
         lp = torch.tensor(lt.position, dtype=torch.float32)
         D = torch.zeros(T * S, 3)
-        D[hsel] = lp - origin
+        D.index_copy_(0, hsel, lp - origin)
         tmax = torch.ones(T, S)
     O, act = O.reshape(T, S, 3), act.reshape(T, S)
     D = D.reshape(-1, S, 3) if D.shape[0] != 1 else D
@@ -752,7 +764,7 @@ def _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam):
     segd = _segment_distance(torch.where(finite[:, None], centers, torch.zeros_like(centers))[None], ctr[:, None], end[:, None])
     cand = ((segd <= (radii[None] + rad[:, None] + 1e-3)) | ~finite[None]) & scene.casts_shadow[None] & any_act[:, None]
     blocked = _cast(scene, O, D, cand, act, any_hit_tmax=tmax)
-    return 1.0 - blocked.reshape(-1)[hsel].float()
+    return 1.0 - _g(blocked.reshape(-1), hsel).float()
 
 
 def _post_process(rgb: torch.Tensor, post: dict) -> np.ndarray:
@@ -768,8 +780,9 @@ def _post_process(rgb: torch.Tensor, post: dict) -> np.ndarray:
         xp = xp[:, :, :-2] * k[0] + xp[:, :, 1:-1] * k[1] + xp[:, :, 2:] * k[2]
         x = (xp[:, :-2] * k[0] + xp[:, 1:-1] * k[1] + xp[:, 2:] * k[2]).permute(1, 2, 0)
     if post.get("noise", 0) > 0:
+        # uniform noise with the requested standard deviation: far cheaper to draw than Gaussian
         g = np.random.default_rng(int(post.get("seed", 0)))
-        x = x + torch.from_numpy(g.standard_normal(tuple(x.shape), dtype=np.float32)) * float(post["noise"])
+        x = x + (torch.from_numpy(g.random(tuple(x.shape), dtype=np.float32)) - 0.5) * (float(post["noise"]) * 12 ** 0.5)
     return (x.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).numpy()
 
 
@@ -891,7 +904,7 @@ def _indoor(rng: np.random.Generator):
         return x, z, yaw, side
 
     tops = []  # surfaces (x, y, z, half-size) where clutter can stand
-    for _ in range(rng.integers(3, 9)):
+    for _ in range(rng.integers(4, 12)):
         kind = rng.choice(["table", "chair", "cabinet", "sofa", "shelf", "lamp", "ball", "rug", "stool"],
                           p=[0.18, 0.16, 0.15, 0.1, 0.1, 0.08, 0.07, 0.08, 0.08])
         if kind in ("cabinet", "shelf", "sofa"):
@@ -1005,9 +1018,9 @@ def _indoor(rng: np.random.Generator):
     warm = _hsv(rng.uniform(0.05, 0.15), rng.uniform(0.0, 0.35), 1.0)
     if rng.random() < 0.6:
         lpos = (rng.uniform(0.3, W - 0.3), H - rng.uniform(0.1, 0.5), rng.uniform(0.3, D - 0.3))
-        inten = rng.uniform(1.2, 2.2)
+        inten = rng.uniform(1.5, 2.6)
         light = Lighting(kind="point", position=lpos, color=tuple(c * inten for c in warm),
-                         ambient=tuple(c * rng.uniform(0.15, 0.4) for c in warm), falloff=float(max(W, D) * 0.6))
+                         ambient=tuple(c * rng.uniform(0.2, 0.45) for c in warm), falloff=float(max(W, D) * 0.6))
     else:  # sunlight through a window: the room shell does not cast shadows
         el, az = math.radians(rng.uniform(20, 60)), rng.uniform(0, 2 * math.pi)
         light = Lighting(kind="sun", direction=(math.cos(el) * math.sin(az), math.sin(el), math.cos(el) * math.cos(az)),
@@ -1059,7 +1072,8 @@ def _outdoor(rng: np.random.Generator):
             z += wid + gap_
     if rng.random() < 0.5:  # a building closing the street
         zc = rng.uniform(40, 70)
-        b.add_box((rng.uniform(-5, 5), 10, zc + 8), (rng.uniform(20, 60), rng.uniform(6, 30) * 2, 16),
+        hgt = rng.uniform(6, 30)
+        b.add_box((rng.uniform(-5, 5), hgt / 2, zc + 8), (rng.uniform(20, 60), hgt, 16),
                   material=_random_material(rng, rng.choice(["brick", "stone", "wall"])))
     # cars: a body and a cabin, parked along the curbs or in lanes
     for _ in range(rng.integers(1, 9)):
