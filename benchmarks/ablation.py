@@ -88,7 +88,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--test-set", required=True, help="synthetic test set folder (written by `apdepth synth`)")
-    p.add_argument("--split-file", help="list of test samples (default: the set's split.txt / every sample)")
+    p.add_argument("--split-file", help="list of test samples, e.g. DIR/split.txt (default: every sample in the folder)")
     p.add_argument("--prior-from", help="prior-conditioned checkpoint whose prior is row (a) (default: --stage1)")
     p.add_argument("--noprior", required=True, help="checkpoint of the prior-free control model, row (b)")
     p.add_argument("--stage1", required=True, help="ApDepth checkpoint after stage 1, row (c)")

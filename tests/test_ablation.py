@@ -37,13 +37,6 @@ def checkpoints(tmp_path_factory):
     return paths
 
 
-try:
-    from apdepth.data.synthetic import SyntheticDataset  # noqa: F401
-except ImportError:
-    SyntheticDataset = None
-pytestmark = pytest.mark.skipif(SyntheticDataset is None, reason="apdepth.data.synthetic is not available")
-
-
 @pytest.fixture(scope="module")
 def test_set(tmp_path_factory):
     from apdepth.cli import SUBCOMMANDS
