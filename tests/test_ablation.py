@@ -76,13 +76,14 @@ def _args(test_set, ckpts, tmp_path, *extra):
 
 def test_ablation_end_to_end(tmp_path, checkpoints, test_set, capsys):
     ablation = _script()
-    argv = _args(test_set, checkpoints, tmp_path, "--cache-dir", str(tmp_path / "cache"))
+    # 32 px processing resolution: less work, and predictions must be resized back onto the 48x64 GT.
+    argv = _args(test_set, checkpoints, tmp_path, "--cache-dir", str(tmp_path / "cache"), "--processing-res", "32")
     assert ablation.main(argv) == 0
 
     data = json.loads((tmp_path / "results" / "ablation.json").read_text())
     assert [r["key"] for r in data["rows"]] == ["prior", "noprior", "stage1", "stage2"]
     assert [r["alignment"] for r in data["rows"]] == ["disparity", "depth", "depth", "depth"]
-    assert data["n_samples"] == 3 and data["processing_resolution"] == 0
+    assert data["n_samples"] == 3 and data["processing_resolution"] == 32
     for row in data["rows"]:
         assert row["n_samples"] == 3
         for key in ("abs_rel", "delta1", "boundary_f1"):
@@ -119,7 +120,7 @@ def test_ablation_end_to_end(tmp_path, checkpoints, test_set, capsys):
     # Cached predictions are reused; a cache made with other settings is refused, not silently mixed.
     assert all((tmp_path / "cache" / k / "source.json").is_file() for k in ("prior", "noprior", "stage1", "stage2"))
     with pytest.raises(ValueError, match="prediction cache"):
-        ablation.main(argv + ["--processing-res", "32"])
+        ablation.main(argv + ["--processing-res", "0"])
 
 
 def test_ablation_rejects_swapped_checkpoints(tmp_path, checkpoints, test_set):
