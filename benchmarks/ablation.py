@@ -141,7 +141,7 @@ def _check_cache(cache: Path, source: dict) -> None:
         stamp.write_text(json.dumps(source, indent=2) + "\n")
 
 
-def _stored_prior(checkpoint: str) -> bool | None:
+def _stored_prior(checkpoint) -> bool | None:
     """Whether a local pipeline folder declares a prior (None when that cannot be told without loading)."""
     index = Path(checkpoint) / "model_index.json"
     if not index.is_file():
@@ -153,7 +153,7 @@ def _stored_prior(checkpoint: str) -> bool | None:
 def _check_roles(checkpoints: dict[str, str], has_prior) -> None:
     """Fail before hours of inference when checkpoints are passed in the wrong roles."""
     for key, ckpt in checkpoints.items():
-        flag = has_prior(ckpt)
+        flag = has_prior(key)
         if flag is None:
             continue
         if key == "noprior" and flag:
@@ -171,16 +171,21 @@ def score(args, dataset, cache_root: Path) -> list[dict]:
 
     device, dtype = pick_device(args.device), pick_dtype(args.dtype)
     checkpoints = {"prior": args.prior_from, "noprior": args.noprior, "stage1": args.stage1, "stage2": args.stage2}
-    _check_roles(checkpoints, _stored_prior)
+    from apdepth.hub import resolve_checkpoint
+
+    # Resolve (and for hub ids fetch) every checkpoint first: a typo in --stage2 should not surface
+    # only after the other rows have run.
+    resolved = {key: resolve_checkpoint(ckpt) for key, ckpt in checkpoints.items()}
+    _check_roles(checkpoints, lambda key: _stored_prior(resolved[key]))
     res = args.processing_res
     results = []
     for row in ROWS:
         ckpt = checkpoints[row.key]
         cache = cache_root / row.key
-        _check_cache(cache, {"checkpoint": str(Path(ckpt).resolve()) if Path(ckpt).exists() else ckpt,
-                             "processing_resolution": res, "row": row.key})
-        pipe = _load(ckpt, device, dtype)
-        _check_roles({row.key: ckpt}, lambda _: pipe.prior is not None)  # hub ids: known only once loaded
+        _check_cache(cache, {"checkpoint": str(Path(resolved[row.key]).resolve()), "processing_resolution": res,
+                             "row": row.key})
+        pipe = _load(resolved[row.key], device, dtype)
+        _check_roles({row.key: ckpt}, lambda _: pipe.prior is not None)  # published layouts tell only once loaded
         predictor = PriorOnly(pipe) if row.key == "prior" else pipe
         common = dict(processing_resolution=res, prediction_dir=cache, max_samples=args.max_samples,
                       batch_size=args.batch_size, progress=not args.no_progress)
@@ -409,6 +414,6 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except ValueError as err:
+    except (ValueError, OSError) as err:  # bad input, missing checkpoint or test set: a message, no traceback
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

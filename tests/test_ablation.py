@@ -128,6 +128,11 @@ def test_ablation_rejects_swapped_checkpoints(tmp_path, checkpoints, test_set):
     swapped = dict(checkpoints, noprior=checkpoints["stage1"])
     with pytest.raises(ValueError, match="row \\(b\\) needs the prior-free"):
         ablation.main(_args(test_set, swapped, tmp_path, "--max-samples", "1"))
+    # A missing checkpoint is reported before any row is evaluated (no prediction cache is started).
+    missing = dict(checkpoints, stage2=tmp_path / "runs" / "stage2")
+    with pytest.raises(OSError, match="stage2"):
+        ablation.main(_args(test_set, missing, tmp_path, "--cache-dir", str(tmp_path / "cache")))
+    assert not (tmp_path / "cache").exists()
     with pytest.raises(ValueError, match="no prior"):
         ablation.main(_args(test_set, checkpoints, tmp_path, "--prior-from", str(checkpoints["noprior"]),
                             "--max-samples", "1"))
