@@ -52,6 +52,7 @@ MAX_DEPTH = {"indoor": 20.0, "outdoor": 65.0}
 _TILE = 8  # rays are processed in 8x8 screen tiles, the unit of primitive culling
 _EPS = 1e-4  # minimum ray parameter, metres along a unit-z ray
 _PAIR_CHUNK = 2048  # (tile, primitive) pairs evaluated per step; bounds peak memory
+_SHADE_CHUNK = 32768  # pixels shaded per step
 
 # Pattern ids of the procedural textures.
 PATTERNS = ("noise", "stripes", "checker", "wood", "marble", "tiles", "plain")
@@ -693,27 +694,32 @@ def _shade(scene: Scene, eye, d, t, idx, hit, focal, cand_fn=None):
     tt = _g(t.reshape(-1), hsel)
     dd = _g(d.reshape(-1, 3), hsel)
     ii = _g(idx.reshape(-1), hsel)
-    x = eye + tt[:, None] * dd
-    n, p, nl = _surface(scene, x, dd, ii)
     mt = _material_table(scene.materials)
-    footprint = tt * dd.norm(dim=-1) / focal  # metres per pixel along the ray
-    # grazing angles stretch the footprint; include it so oblique floors fade rather than alias
-    cosv = (-_dot(n, dd) / dd.norm(dim=-1)).clamp(0.05, 1.0)
-    alb = _albedo(mt, ii, p, nl, footprint / cosv)
-
-    if lt.kind == "sun":
-        L = torch.nn.functional.normalize(torch.tensor(lt.direction, dtype=torch.float32), dim=0)
-        ldir = L.expand_as(x)
-        atten = torch.ones(len(x))
-    elif lt.kind == "point":
-        lp = torch.tensor(lt.position, dtype=torch.float32)
-        tolight = lp - x
-        dist = tolight.norm(dim=-1).clamp_min(1e-6)
-        ldir = tolight / dist[:, None]
-        atten = 1.0 / (1.0 + (dist / lt.falloff) ** 2)
-    else:
+    if lt.kind not in ("sun", "point"):
         raise ValueError(f"unknown light kind {lt.kind!r}; use 'sun' or 'point'")
-    lam = _dot(n, ldir).clamp_min(0)
+    parts = []
+    # shading runs in pixel chunks so that its many temporaries stay in the CPU cache
+    for c0 in range(0, len(hsel), _SHADE_CHUNK):
+        tc, dc, ic = tt[c0:c0 + _SHADE_CHUNK], dd[c0:c0 + _SHADE_CHUNK], ii[c0:c0 + _SHADE_CHUNK]
+        x = eye + tc[:, None] * dc
+        n, p, nl = _surface(scene, x, dc, ic)
+        dlen = dc.norm(dim=-1)
+        footprint = tc * dlen / focal  # metres per pixel along the ray
+        # grazing angles stretch the footprint; include it so oblique floors fade rather than alias
+        cosv = (-_dot(n, dc) / dlen).clamp(0.05, 1.0)
+        alb = _albedo(mt, ic, p, nl, footprint / cosv)
+        if lt.kind == "sun":
+            L = torch.nn.functional.normalize(torch.tensor(lt.direction, dtype=torch.float32), dim=0)
+            ldir = L.expand_as(x)
+            atten = torch.ones(len(x))
+        else:
+            tolight = torch.tensor(lt.position, dtype=torch.float32) - x
+            dist = tolight.norm(dim=-1).clamp_min(1e-6)
+            ldir = tolight / dist[:, None]
+            atten = 1.0 / (1.0 + (dist / lt.falloff) ** 2)
+        lam = _dot(n, ldir).clamp_min(0)
+        parts.append((x, n, alb, ldir, atten, lam))
+    x, n, alb, ldir, atten, lam = (torch.cat(z) for z in zip(*parts))
     vis = torch.ones(len(x))
     if lt.shadows and bool(scene.casts_shadow.any()):
         vis = _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam)
