@@ -900,11 +900,10 @@ def _indoor(rng: np.random.Generator):
         if side < 2:
             z = rng.uniform(width / 2, max(width / 2, D - width / 2))
             x = depth / 2 + 0.01 if side == 0 else W - depth / 2 - 0.01
-            yaw = math.pi / 2
         else:
             x = rng.uniform(width / 2, max(width / 2, W - width / 2))
             z = depth / 2 + 0.01 if side == 2 else D - depth / 2 - 0.01
-            yaw = 0.0
+        yaw = (math.pi / 2, -math.pi / 2, 0.0, math.pi)[side]  # the local -z axis faces the wall
         if (x - cam_pos[0]) ** 2 + (z - cam_pos[2]) ** 2 < (0.6 + max(depth, width) / 2) ** 2:
             return None
         return x, z, yaw, side
@@ -926,13 +925,10 @@ def _indoor(rng: np.random.Generator):
             b.add_box((x, hgt / 2, z), (wid, hgt, dep), yaw=yaw, material=mat)
             if kind == "shelf":  # shelf boards sticking out give thin horizontal edges
                 for yb in np.arange(0.35, hgt - 0.1, rng.uniform(0.3, 0.45)):
-                    off = R @ np.array([0, 0, 0.0])
-                    b.add_box((x + off[0], yb, z + off[2]), (wid + 0.04, 0.03, dep + 0.08), yaw=yaw, material=mat)
+                    b.add_box((x, yb, z), (wid + 0.04, 0.03, dep + 0.08), yaw=yaw, material=mat)
             if kind == "sofa":
                 back = R @ np.array([0, 0, -dep / 2 + 0.1])
-                side_wall = np.array([x, z]) - np.array([back[0], back[2]])
                 b.add_box((x + back[0], hgt + 0.25, z + back[2]), (wid, 0.5, 0.2), yaw=yaw, material=mat)
-                del side_wall
             else:
                 tops.append((x, hgt, z, min(wid, dep) / 2 * 0.7))
         elif kind in ("table", "chair", "stool"):
