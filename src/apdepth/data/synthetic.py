@@ -432,7 +432,7 @@ def render(scene: Scene, camera: Camera, height: int, width: int) -> dict:
     dn = d / d.norm(dim=-1, keepdim=True)
     axis = dn.mean(dim=1)
     axis = axis / axis.norm(dim=-1, keepdim=True)
-    half_angle = torch.acos(_dot(dn, axis[:, None]).clamp(-1, 1)).amax(dim=1)  # (T,)
+    half_angle = torch.acos(_dot(dn, axis[:, None]).amin(dim=1).clamp(-1, 1))  # (T,): acos is decreasing
     rel = centers - eye
     dist = rel.norm(dim=-1)
     ang = torch.acos((_dot(axis[:, None], rel[None]) / dist.clamp_min(1e-9)).clamp(-1, 1))  # (T,N)
@@ -484,13 +484,12 @@ def _lattice(ix, iy, iz, seed):
     return _hash_table().take(((ix * _P1) ^ (iy * _P2) ^ (iz * _P3) ^ (seed * _P4)) & _MASK)
 
 
-def _value_noise(p, seed):
-    """2-D value noise in [0,1]; p (M,2) float, seed (M,) int64.
+def _value_noise(p, shift):
+    """2-D value noise in [0,1]; p (M,2) float, shift (M,) int64 from :func:`_noise_shift`.
 
-    The lattice is the 256x256 random table read with wrap-around; each seed translates the
+    The lattice is the 256x256 random table read with wrap-around; each material translates the
     field by a seed-derived offset, so materials get different noise at the cost of one gather each.
     """
-    shift = (seed * 40503) & 0xFFFF
     fl = torch.floor(p)
     fr = p - fl
     w = fr * fr * (3 - 2 * fr)
@@ -506,23 +505,25 @@ def _value_noise(p, seed):
     return torch.lerp(top, bot, w[:, 1])
 
 
+def _noise_shift(seed):
+    return (seed * 40503) & 0xFFFF
+
+
 def _fbm(p, seed, footprint, octaves=3):
     """Band-limited fractal noise in [0,1] over 2-D points p (M,2): octaves finer than ~2 pixels fade to
     their mean, which keeps distant surfaces from aliasing into salt-and-pepper noise.
     ``footprint`` = pattern units per pixel."""
-    total = torch.zeros(len(p))
-    norm = 0.0
-    amp = 1.0
-    freq = 1.0
+    shift = _noise_shift(seed)
     inv_fp = 1.0 / footprint.clamp_min(1e-9)
+    total = None
+    norm = 0.0
     for o in range(octaves):
-        lod = (inv_fp / freq - 1.0).clamp(0, 1)
-        n = _value_noise(p * freq + 17.0 * o, seed + 101 * o)
-        total = total + amp * (0.5 + lod * (n - 0.5))
+        freq, amp = 2.0 ** o, 0.5 ** o
+        lod = (inv_fp * (1.0 / freq) - 1.0).clamp(0, amp)  # fade-out and octave amplitude in one clamp
+        term = (_value_noise(p * freq + 17.0 * o, shift) - 0.5) * lod
+        total = term if total is None else total + term
         norm += amp
-        amp *= 0.5
-        freq *= 2.0
-    return total / norm
+    return total * (1.0 / norm) + 0.5
 
 
 def _srgb_to_linear(c):
