@@ -442,7 +442,7 @@ def render(scene: Scene, camera: Camera, height: int, width: int) -> dict:
     t, idx = _cast(scene, eye.reshape(1, 1, 3), d, cand, inimg)
     hit = inimg & (idx >= 0)
     valid = hit & (t <= scene.max_depth)
-    rgb = _shade(scene, eye, d, t, idx, hit, f, cand_fn=None)
+    rgb = _shade(scene, eye, d, t, idx, hit, f)
 
     def untile(x):
         th, tw = -(-height // _TILE), -(-width // _TILE)
@@ -547,12 +547,12 @@ def _material_table(materials: list[Material]):
 
 def _surface(scene: Scene, x, d, idx):
     """Normals (M,3, facing the viewer), texture-frame points (M,3) and texture-frame normals (M,3)."""
-    npl, nb, ns, nc = scene.counts
+    npl, nb, ns, _ = scene.counts
     M = len(idx)
     n = torch.zeros(M, 3)
     p = x.clone()
     nl = torch.zeros(M, 3)
-    k0, k1, k2, k3 = 0, npl, npl + nb, npl + nb + ns
+    k1, k2, k3 = npl, npl + nb, npl + nb + ns  # global index where each primitive kind starts
     sel = (idx < k1).nonzero().squeeze(1)
     if len(sel):
         n.index_copy_(0, sel, scene.plane_normal[_g(idx, sel)])
@@ -675,7 +675,7 @@ def _albedo(mt, idx, p, nl, footprint):
     return alb.clamp(0, 1)
 
 
-def _shade(scene: Scene, eye, d, t, idx, hit, focal, cand_fn=None):
+def _shade(scene: Scene, eye, d, t, idx, hit, focal):
     """Linear shading -> sRGB float (T,S,3) in [0,1]."""
     T, S = t.shape
     out = torch.zeros(T, S, 3)
@@ -737,7 +737,6 @@ def _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam):
     the screen tile of their pixel, so the same tile culling applies (with a bounding sphere of the
     tile's hit points swept towards the light)."""
     T, S = hit.shape
-    M = len(x)
     need = lam > 0  # surfaces facing away are dark anyway
     origin = x + n * (2e-3 + 2e-4 * tt)[:, None]
     O = torch.zeros(T * S, 3)
