@@ -150,6 +150,8 @@ class SceneBuilder:
         if size.shape != (3,) or np.any(size <= 0):
             raise ValueError(f"box size must be three positive extents, got {size.tolist()}")
         rot = _yaw_matrix(yaw) if rotation is None else np.asarray(rotation, np.float64)
+        if rot.shape != (3, 3) or not np.allclose(rot.T @ rot, np.eye(3), atol=1e-5):
+            raise ValueError("box rotation must be an orthonormal 3x3 matrix (columns = local axes in world)")
         self._boxes.append((np.asarray(center, np.float64), rot.T.copy(), size / 2, material or Material(), casts_shadow))
         return self
 
