@@ -344,7 +344,8 @@ def _cast(scene: Scene, o, d, cand, active, any_hit_tmax=None):
 
     o, d: (T,S,3) origins and directions (o/d may have S or T of size 1 to broadcast);
     cand: (T,N) bool candidate (tile, primitive) pairs; active: (T,S) bool.
-    Returns (t, idx): (T,S) nearest ray parameter (inf on a miss) and global primitive index (-1).
+    Returns (t, idx): (T,S) nearest ray parameter (inf on a miss) and global primitive index (-1 on a
+    miss; scenes may hold up to 2**20 primitives).
     With ``any_hit_tmax`` (T,S) only a bool "blocked before tmax" map is returned.
     """
     T, S = active.shape
@@ -391,7 +392,7 @@ def _cast(scene: Scene, o, d, cand, active, any_hit_tmax=None):
 
 
 def _tiles(height: int, width: int):
-    """Pixel (v,u) coordinates grouped into 16x16 tiles: (T,S) int tensors plus an in-image mask."""
+    """Pixel (v,u) coordinates grouped into _TILE x _TILE tiles: (T,S) int tensors plus an in-image mask."""
     th, tw = -(-height // _TILE), -(-width // _TILE)
     vv = torch.arange(th * _TILE).reshape(th, 1, _TILE, 1).expand(th, tw, _TILE, _TILE)
     uu = torch.arange(tw * _TILE).reshape(1, tw, 1, _TILE).expand(th, tw, _TILE, _TILE)
