@@ -169,6 +169,16 @@ def test_cli_dataset_round_trip(tmp_path):
     assert len(syn.SyntheticDataset(root, root / "split.txt")) == 4
 
 
+@pytest.mark.slow  # spawns two interpreters that import torch: several seconds
+def test_cli_worker_processes_write_identical_files(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = ["--num", "2", "--size", "16x20", "--seed", "3"]
+    assert _synth(["--out", str(a), *common]) == 0
+    assert _synth(["--out", str(b), "--workers", "2", *common]) == 0
+    for rel in ("rgb/00000004.png", "depth/00000004.png", "mask/00000003.png", "split.txt"):
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+
+
 def test_cli_npy_depth_is_exact_and_errors_are_reported(tmp_path, capsys):
     root = tmp_path / "npy"
     assert _synth(["--out", str(root), "--num", "1", "--size", "16x20", "--seed", "7", "--depth-format", "npy"]) == 0

@@ -176,6 +176,8 @@ class SceneBuilder:
             return torch.tensor(np.asarray(rows, np.float64).reshape(shape), dtype=f)
 
         p, b, s, c = self._planes, self._boxes, self._spheres, self._cyls
+        if len(p) + len(b) + len(s) + len(c) >= 1 << 20:
+            raise ValueError("a scene may hold at most 2**20 - 1 primitives")
         return Scene(
             plane_normal=t([x[0] for x in p], (-1, 3)),
             plane_offset=t([x[1] for x in p], (-1,)),
