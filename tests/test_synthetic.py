@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from apdepth.data import synthetic as syn
-from apdepth.data.synthetic import Camera, Material, SceneBuilder, render, render_scene
+from apdepth.data.synthetic import Camera, Lighting, Material, SceneBuilder, render, render_scene
 
 
 def _front_camera(hfov=60.0):
@@ -134,6 +134,10 @@ def test_render_batch_stacks_and_bad_inputs_raise():
         render_scene(-1, 16, 16)
     with pytest.raises(ValueError, match="pattern"):
         Material(pattern="zebra")
+    with pytest.raises(ValueError, match="orthonormal"):
+        SceneBuilder().add_box((0, 0, 3), (1, 1, 1), rotation=np.ones((3, 3)))
+    with pytest.raises(ValueError, match="positive extents"):
+        SceneBuilder().add_box((0, 0, 3), (1, 0, 1))
 
 
 def _synth(args):
@@ -163,6 +167,16 @@ def test_cli_dataset_round_trip(tmp_path):
     assert _synth(["--out", str(root), "--num", "4", "--size", "24x32", "--seed", "40", "--skip-existing"]) == 0
     assert (root / "rgb" / "00000040.png").stat().st_mtime_ns == before
     assert len(syn.SyntheticDataset(root, root / "split.txt")) == 4
+
+
+@pytest.mark.slow  # spawns two interpreters that import torch: several seconds
+def test_cli_worker_processes_write_identical_files(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = ["--num", "2", "--size", "16x20", "--seed", "3"]
+    assert _synth(["--out", str(a), *common]) == 0
+    assert _synth(["--out", str(b), "--workers", "2", *common]) == 0
+    for rel in ("rgb/00000004.png", "depth/00000004.png", "mask/00000003.png", "split.txt"):
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
 
 
 def test_cli_npy_depth_is_exact_and_errors_are_reported(tmp_path, capsys):
@@ -200,3 +214,24 @@ def test_stream_ranks_and_workers_get_disjoint_seeds():
     assert np.array_equal(first["depth"].numpy(), render_scene(1, 16, 16)["depth"])
     with pytest.raises(ValueError, match="rank"):
         syn.SyntheticStream(16, 16, rank=2, world_size=2)
+
+
+def test_cast_shadow_darkens_the_ground_behind_a_box():
+    white = Material(color_a=(0.8, 0.8, 0.8), pattern="plain")
+    b = SceneBuilder().add_plane((0, 0, 0), (0, 1, 0), white)
+    b.add_box(center=(0, 1, 0), size=(1, 0.2, 1), material=white)
+    light = Lighting(kind="sun", direction=(1, 1, 0), color=(1, 1, 1), ambient=(0.2, 0.2, 0.2))
+    cam = Camera.look_at(eye=(0, 6, 0.01), target=(0, 0, 0), hfov_deg=70)
+    H = W = 64
+    out = render(b.build(lighting=light, max_depth=50), cam, H, W)
+
+    def pixel(p):
+        pc = cam.rotation.T @ (np.asarray(p, float) - np.asarray(cam.position))
+        uv = out["intrinsics"] @ (pc / pc[2])
+        return int(round(uv[1])), int(round(uv[0]))
+
+    # the sun shifts the box's shadow 1 m towards -x: (-1, 0, 0) lies in it, (2, 0, 0) is lit
+    shade = out["rgb"][pixel((-1, 0, 0))].astype(int)
+    lit = out["rgb"][pixel((2, 0, 0))].astype(int)
+    assert (lit - shade).min() > 60, (lit, shade)
+    assert out["depth"][pixel((2, 0, 0))] == pytest.approx(6.0, rel=0.02)

@@ -52,6 +52,7 @@ MAX_DEPTH = {"indoor": 20.0, "outdoor": 65.0}
 _TILE = 8  # rays are processed in 8x8 screen tiles, the unit of primitive culling
 _EPS = 1e-4  # minimum ray parameter, metres along a unit-z ray
 _PAIR_CHUNK = 2048  # (tile, primitive) pairs evaluated per step; bounds peak memory
+_SHADE_CHUNK = 32768  # pixels shaded per step
 
 # Pattern ids of the procedural textures.
 PATTERNS = ("noise", "stripes", "checker", "wood", "marble", "tiles", "plain")
@@ -149,6 +150,8 @@ class SceneBuilder:
         if size.shape != (3,) or np.any(size <= 0):
             raise ValueError(f"box size must be three positive extents, got {size.tolist()}")
         rot = _yaw_matrix(yaw) if rotation is None else np.asarray(rotation, np.float64)
+        if rot.shape != (3, 3) or not np.allclose(rot.T @ rot, np.eye(3), atol=1e-5):
+            raise ValueError("box rotation must be an orthonormal 3x3 matrix (columns = local axes in world)")
         self._boxes.append((np.asarray(center, np.float64), rot.T.copy(), size / 2, material or Material(), casts_shadow))
         return self
 
@@ -173,6 +176,8 @@ class SceneBuilder:
             return torch.tensor(np.asarray(rows, np.float64).reshape(shape), dtype=f)
 
         p, b, s, c = self._planes, self._boxes, self._spheres, self._cyls
+        if len(p) + len(b) + len(s) + len(c) >= 1 << 20:
+            raise ValueError("a scene may hold at most 2**20 - 1 primitives")
         return Scene(
             plane_normal=t([x[0] for x in p], (-1, 3)),
             plane_offset=t([x[1] for x in p], (-1,)),
@@ -341,7 +346,8 @@ def _cast(scene: Scene, o, d, cand, active, any_hit_tmax=None):
 
     o, d: (T,S,3) origins and directions (o/d may have S or T of size 1 to broadcast);
     cand: (T,N) bool candidate (tile, primitive) pairs; active: (T,S) bool.
-    Returns (t, idx): (T,S) nearest ray parameter (inf on a miss) and global primitive index (-1).
+    Returns (t, idx): (T,S) nearest ray parameter (inf on a miss) and global primitive index (-1 on a
+    miss; scenes may hold up to 2**20 primitives).
     With ``any_hit_tmax`` (T,S) only a bool "blocked before tmax" map is returned.
     """
     T, S = active.shape
@@ -388,7 +394,7 @@ def _cast(scene: Scene, o, d, cand, active, any_hit_tmax=None):
 
 
 def _tiles(height: int, width: int):
-    """Pixel (v,u) coordinates grouped into 16x16 tiles: (T,S) int tensors plus an in-image mask."""
+    """Pixel (v,u) coordinates grouped into _TILE x _TILE tiles: (T,S) int tensors plus an in-image mask."""
     th, tw = -(-height // _TILE), -(-width // _TILE)
     vv = torch.arange(th * _TILE).reshape(th, 1, _TILE, 1).expand(th, tw, _TILE, _TILE)
     uu = torch.arange(tw * _TILE).reshape(1, tw, 1, _TILE).expand(th, tw, _TILE, _TILE)
@@ -431,7 +437,7 @@ def render(scene: Scene, camera: Camera, height: int, width: int) -> dict:
     dn = d / d.norm(dim=-1, keepdim=True)
     axis = dn.mean(dim=1)
     axis = axis / axis.norm(dim=-1, keepdim=True)
-    half_angle = torch.acos(_dot(dn, axis[:, None]).clamp(-1, 1)).amax(dim=1)  # (T,)
+    half_angle = torch.acos(_dot(dn, axis[:, None]).amin(dim=1).clamp(-1, 1))  # (T,): acos is decreasing
     rel = centers - eye
     dist = rel.norm(dim=-1)
     ang = torch.acos((_dot(axis[:, None], rel[None]) / dist.clamp_min(1e-9)).clamp(-1, 1))  # (T,N)
@@ -441,7 +447,7 @@ def render(scene: Scene, camera: Camera, height: int, width: int) -> dict:
     t, idx = _cast(scene, eye.reshape(1, 1, 3), d, cand, inimg)
     hit = inimg & (idx >= 0)
     valid = hit & (t <= scene.max_depth)
-    rgb = _shade(scene, eye, d, t, idx, hit, f, cand_fn=None)
+    rgb = _shade(scene, eye, d, t, idx, hit, f)
 
     def untile(x):
         th, tw = -(-height // _TILE), -(-width // _TILE)
@@ -483,13 +489,12 @@ def _lattice(ix, iy, iz, seed):
     return _hash_table().take(((ix * _P1) ^ (iy * _P2) ^ (iz * _P3) ^ (seed * _P4)) & _MASK)
 
 
-def _value_noise(p, seed):
-    """2-D value noise in [0,1]; p (M,2) float, seed (M,) int64.
+def _value_noise(p, shift):
+    """2-D value noise in [0,1]; p (M,2) float, shift (M,) int64 from :func:`_noise_shift`.
 
-    The lattice is the 256x256 random table read with wrap-around; each seed translates the
+    The lattice is the 256x256 random table read with wrap-around; each material translates the
     field by a seed-derived offset, so materials get different noise at the cost of one gather each.
     """
-    shift = (seed * 40503) & 0xFFFF
     fl = torch.floor(p)
     fr = p - fl
     w = fr * fr * (3 - 2 * fr)
@@ -505,23 +510,25 @@ def _value_noise(p, seed):
     return torch.lerp(top, bot, w[:, 1])
 
 
+def _noise_shift(seed):
+    return (seed * 40503) & 0xFFFF
+
+
 def _fbm(p, seed, footprint, octaves=3):
     """Band-limited fractal noise in [0,1] over 2-D points p (M,2): octaves finer than ~2 pixels fade to
     their mean, which keeps distant surfaces from aliasing into salt-and-pepper noise.
     ``footprint`` = pattern units per pixel."""
-    total = torch.zeros(len(p))
-    norm = 0.0
-    amp = 1.0
-    freq = 1.0
+    shift = _noise_shift(seed)
     inv_fp = 1.0 / footprint.clamp_min(1e-9)
+    total = None
+    norm = 0.0
     for o in range(octaves):
-        lod = (inv_fp / freq - 1.0).clamp(0, 1)
-        n = _value_noise(p * freq + 17.0 * o, seed + 101 * o)
-        total = total + amp * (0.5 + lod * (n - 0.5))
+        freq, amp = 2.0 ** o, 0.5 ** o
+        lod = (inv_fp * (1.0 / freq) - 1.0).clamp(0, amp)  # fade-out and octave amplitude in one clamp
+        term = (_value_noise(p * freq + 17.0 * o, shift) - 0.5) * lod
+        total = term if total is None else total + term
         norm += amp
-        amp *= 0.5
-        freq *= 2.0
-    return total / norm
+    return total * (1.0 / norm) + 0.5
 
 
 def _srgb_to_linear(c):
@@ -545,12 +552,12 @@ def _material_table(materials: list[Material]):
 
 def _surface(scene: Scene, x, d, idx):
     """Normals (M,3, facing the viewer), texture-frame points (M,3) and texture-frame normals (M,3)."""
-    npl, nb, ns, nc = scene.counts
+    npl, nb, ns, _ = scene.counts
     M = len(idx)
     n = torch.zeros(M, 3)
     p = x.clone()
     nl = torch.zeros(M, 3)
-    k0, k1, k2, k3 = 0, npl, npl + nb, npl + nb + ns
+    k1, k2, k3 = npl, npl + nb, npl + nb + ns  # global index where each primitive kind starts
     sel = (idx < k1).nonzero().squeeze(1)
     if len(sel):
         n.index_copy_(0, sel, scene.plane_normal[_g(idx, sel)])
@@ -673,7 +680,7 @@ def _albedo(mt, idx, p, nl, footprint):
     return alb.clamp(0, 1)
 
 
-def _shade(scene: Scene, eye, d, t, idx, hit, focal, cand_fn=None):
+def _shade(scene: Scene, eye, d, t, idx, hit, focal):
     """Linear shading -> sRGB float (T,S,3) in [0,1]."""
     T, S = t.shape
     out = torch.zeros(T, S, 3)
@@ -693,27 +700,32 @@ def _shade(scene: Scene, eye, d, t, idx, hit, focal, cand_fn=None):
     tt = _g(t.reshape(-1), hsel)
     dd = _g(d.reshape(-1, 3), hsel)
     ii = _g(idx.reshape(-1), hsel)
-    x = eye + tt[:, None] * dd
-    n, p, nl = _surface(scene, x, dd, ii)
     mt = _material_table(scene.materials)
-    footprint = tt * dd.norm(dim=-1) / focal  # metres per pixel along the ray
-    # grazing angles stretch the footprint; include it so oblique floors fade rather than alias
-    cosv = (-_dot(n, dd) / dd.norm(dim=-1)).clamp(0.05, 1.0)
-    alb = _albedo(mt, ii, p, nl, footprint / cosv)
-
-    if lt.kind == "sun":
-        L = torch.nn.functional.normalize(torch.tensor(lt.direction, dtype=torch.float32), dim=0)
-        ldir = L.expand_as(x)
-        atten = torch.ones(len(x))
-    elif lt.kind == "point":
-        lp = torch.tensor(lt.position, dtype=torch.float32)
-        tolight = lp - x
-        dist = tolight.norm(dim=-1).clamp_min(1e-6)
-        ldir = tolight / dist[:, None]
-        atten = 1.0 / (1.0 + (dist / lt.falloff) ** 2)
-    else:
+    if lt.kind not in ("sun", "point"):
         raise ValueError(f"unknown light kind {lt.kind!r}; use 'sun' or 'point'")
-    lam = _dot(n, ldir).clamp_min(0)
+    parts = []
+    # shading runs in pixel chunks so that its many temporaries stay in the CPU cache
+    for c0 in range(0, len(hsel), _SHADE_CHUNK):
+        tc, dc, ic = tt[c0:c0 + _SHADE_CHUNK], dd[c0:c0 + _SHADE_CHUNK], ii[c0:c0 + _SHADE_CHUNK]
+        x = eye + tc[:, None] * dc
+        n, p, nl = _surface(scene, x, dc, ic)
+        dlen = dc.norm(dim=-1)
+        footprint = tc * dlen / focal  # metres per pixel along the ray
+        # grazing angles stretch the footprint; include it so oblique floors fade rather than alias
+        cosv = (-_dot(n, dc) / dlen).clamp(0.05, 1.0)
+        alb = _albedo(mt, ic, p, nl, footprint / cosv)
+        if lt.kind == "sun":
+            L = torch.nn.functional.normalize(torch.tensor(lt.direction, dtype=torch.float32), dim=0)
+            ldir = L.expand_as(x)
+            atten = torch.ones(len(x))
+        else:
+            tolight = torch.tensor(lt.position, dtype=torch.float32) - x
+            dist = tolight.norm(dim=-1).clamp_min(1e-6)
+            ldir = tolight / dist[:, None]
+            atten = 1.0 / (1.0 + (dist / lt.falloff) ** 2)
+        lam = _dot(n, ldir).clamp_min(0)
+        parts.append((x, n, alb, ldir, atten, lam))
+    x, n, alb, ldir, atten, lam = (torch.cat(z) for z in zip(*parts))
     vis = torch.ones(len(x))
     if lt.shadows and bool(scene.casts_shadow.any()):
         vis = _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam)
@@ -730,7 +742,6 @@ def _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam):
     the screen tile of their pixel, so the same tile culling applies (with a bounding sphere of the
     tile's hit points swept towards the light)."""
     T, S = hit.shape
-    M = len(x)
     need = lam > 0  # surfaces facing away are dark anyway
     origin = x + n * (2e-3 + 2e-4 * tt)[:, None]
     O = torch.zeros(T * S, 3)
@@ -894,11 +905,10 @@ def _indoor(rng: np.random.Generator):
         if side < 2:
             z = rng.uniform(width / 2, max(width / 2, D - width / 2))
             x = depth / 2 + 0.01 if side == 0 else W - depth / 2 - 0.01
-            yaw = math.pi / 2
         else:
             x = rng.uniform(width / 2, max(width / 2, W - width / 2))
             z = depth / 2 + 0.01 if side == 2 else D - depth / 2 - 0.01
-            yaw = 0.0
+        yaw = (math.pi / 2, -math.pi / 2, 0.0, math.pi)[side]  # the local -z axis faces the wall
         if (x - cam_pos[0]) ** 2 + (z - cam_pos[2]) ** 2 < (0.6 + max(depth, width) / 2) ** 2:
             return None
         return x, z, yaw, side
@@ -920,13 +930,10 @@ def _indoor(rng: np.random.Generator):
             b.add_box((x, hgt / 2, z), (wid, hgt, dep), yaw=yaw, material=mat)
             if kind == "shelf":  # shelf boards sticking out give thin horizontal edges
                 for yb in np.arange(0.35, hgt - 0.1, rng.uniform(0.3, 0.45)):
-                    off = R @ np.array([0, 0, 0.0])
-                    b.add_box((x + off[0], yb, z + off[2]), (wid + 0.04, 0.03, dep + 0.08), yaw=yaw, material=mat)
+                    b.add_box((x, yb, z), (wid + 0.04, 0.03, dep + 0.08), yaw=yaw, material=mat)
             if kind == "sofa":
                 back = R @ np.array([0, 0, -dep / 2 + 0.1])
-                side_wall = np.array([x, z]) - np.array([back[0], back[2]])
                 b.add_box((x + back[0], hgt + 0.25, z + back[2]), (wid, 0.5, 0.2), yaw=yaw, material=mat)
-                del side_wall
             else:
                 tops.append((x, hgt, z, min(wid, dep) / 2 * 0.7))
         elif kind in ("table", "chair", "stool"):

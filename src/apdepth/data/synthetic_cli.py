@@ -49,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="scene family (default mixed: indoor or outdoor per seed)")
     parser.add_argument("--depth-format", choices=["png", "npy"], default="png",
                         help="png: 16-bit millimetres; npy: float32 metres (default png)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="render in this many processes, one torch thread each (default 1: in-process)")
     parser.add_argument("--skip-existing", action="store_true",
                         help="keep samples whose files already exist (resume an interrupted run)")
     parser.add_argument("--contact-sheet", type=Path, metavar="PNG",
@@ -85,10 +87,19 @@ def write_sample(root: Path, seed: int, height: int, width: int, scene: str, dep
     return " ".join((rgb_p, depth_p, mask_p))
 
 
+def _init_worker() -> None:
+    import torch
+
+    # one thread per process: processes scale across cores without torch's thread pools competing
+    torch.set_num_threads(1)
+
+
 def write_dataset(root, num: int, height: int, width: int, seed: int = 0, scene: str = "mixed",
-                  depth_format: str = "png", skip_existing: bool = False, progress: bool = True) -> Path:
+                  depth_format: str = "png", skip_existing: bool = False, progress: bool = True,
+                  workers: int = 1) -> Path:
     """Write samples ``seed .. seed+num-1``; returns the split-file path. ``split.txt`` keeps the
-    lines of earlier runs, so extending a dataset lists every sample."""
+    lines of earlier runs, so extending a dataset lists every sample. ``workers > 1`` renders in
+    that many spawned processes; the files are identical either way."""
     from tqdm import tqdm
 
     if num < 1:
@@ -97,15 +108,33 @@ def write_dataset(root, num: int, height: int, width: int, seed: int = 0, scene:
         raise ValueError(f"--seed must be >= 0, got {seed}")
     if depth_format not in ("png", "npy"):
         raise ValueError(f"depth format must be png or npy, got {depth_format!r}")
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for s in tqdm(range(seed, seed + num), desc="synth", unit="img", disable=not progress or None):
+    lines, todo = [], []
+    for s in range(seed, seed + num):
         paths = _sample_paths(f"{s:08d}", depth_format)
         if skip_existing and all((root / p).exists() for p in paths) and (root / "intrinsics" / f"{s:08d}.json").exists():
             lines.append(" ".join(paths))
-            continue
-        lines.append(write_sample(root, s, height, width, scene, depth_format))
+        else:
+            todo.append(s)
+    bar = tqdm(total=num, initial=num - len(todo), desc="synth", unit="img", disable=not progress or None)
+    if workers == 1 or len(todo) < 2:
+        for s in todo:
+            lines.append(write_sample(root, s, height, width, scene, depth_format))
+            bar.update()
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = multiprocessing.get_context("spawn")  # fork after torch has started threads can hang
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx, initializer=_init_worker) as pool:
+            futures = [pool.submit(write_sample, root, s, height, width, scene, depth_format) for s in todo]
+            for fut in futures:
+                lines.append(fut.result())
+                bar.update()
+    bar.close()
     split = root / "split.txt"
     old = split.read_text().split("\n") if split.exists() else []
     merged = sorted({ln.strip() for ln in old + lines if ln.strip()})
@@ -158,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {args.contact_sheet} ({args.num} scenes)")
         if args.out is not None:
             split = write_dataset(args.out, args.num, height, width, args.seed, args.scene, args.depth_format,
-                                  args.skip_existing)
+                                  args.skip_existing, workers=args.workers)
             print(f"wrote {args.num} samples to {args.out} (split file {split})")
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
