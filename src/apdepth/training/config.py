@@ -102,6 +102,7 @@ class LossConfig:
 class ValidationConfig:
     dataset: Optional[DatasetConfig] = None
     every: int = 0  # steps between validations (0 = never)
+    at_start: bool = False  # also validate before the first step (a baseline for the curve)
     max_samples: Optional[int] = None
     processing_resolution: Optional[int] = None  # None = the dataset's protocol default
     num_images: int = 4  # rgb | prediction | GT rows logged to TensorBoard

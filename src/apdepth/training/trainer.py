@@ -290,6 +290,8 @@ class Trainer:
         batches = iter(self._loader())
         record: dict = {}
         t_last = time.perf_counter()
+        if cfg.validation.at_start and self.state.step == 0 and cfg.validation.dataset is not None:
+            self.validate()
         while self.state.step < self.total:
             step = self.state.step
             stage_i = stage_index(cfg.stages, step)
