@@ -160,7 +160,8 @@ def test_killed_run_resumes_to_the_same_weights(reference_run, tmp_path):
     ref, got = _unet_state(reference_run / "pipeline"), _unet_state(out / "pipeline")
     assert ref.keys() == got.keys()
     max_diff = max((ref[k] - got[k]).abs().max().item() for k in ref)
-    print(f"resumed from {resumed_from}; max  weights differ from the uninterrupted run by {max_diff}"
+    print(f"resumed from {resumed_from}; max abs weight difference to the uninterrupted run: {max_diff}")
+    assert max_diff <= 1e-6, f"resumed weights differ from the uninterrupted run by {max_diff}"
     # The log continues seamlessly: one line per step 1..6, losses equal to the reference's.
     ref_log = {r["step"]: r for r in _log(reference_run) if "loss" in r}
     got_log = {r["step"]: r for r in _log(out) if "loss" in r}
