@@ -89,7 +89,7 @@ class OptimConfig:
 @dataclass
 class StageConfig:
     until: int = 0  # this stage is active for steps [previous until, until)
-    losses: Dict[str, float] = field(default_factory=lambda: {"mse": 1.0})
+    losses: Dict[str, float] = field(default_factory=dict)  # loss name -> weight
 
 
 @dataclass
@@ -126,7 +126,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    stages: List[StageConfig] = field(default_factory=lambda: [StageConfig(until=1000)])
+    stages: List[StageConfig] = field(default_factory=lambda: [StageConfig(until=1000, losses={"mse": 1.0})])
     loss: LossConfig = field(default_factory=LossConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     checkpointing: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -145,9 +145,12 @@ _SCHEMAS = (ModelConfig, DatasetConfig, DataConfig, OptimConfig, StageConfig, Lo
 
 
 def _explain(err: Exception) -> ConfigError:
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
     key = getattr(err, "full_key", None) or getattr(err, "key", None)
+    if isinstance(err, MissingMandatoryValue):
+        dotted = str(key).replace("[", ".").replace("]", "")
+        return ConfigError(f"{key} must be set (it is ??? in the config): pass {dotted}=VALUE or edit the file")
     if isinstance(err, (ConfigKeyError, ConfigAttributeError)) and key:
         leaf = str(key).split(".")[-1].split("[")[0]
         names = sorted({f.name for schema in _SCHEMAS for f in fields(schema)})
@@ -165,24 +168,33 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
 
     schema = OmegaConf.structured(TrainConfig)
     try:
-        merged = schema
+        user = OmegaConf.create({})
         if path is not None:
             path = Path(path)
             if not path.is_file():
                 raise ConfigError(f"config file not found: {path}")
-            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+            user = OmegaConf.load(path)
+        # Overrides edit the plain YAML tree first (replacing whole values: `stages=[...]` or
+        # `stages.1.losses={...}` keep nothing of the old entry); the schema merge below then checks every key.
         for item in overrides or []:
             key, sep, text = item.partition("=")
             if not sep or not key:
                 raise ConfigError(f"override {item!r} is not of the form key=value")
-            # OmegaConf's own grammar parses the value (numbers, lists, dicts, null) as in YAML.
-            value = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={text}"]))["v"]
+            value = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={text}"]))["v"]  # YAML-like parsing
             try:
-                OmegaConf.update(merged, key, value, merge=True)
+                OmegaConf.update(user, key, value, merge=False)
             except (OmegaConfBaseException, IndexError, TypeError, ValueError) as err:
-                if isinstance(err, OmegaConfBaseException) and getattr(err, "full_key", None):
-                    raise
                 raise ConfigError(f"cannot apply override {item!r}: {str(err).strip().splitlines()[0]}") from err
+        # Checked on the user's tree: merging ??? onto a schema default would silently keep the default.
+        missing = sorted(OmegaConf.missing_keys(user))
+        try:
+            merged = OmegaConf.merge(schema, user)
+        except TypeError as err:  # e.g. `data.datasets.0.path=...` while the file defines no datasets list
+            raise ConfigError(f"config structure does not match the schema ({err}); "
+                              "give whole lists, e.g. data.datasets=[{name: hypersim, path: /data}]") from err
+        if missing:
+            raise ConfigError("these config values must be set (they are ??? in the config): "
+                              + ", ".join(missing) + "; pass e.g. " + missing[0].replace("[", ".").replace("]", "") + "=VALUE")
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         raise _explain(err) from err

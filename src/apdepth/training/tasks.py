@@ -351,7 +351,16 @@ class PriorTask(Task):
         torch.manual_seed(self.cfg.seed)
         preset = get_preset(m.preset) if m.preset else None
         self.input_size = m.prior_input_size or (preset.prior_input_size if preset else 518)
-        self.prior = _load_prior(m.prior, m.allow_pickle) if m.prior else build_prior(preset.prior)
+        if m.prior:
+            self.prior = _load_prior(m.prior, m.allow_pickle)
+        else:
+            self.prior = build_prior(preset.prior)
+            head = getattr(self.prior, "head", None)
+            if head is not None and hasattr(head, "conv3") and head.conv3.bias is not None:
+                # The head ends in a ReLU: a random init that starts negative everywhere never gets a
+                # gradient (constant output, SSI loss stuck at 1). A positive bias starts it active.
+                with torch.no_grad():
+                    head.conv3.bias.fill_(1.0)
         self.prior.to(self.device).train()
         if m.gradient_checkpointing:
             self.prior.gradient_checkpointing_enable()
