@@ -28,6 +28,12 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q
 
+# The web demo driven by headless Chromium (installs Debian's chromium if missing).
+test-browser: $(VENV)/.installed-dev
+	bash scripts/install_browser_deps.sh
+	$(PIP) install $(PIP_FLAGS) -c $(CONSTRAINTS) -e ".[browser]"
+	$(PY) -m pytest -q -m browser tests/test_demo_browser.py
+
 # Slow tests too (multi-process training, longer runs); GPU tests skip themselves without CUDA.
 test-all: $(VENV)/.installed-dev
 	$(PY) -m pytest -q -m "not browser"

@@ -341,7 +341,8 @@ class ApDepthPipeline(DiffusionPipeline):
             module.compile(mode=mode, dynamic=dynamic, fullgraph=False)
 
     def enable_channels_last(self) -> None:
-        """channels_last memory format for the convolutional parts; helps compiled GPU runs, can slow eager ones."""
+        """channels_last memory format for the U-Net and VAE. Several times faster for oneDNN convolutions on a CPU;
+        on a GPU it pays off with ``enable_compile`` and can slow eager runs."""
         for module in (self.unet, self.vae):
             module.to(memory_format=torch.channels_last)
 

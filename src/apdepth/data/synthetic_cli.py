@@ -1,0 +1,166 @@
+"""Render a procedural RGB-D dataset (exact depth) or a contact sheet of synthetic scenes.
+
+Sample ``i`` of a dataset made with ``--seed S`` is scene ``S + i`` and is stored under the id
+``f"{S + i:08d}"``, so the same command always writes the same files and a dataset can be extended
+by a later run with another ``--seed``/``--num`` (``--skip-existing`` skips finished samples).
+
+Layout of ``--out DIR``::
+
+    rgb/<id>.png            8-bit RGB
+    depth/<id>.png          16-bit PNG, planar z-depth in millimetres, 0 = invalid   (--depth-format png)
+    depth/<id>.npy          float32 metres, 0 = invalid                              (--depth-format npy)
+    mask/<id>.png           8-bit, 255 = valid depth, 0 = sky / beyond the far plane
+    intrinsics/<id>.json    {"K": 3x3 pinhole matrix in pixels, "height", "width", "seed", "scene", ...}
+    split.txt               one sample per line: "rgb/<id>.png depth/<id>.png mask/<id>.png"
+    meta.json               the generator settings
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from apdepth.image_io import atomic_write, save_npy, save_png
+
+PNG_MAX_DEPTH_M = 65.535  # largest depth a 16-bit millimetre PNG can hold
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"HxW"`` -> (H, W), both positive ints."""
+    parts = str(text).lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"--size must look like HEIGHTxWIDTH, e.g. 480x640; got {text!r}")
+    h, w = (int(p) for p in parts)
+    if h < 8 or w < 8:
+        raise ValueError(f"--size must be at least 8x8 pixels, got {h}x{w}")
+    return h, w
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, help="dataset folder to write (created if missing)")
+    parser.add_argument("--num", type=int, default=100, help="number of samples (default 100)")
+    parser.add_argument("--size", default="480x640", help="image size HEIGHTxWIDTH (default 480x640)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first sample; sample i uses seed+i")
+    parser.add_argument("--scene", choices=["indoor", "outdoor", "mixed"], default="mixed",
+                        help="scene family (default mixed: indoor or outdoor per seed)")
+    parser.add_argument("--depth-format", choices=["png", "npy"], default="png",
+                        help="png: 16-bit millimetres; npy: float32 metres (default png)")
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="keep samples whose files already exist (resume an interrupted run)")
+    parser.add_argument("--contact-sheet", type=Path, metavar="PNG",
+                        help="write a contact sheet (RGB next to coloured depth) of --num scenes to this PNG")
+    parser.add_argument("--columns", type=int, default=3, help="scenes per row of the contact sheet (default 3)")
+
+
+def _sample_paths(sid: str, depth_format: str) -> tuple[str, str, str]:
+    return f"rgb/{sid}.png", f"depth/{sid}.{depth_format}", f"mask/{sid}.png"
+
+
+def write_sample(root: Path, seed: int, height: int, width: int, scene: str, depth_format: str = "png") -> str:
+    """Render scene ``seed`` and write its files under ``root``; returns its split-file line."""
+    from apdepth.data.synthetic import render_scene
+
+    out = render_scene(seed, height, width, scene)
+    sid = f"{seed:08d}"
+    rgb_p, depth_p, mask_p = _sample_paths(sid, depth_format)
+    depth, valid = out["depth"], out["valid"]
+    if depth_format == "png":
+        if float(depth.max(initial=0)) > PNG_MAX_DEPTH_M:
+            raise ValueError(f"depth {depth.max():.2f} m does not fit a 16-bit millimetre PNG; use --depth-format npy")
+        mm = np.round(depth * 1000.0).astype(np.uint16)
+        mm[valid] = np.maximum(mm[valid], 1)  # keep "0 = invalid" unambiguous
+        save_png(root / depth_p, mm)
+    else:
+        save_npy(root / depth_p, depth.astype(np.float32))
+    save_png(root / mask_p, (valid.astype(np.uint8) * 255))
+    meta = {"K": out["intrinsics"].tolist(), "height": height, "width": width, "seed": seed, "scene": scene,
+            "depth": "planar z-depth", "depth_unit": "mm" if depth_format == "png" else "m"}
+    with atomic_write(root / "intrinsics" / f"{sid}.json", "w") as fh:
+        json.dump(meta, fh, indent=1)
+    save_png(root / rgb_p, out["rgb"])  # written last: its presence marks a complete sample
+    return " ".join((rgb_p, depth_p, mask_p))
+
+
+def write_dataset(root, num: int, height: int, width: int, seed: int = 0, scene: str = "mixed",
+                  depth_format: str = "png", skip_existing: bool = False, progress: bool = True) -> Path:
+    """Write samples ``seed .. seed+num-1``; returns the split-file path. ``split.txt`` keeps the
+    lines of earlier runs, so extending a dataset lists every sample."""
+    from tqdm import tqdm
+
+    if num < 1:
+        raise ValueError(f"--num must be >= 1, got {num}")
+    if seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {seed}")
+    if depth_format not in ("png", "npy"):
+        raise ValueError(f"depth format must be png or npy, got {depth_format!r}")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for s in tqdm(range(seed, seed + num), desc="synth", unit="img", disable=not progress or None):
+        paths = _sample_paths(f"{s:08d}", depth_format)
+        if skip_existing and all((root / p).exists() for p in paths) and (root / "intrinsics" / f"{s:08d}.json").exists():
+            lines.append(" ".join(paths))
+            continue
+        lines.append(write_sample(root, s, height, width, scene, depth_format))
+    split = root / "split.txt"
+    old = split.read_text().split("\n") if split.exists() else []
+    merged = sorted({ln.strip() for ln in old + lines if ln.strip()})
+    with atomic_write(split, "w") as fh:
+        fh.write("\n".join(merged) + "\n")
+    with atomic_write(root / "meta.json", "w") as fh:
+        json.dump({"generator": "apdepth synth", "size": [height, width], "scene": scene,
+                   "depth_format": depth_format, "depth": "planar z-depth",
+                   "depth_unit": "mm" if depth_format == "png" else "m", "last_seed_range": [seed, seed + num - 1]},
+                  fh, indent=1)
+    return split
+
+
+def contact_sheet(seeds, height: int, width: int, scene: str = "mixed", columns: int = 3) -> np.ndarray:
+    """A uint8 image: for each seed, its RGB next to its depth coloured by colorize_depth (2-98%
+    stretch, invalid pixels black), ``columns`` scenes per row, separated by white gaps."""
+    from apdepth.data.synthetic import render_scene
+    from apdepth.visualize import colorize_depth
+
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("contact sheet needs at least one scene")
+    if columns < 1:
+        raise ValueError(f"--columns must be >= 1, got {columns}")
+    gap = 4
+    rows = -(-len(seeds) // columns)
+    cell_w = 2 * width + gap
+    sheet = np.full((rows * (height + gap) + gap, columns * (cell_w + 2 * gap) + gap, 3), 255, np.uint8)
+    for k, s in enumerate(seeds):
+        out = render_scene(int(s), height, width, scene)
+        col = colorize_depth(out["depth"], vmin=None, vmax=None, valid=out["valid"])
+        r, c = divmod(k, columns)
+        y = gap + r * (height + gap)
+        x = 2 * gap + c * (cell_w + 2 * gap)
+        sheet[y:y + height, x:x + width] = out["rgb"]
+        sheet[y:y + height, x + width + gap:x + 2 * width + gap] = col
+    return sheet
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        height, width = parse_size(args.size)
+        if args.num < 1:
+            raise ValueError(f"--num must be >= 1, got {args.num}")
+        if args.out is None and args.contact_sheet is None:
+            raise ValueError("give --out DIR (a dataset) and/or --contact-sheet PNG")
+        if args.contact_sheet is not None:
+            sheet = contact_sheet(range(args.seed, args.seed + args.num), height, width, args.scene, args.columns)
+            save_png(args.contact_sheet, sheet)
+            print(f"wrote {args.contact_sheet} ({args.num} scenes)")
+        if args.out is not None:
+            split = write_dataset(args.out, args.num, height, width, args.seed, args.scene, args.depth_format,
+                                  args.skip_existing)
+            print(f"wrote {args.num} samples to {args.out} (split file {split})")
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

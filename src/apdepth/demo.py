@@ -1,0 +1,389 @@
+"""Start the web demo on localhost: upload images, see depth, the prior's depth and a 3D point cloud.
+
+The page runs the same :class:`~apdepth.pipeline.ApDepthPipeline` as ``apdepth predict`` and colours
+depth with the one visualiser, :func:`apdepth.visualize.colorize_depth`, so what the demo shows is what
+the command line writes. It listens on 127.0.0.1 by default and never creates a public share link.
+
+Per image it offers for download the 16-bit depth PNG (value / 65535 = affine-invariant depth in
+[0, 1], 0 = near), the float32 ``.npy`` of the same, the colour PNG and a coloured point cloud as
+binary PLY. The point cloud needs a metric-like depth: the demo maps ``d`` in [0, 1] to
+``1 + d * (ratio - 1)`` with the user's far/near ratio (see :mod:`apdepth.pointcloud`).
+
+``build_demo(pipeline)`` returns the ``gr.Blocks`` app, so tests launch it with a tiny model;
+``process_images`` is the plain-Python core behind the button.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import math
+import re
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_MAX_IMAGES = 8
+DEFAULT_MAX_MEGAPIXELS = 40.0
+DEFAULT_MAX_FILE_SIZE = "50mb"
+DISPLAY_MAX_POINTS = 250_000  # the browser viewer slows down beyond this; the PLY download keeps every point
+COLOR_MAPS = ("Spectral", "Spectral_r", "magma", "inferno", "viridis", "plasma", "turbo", "gray", "gray_r")
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "examples"
+_OUTPUT_TTL_S = 3600.0
+
+CSS = """
+#apdepth-header h1 {margin-bottom: 0.2em;}
+#apdepth-header p {margin-top: 0; opacity: 0.8;}
+"""
+
+
+@dataclass
+class DemoResult:
+    """What the page shows and offers for one input image (all paths are files on the server)."""
+
+    name: str
+    shape: tuple[int, int]
+    rgb_path: Path
+    colored_path: Path
+    prior_colored_path: Path | None
+    glb_path: Path
+    downloads: list[Path] = field(default_factory=list)
+    n_points: int = 0
+
+
+def _safe_stem(name: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).stem).strip("._") or "image"
+    return stem[:80]
+
+
+def load_upload(path: str | Path, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> np.ndarray:
+    """Read one uploaded image as RGB float32 (H, W, 3) in [0, 1].
+
+    Raises ``ValueError`` with a message fit for the user (naming the file by its upload name)
+    when the file is not a readable image or has more than ``max_megapixels`` million pixels.
+    The pixel count is checked from the header before anything is decoded.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    from apdepth.image_io import ImageReadError, read_image
+
+    path = Path(path)
+    name = path.name
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"{name}: image is too large ({err})") from err
+    except UnidentifiedImageError as err:
+        raise ValueError(f"{name}: not a recognised image format") from err
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"{name}: cannot read the image ({err})") from err
+    mp = w * h / 1e6
+    if mp > max_megapixels:
+        raise ValueError(f"{name}: {w}x{h} is {mp:.1f} megapixels; the demo accepts at most {max_megapixels:g}")
+    try:
+        return read_image(path)
+    except ImageReadError as err:
+        # read_image names the server-side path; the user only knows the upload name
+        raise ValueError(f"{name}: {str(err).split(': ', 1)[-1]}") from err
+
+
+def _cleanup_old(root: Path, ttl_s: float = _OUTPUT_TTL_S) -> None:
+    now = time.time()
+    for child in root.iterdir() if root.exists() else ():
+        try:
+            if child.is_dir() and now - child.stat().st_mtime > ttl_s:
+                shutil.rmtree(child, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def _display_cloud(depth_z: np.ndarray, rgb: np.ndarray, fov_deg: float, max_points: int):
+    """Unproject a strided copy of the depth so the browser gets at most ~``max_points`` points."""
+    from apdepth.pointcloud import depth_to_points, focal_from_fov
+
+    h, w = depth_z.shape
+    step = max(1, math.ceil(math.sqrt(h * w / max_points)))
+    # the focal length shrinks with the stride so the subsampled cloud has the same geometry
+    focal = focal_from_fov(w, fov_deg) / step
+    return depth_to_points(depth_z[::step, ::step], rgb[::step, ::step], focal=focal)
+
+
+def process_images(
+    pipeline,
+    paths: list[str | Path],
+    out_dir: str | Path,
+    processing_resolution: int | None = None,
+    color_map: str = "Spectral",
+    fov_deg: float = 60.0,
+    far_near_ratio: float = 10.0,
+    max_images: int = DEFAULT_MAX_IMAGES,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    progress=None,
+) -> list[DemoResult]:
+    """Run the pipeline on uploaded image files and write everything the page shows.
+
+    ``processing_resolution``: longer side in px the model runs at (None = the model's stored
+    default, 0 = native). ``fov_deg``: horizontal field of view assumed for the point cloud;
+    ``far_near_ratio`` (> 1): depth 0 is placed at 1 and depth 1 at this value. ``progress`` is
+    an optional callable ``progress(fraction, desc=...)`` (e.g. ``gr.Progress``).
+
+    All inputs are validated before any inference, so a bad file costs no compute; problems
+    raise ``ValueError`` with a message naming the file.
+    """
+    from apdepth.image_io import save_depth_outputs, save_png
+    from apdepth.pointcloud import relative_to_metric, save_depth_ply, write_glb_points
+    from apdepth.visualize import colorize_depth
+
+    paths = [Path(p) for p in (paths or [])]
+    if not paths:
+        raise ValueError("Upload at least one image first.")
+    if len(paths) > max_images:
+        raise ValueError(f"{len(paths)} images uploaded; the demo takes at most {max_images} at a time.")
+    if processing_resolution is not None and int(processing_resolution) < 0:
+        raise ValueError("Processing resolution must be >= 0 (0 = native size).")
+    if not (far_near_ratio > 1.0 and math.isfinite(far_near_ratio)):
+        raise ValueError(f"The far/near ratio must be > 1, got {far_near_ratio}.")
+    if not (0.0 < fov_deg < 180.0):
+        raise ValueError(f"The field of view must be between 0 and 180 degrees, got {fov_deg}.")
+    import matplotlib
+
+    if color_map not in matplotlib.colormaps:
+        raise ValueError(f"Unknown colour map {color_map!r}.")
+
+    images = [load_upload(p, max_megapixels) for p in paths]
+    out_dir = Path(out_dir)
+    want_prior = getattr(pipeline, "prior", None) is not None
+    results: list[DemoResult] = []
+    used: set[str] = set()
+    for i, (path, rgb01) in enumerate(zip(paths, images)):
+        if progress is not None:
+            progress(i / len(paths), desc=f"Estimating depth: {path.name} ({i + 1}/{len(paths)})")
+        stem = _safe_stem(path.name)
+        base, k = stem, 1
+        while stem in used:  # two uploads called image.png must not overwrite each other
+            k += 1
+            stem = f"{base}_{k}"
+        used.add(stem)
+        try:
+            out = pipeline(rgb01, processing_resolution=processing_resolution, output_type="np",
+                           output_prior=want_prior)
+        except (RuntimeError, ValueError) as err:
+            raise ValueError(f"{path.name}: depth estimation failed ({err})") from err
+        depth = np.asarray(out.depth[0], dtype=np.float32)
+        prior = None if out.prior_depth is None else np.asarray(out.prior_depth[0], dtype=np.float32)
+
+        rgb8 = (np.clip(rgb01, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        rgb_path = out_dir / f"{stem}_input.png"
+        save_png(rgb_path, rgb8)
+        npy, png16, colored = save_depth_outputs(out_dir, stem, depth, color_map=color_map)
+        prior_path = None
+        if prior is not None:
+            prior_path = out_dir / f"{stem}_prior_colored.png"
+            save_png(prior_path, colorize_depth(prior, cmap=color_map))
+        ply_path = out_dir / f"{stem}.ply"
+        n_points = save_depth_ply(ply_path, depth, rgb8, fov_deg=fov_deg, near=1.0, far=far_near_ratio)
+        pts, cols = _display_cloud(relative_to_metric(depth, 1.0, far_near_ratio), rgb8, fov_deg, DISPLAY_MAX_POINTS)
+        glb_path = write_glb_points(out_dir / f"{stem}_view.glb", pts, cols)
+        results.append(DemoResult(
+            name=path.name, shape=depth.shape, rgb_path=rgb_path, colored_path=colored,
+            prior_colored_path=prior_path, glb_path=glb_path,
+            downloads=[png16, npy, colored, ply_path], n_points=n_points,
+        ))
+    if progress is not None:
+        progress(1.0, desc="Done")
+    return results
+
+
+def _device_label(pipeline) -> str:
+    dev = getattr(pipeline, "device", None)
+    return str(dev) if dev is not None else "?"
+
+
+def build_demo(
+    pipeline,
+    *,
+    max_images: int = DEFAULT_MAX_IMAGES,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    examples_dir: str | Path | None = EXAMPLES_DIR,
+    work_dir: str | Path | None = None,
+):
+    """Build the Gradio app around ``pipeline`` (any object with the ApDepthPipeline call API).
+
+    ``work_dir`` receives one sub-folder of outputs per request (default: a fresh folder in the
+    system temp dir); folders older than an hour are removed on later requests. Launch the result
+    with :func:`launch` so that theme, upload limit and the no-share policy apply.
+    """
+    import gradio as gr
+
+    from apdepth.image_io import IMAGE_EXTENSIONS
+
+    work_root = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="apdepth-demo-"))
+    work_root.mkdir(parents=True, exist_ok=True)
+    config = getattr(pipeline, "config", None)
+    default_res = int(getattr(config, "processing_resolution", 768) or 0)
+    has_prior = getattr(pipeline, "prior", None) is not None
+
+    def view(results: list[dict], name: str | None):
+        """Outputs for the one result picked in the selector."""
+        pick = next((r for r in results if r["name"] == name), results[0] if results else None)
+        if pick is None:
+            return None, None, None
+        return (pick["rgb"], pick["colored"]), pick["prior"], pick["glb"]
+
+    def on_run(files, resolution, cmap, fov, ratio, progress=gr.Progress()):
+        paths = [getattr(f, "name", f) for f in (files or [])]
+        _cleanup_old(work_root)
+        out_dir = Path(tempfile.mkdtemp(prefix="run-", dir=work_root))
+        t0 = time.perf_counter()
+        try:
+            results = process_images(
+                pipeline, paths, out_dir, processing_resolution=int(resolution), color_map=cmap,
+                fov_deg=float(fov), far_near_ratio=float(ratio), max_images=max_images,
+                max_megapixels=max_megapixels, progress=progress,
+            )
+        except ValueError as err:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            raise gr.Error(str(err), print_exception=False) from None
+        except Exception as err:  # a stack trace helps the operator, not the visitor
+            traceback.print_exc(file=sys.stderr)
+            shutil.rmtree(out_dir, ignore_errors=True)
+            raise gr.Error(f"Depth estimation failed: {type(err).__name__}: {err}", print_exception=False) from None
+        seconds = time.perf_counter() - t0
+        state = [
+            {"name": r.name, "rgb": str(r.rgb_path), "colored": str(r.colored_path),
+             "prior": str(r.prior_colored_path) if r.prior_colored_path else None, "glb": str(r.glb_path)}
+            for r in results
+        ]
+        downloads = [str(p) for r in results for p in r.downloads]
+        names = [r.name for r in results]
+        h, w = results[0].shape
+        status = (f"**{len(results)} image{'s' if len(results) > 1 else ''}** in {seconds:.1f} s on "
+                  f"`{_device_label(pipeline)}`, processing resolution {int(resolution) or 'native'}; "
+                  f"first image {w}×{h} px, {results[0].n_points:,} points in its PLY.")
+        slider, prior_img, glb = view(state, names[0])
+        return (slider, prior_img, glb, downloads, state,
+                gr.update(choices=names, value=names[0], visible=len(names) > 1), status)
+
+    with gr.Blocks(title="ApDepth demo", delete_cache=(1800, 3600)) as demo:
+        state = gr.State([])
+        gr.Markdown(
+            "# ApDepth: monocular depth estimation\n"
+            "Upload one or more photos to get their depth from a single diffusion step conditioned on a "
+            "depth prior. Depth is *relative*: 0 = near, 1 = far, with unknown scale and shift.",
+            elem_id="apdepth-header",
+        )
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2, min_width=300):
+                files = gr.File(
+                    label="Images", file_count="multiple", file_types=list(IMAGE_EXTENSIONS),
+                    elem_id="apdepth-input", height=180,
+                )
+                resolution = gr.Slider(
+                    0, 2048, value=default_res, step=8, label="Processing resolution (px, 0 = native)",
+                    info="Longer side the model runs at; higher is sharper and slower.",
+                )
+                cmap = gr.Dropdown(list(COLOR_MAPS), value="Spectral", label="Colour map",
+                                   info="Spectral: red = near, blue = far.")
+                with gr.Accordion("Point cloud", open=False):
+                    fov = gr.Slider(20, 120, value=60, step=1, label="Horizontal field of view (degrees)")
+                    ratio = gr.Slider(1.5, 50, value=10, step=0.5, label="Far / near depth ratio",
+                                      info="Relative depth has no scale; this sets how deep the 3D view looks.")
+                run_btn = gr.Button("Estimate depth", variant="primary", elem_id="apdepth-run")
+                status = gr.Markdown(elem_id="apdepth-status")
+                ex_dir = Path(examples_dir) if examples_dir is not None else None
+                if ex_dir is not None and ex_dir.is_dir():
+                    ex = sorted(p for p in ex_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+                    if ex:
+                        gr.Examples([[[str(p)]] for p in ex], inputs=[files], label="Examples")
+            with gr.Column(scale=3, min_width=400):
+                pick = gr.Dropdown([], label="Show result for", visible=False, elem_id="apdepth-pick")
+                with gr.Row():
+                    slider = gr.ImageSlider(label="Image | depth (drag to compare)", type="filepath",
+                                            format="png", elem_id="apdepth-slider", scale=3, height=340)
+                    prior_img = gr.Image(label="Prior's depth", type="filepath", format="png",
+                                         interactive=False, elem_id="apdepth-prior", visible=has_prior, scale=2,
+                                         height=340)
+                model3d = gr.Model3D(label="Point cloud (drag to rotate, scroll to zoom)", display_mode="point_cloud",
+                                     camera_position=(90, 90, None), height=420, elem_id="apdepth-3d")
+                downloads = gr.File(label="Downloads: 16-bit PNG (value/65535), .npy (float32 [0,1]), colour PNG, "
+                                    "PLY point cloud", file_count="multiple", interactive=False,
+                                    elem_id="apdepth-downloads")
+
+        run_btn.click(
+            on_run, inputs=[files, resolution, cmap, fov, ratio],
+            outputs=[slider, prior_img, model3d, downloads, state, pick, status],
+            concurrency_limit=1,  # one model, one device: requests queue instead of competing for memory
+        )
+        pick.change(view, inputs=[state, pick], outputs=[slider, prior_img, model3d])
+    demo.apdepth_work_dir = work_root
+    return demo
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def launch(demo, host: str = "127.0.0.1", port: int | None = 7860, *, block: bool = True,
+           max_file_size: str | int = DEFAULT_MAX_FILE_SIZE, quiet: bool = False):
+    """Serve ``demo`` on ``host:port`` with the project's theme; sharing is always off."""
+    import gradio as gr
+
+    if not _is_loopback(host):
+        print(f"warning: the demo listens on {host}, reachable from other machines; it has no login.",
+              file=sys.stderr)
+    theme = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate")
+    return demo.queue(max_size=32).launch(
+        server_name=host, server_port=port, share=False, prevent_thread_lock=not block,
+        max_file_size=max_file_size, theme=theme, css=CSS, ssr_mode=False, quiet=quiet,
+        footer_links=["gradio"], inbrowser=False,
+    )
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--checkpoint", default=None, help="pipeline folder or Hugging Face Hub id (default: the bundled model)")
+    p.add_argument("--prior", default=None, help="depth prior for checkpoints that do not include one")
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps (default auto: cuda, then mps, then cpu)")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"], help="compute precision (default fp32)")
+    p.add_argument("--max-images", type=int, default=DEFAULT_MAX_IMAGES, help="images per request (default %(default)s)")
+    p.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS,
+                   help="largest accepted image in millions of pixels (default %(default)s)")
+    p.add_argument("--max-file-size", default=DEFAULT_MAX_FILE_SIZE, help="largest upload (default %(default)s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a local tool
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        print("error: the demo needs gradio: pip install 'apdepth[demo]'", file=sys.stderr)
+        return 2
+    if args.max_images < 1 or args.max_megapixels <= 0:
+        print("error: --max-images and --max-megapixels must be positive", file=sys.stderr)
+        return 2
+    from apdepth.cli import pick_device, pick_dtype
+    from apdepth.pipeline import ApDepthPipeline
+
+    device = pick_device(args.device)
+    pipe = ApDepthPipeline.from_pretrained(args.checkpoint, prior=args.prior, torch_dtype=pick_dtype(args.dtype))
+    pipe.to(device)
+    demo = build_demo(pipe, max_images=args.max_images, max_megapixels=args.max_megapixels)
+    # gradio's own banner suggests share=True, which this command never does; print a plain line instead
+    print(f"ApDepth demo on http://{args.host}:{args.port}/ (device {device}); press Ctrl+C to stop", flush=True)
+    launch(demo, args.host, args.port, max_file_size=args.max_file_size, quiet=True)
+    return 0

@@ -1,0 +1,202 @@
+"""Synthetic scene renderer: exact geometry, determinism, dataset round trips."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from apdepth.data import synthetic as syn
+from apdepth.data.synthetic import Camera, Material, SceneBuilder, render, render_scene
+
+
+def _front_camera(hfov=60.0):
+    """At the origin looking along +z (world +y up), so camera-frame x is world -x and y is world -y."""
+    cam = Camera.look_at(eye=(0, 0, 0), target=(0, 0, 1), hfov_deg=hfov)
+    np.testing.assert_allclose(cam.rotation, np.diag([-1.0, -1.0, 1.0]), atol=1e-12)
+    return cam
+
+
+def test_plane_facing_camera_has_constant_planar_depth():
+    b = SceneBuilder().add_plane(point=(0, 0, 4.25), normal=(0, 0, -1), material=Material(pattern="checker"))
+    out = render(b.build(max_depth=20), _front_camera(70), 30, 41)
+    assert out["depth"].shape == (30, 41) and out["depth"].dtype == np.float32
+    assert out["rgb"].shape == (30, 41, 3) and out["rgb"].dtype == np.uint8
+    assert out["valid"].all()
+    np.testing.assert_allclose(out["depth"], 4.25, rtol=1e-6)
+    # z-depth, not ray length: at a corner the ray is much longer than 4.25 m
+    K = out["intrinsics"]
+    x, y = (0 - K[0, 2]) / K[0, 0], (0 - K[1, 2]) / K[1, 1]
+    ray_len = 4.25 * math.sqrt(1 + x * x + y * y)
+    assert ray_len > 4.25 * 1.2
+    assert abs(out["depth"][0, 0] - 4.25) < 1e-5 and abs(out["depth"][-1, -1] - 4.25) < 1e-5
+
+
+def test_intrinsics_pinhole_with_centred_principal_point():
+    K = _front_camera(90).intrinsics(40, 60)
+    np.testing.assert_allclose(K, [[30, 0, 29.5], [0, 30, 19.5], [0, 0, 1]], rtol=1e-6)
+
+
+def test_depth_backprojects_onto_ground_plane():
+    """A pitched, rolled camera over a ground plane: every pixel unprojected with K and its depth lands on y=0."""
+    b = SceneBuilder().add_plane(point=(0, 0, 0), normal=(0, 1, 0))
+    cam = Camera.from_angles((0.3, 1.7, -2.0), yaw=0.4, pitch=math.radians(-55), roll=math.radians(5), hfov_deg=75)
+    out = render(b.build(max_depth=1000), cam, 24, 32)
+    assert out["valid"].all()
+    K = out["intrinsics"].astype(np.float64)
+    v, u = np.mgrid[0:24, 0:32]
+    z = out["depth"].astype(np.float64)
+    pc = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], -1)
+    world = pc @ cam.rotation.T + np.asarray(cam.position)
+    np.testing.assert_allclose(world[..., 1], 0.0, atol=2e-5 * z.max())
+
+
+def test_box_edge_is_a_depth_step_at_the_projected_pixel():
+    b = SceneBuilder()
+    b.add_plane(point=(0, 0, 10), normal=(0, 0, -1))
+    x0 = -0.37  # left face of the box; rays left of it diverge away from the box's side face
+    b.add_box(center=(-(x0 + 2.0), 0, 3.5), size=(4.0, 2.0, 1.0))  # camera x in [x0, x0 + 4]: right end out of view
+    H, W = 32, 48
+    out = render(b.build(max_depth=50), _front_camera(60), H, W)
+    K = out["intrinsics"]
+    u_edge = K[0, 0] * x0 / 3.0 + K[0, 2]
+    assert abs(u_edge - round(u_edge)) > 0.05  # the edge falls between pixel centres
+    row = out["depth"][H // 2]
+    u = np.arange(W)
+    expected = np.where(u > u_edge, 3.0, 10.0)
+    np.testing.assert_allclose(row, expected, rtol=1e-5)
+    assert row[int(math.floor(u_edge))] == pytest.approx(10.0) and row[int(math.ceil(u_edge))] == pytest.approx(3.0)
+
+
+def test_sphere_and_cylinder_depth_match_analytic_hits():
+    b = SceneBuilder()
+    b.add_sphere(center=(0, 0, 5), radius=1.0)
+    b.add_cylinder(base=(-3, -2, 8), height=4, radius=0.5)  # camera x = 3
+    out = render(b.build(max_depth=50), _front_camera(60), 31, 61)
+    K = out["intrinsics"]
+    assert out["depth"][15, 30] == pytest.approx(4.0, abs=1e-5)  # centre pixel hits the sphere's front pole
+    # the cylinder's nearest point (x=3, z=7.5) seen through the pixel column it projects to
+    uc = K[0, 0] * 3 / 7.5 + K[0, 2]
+    assert out["depth"][15, int(round(uc))] == pytest.approx(7.5, abs=0.02)
+    assert not out["valid"][0, 0]  # nothing but empty space (no sky colour needed) -> invalid
+
+
+def test_same_seed_is_bit_identical_across_thread_counts_and_seeds_differ():
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        a = render_scene(11, 40, 56, "mixed")
+        torch.set_num_threads(2)
+        b = render_scene(11, 40, 56, "mixed")
+    finally:
+        torch.set_num_threads(old)
+    for k in ("rgb", "depth", "valid", "intrinsics"):
+        assert np.array_equal(a[k], b[k]), k
+    c = render_scene(12, 40, 56, "mixed")
+    assert not np.array_equal(a["depth"], c["depth"])
+    assert not np.array_equal(a["rgb"], c["rgb"])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_outdoor_sky_is_invalid_and_mask_matches_depth(seed):
+    out = render_scene(seed, 48, 64, "outdoor")
+    depth, valid = out["depth"], out["valid"]
+    assert np.array_equal(valid, depth > 0)
+    assert depth.max() <= syn.MAX_DEPTH["outdoor"]
+    assert (~valid).any(), "a street scene should show some sky"
+    # rays that reach the (infinite) ground within range always hit something: never invalid
+    scene, cam = syn.make_scene(seed, "outdoor")
+    K = out["intrinsics"]
+    v, u = np.mgrid[0:48, 0:64]
+    d = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u, float)], -1) @ cam.rotation.T
+    with np.errstate(divide="ignore"):
+        t_ground = np.where(d[..., 1] < 0, -cam.position[1] / d[..., 1], np.inf)
+    assert valid[t_ground < 0.95 * scene.max_depth].all()
+    # invalid sky pixels look up into the sky
+    assert (d[..., 1][~valid & ~np.isfinite(t_ground)] > 0).all()
+
+
+def test_indoor_rooms_are_closed():
+    for seed in (0, 1):
+        out = render_scene(seed, 32, 40, "indoor")
+        assert out["valid"].all() and out["depth"].min() > 0 and out["depth"].max() < syn.MAX_DEPTH["indoor"]
+
+
+def test_render_batch_stacks_and_bad_inputs_raise():
+    batch = syn.render_batch([3, 4], 16, 24, "indoor")
+    assert batch["rgb"].shape == (2, 16, 24, 3) and batch["intrinsics"].shape == (2, 3, 3)
+    assert np.array_equal(batch["depth"][1], render_scene(4, 16, 24, "indoor")["depth"])
+    with pytest.raises(ValueError, match="unknown scene family"):
+        render_scene(0, 16, 16, "forest")
+    with pytest.raises(ValueError, match="non-negative"):
+        render_scene(-1, 16, 16)
+    with pytest.raises(ValueError, match="pattern"):
+        Material(pattern="zebra")
+
+
+def _synth(args):
+    from apdepth.cli import main
+
+    return main(["synth", *args])
+
+
+def test_cli_dataset_round_trip(tmp_path):
+    root = tmp_path / "ds"
+    assert _synth(["--out", str(root), "--num", "3", "--size", "24x32", "--seed", "40", "--scene", "mixed"]) == 0
+    lines = (root / "split.txt").read_text().split("\n")
+    assert lines[0] == "rgb/00000040.png depth/00000040.png mask/00000040.png"
+    ds = syn.SyntheticDataset(root, "split.txt")
+    assert len(ds) == 3 and len(syn.SyntheticDataset(root)) == 3
+    for i, sample in enumerate(ds):
+        ref = render_scene(40 + i, 24, 32, "mixed")
+        assert sample["rgb"].shape == (3, 24, 32) and sample["rgb"].dtype == torch.float32
+        assert sample["rgb_relpath"] == f"rgb/{40 + i:08d}.png"
+        assert np.array_equal(sample["valid"].numpy(), ref["valid"])
+        assert np.abs(sample["depth"].numpy() - ref["depth"]).max() <= 0.0005 + 1e-6
+        assert np.array_equal((sample["rgb"].numpy().transpose(1, 2, 0) * 255).round().astype(np.uint8), ref["rgb"])
+        np.testing.assert_allclose(sample["intrinsics"].numpy(), ref["intrinsics"])
+
+    # resuming keeps finished samples untouched and extends the split file
+    before = (root / "rgb" / "00000040.png").stat().st_mtime_ns
+    assert _synth(["--out", str(root), "--num", "4", "--size", "24x32", "--seed", "40", "--skip-existing"]) == 0
+    assert (root / "rgb" / "00000040.png").stat().st_mtime_ns == before
+    assert len(syn.SyntheticDataset(root, root / "split.txt")) == 4
+
+
+def test_cli_npy_depth_is_exact_and_errors_are_reported(tmp_path, capsys):
+    root = tmp_path / "npy"
+    assert _synth(["--out", str(root), "--num", "1", "--size", "16x20", "--seed", "7", "--depth-format", "npy"]) == 0
+    sample = syn.SyntheticDataset(root)[0]
+    assert np.array_equal(sample["depth"].numpy(), render_scene(7, 16, 20)["depth"])
+    assert _synth(["--out", str(root), "--size", "16by20"]) == 2
+    assert "HEIGHTxWIDTH" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="no samples"):
+        syn.SyntheticDataset(tmp_path)
+
+
+def test_contact_sheet_command(tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "sheet.png"
+    assert _synth(["--contact-sheet", str(out), "--num", "2", "--size", "16x20", "--columns", "2"]) == 0
+    with Image.open(out) as im:
+        assert im.mode == "RGB" and im.size[1] == 16 + 8 and im.size[0] > 4 * 20
+
+
+def test_stream_ranks_and_workers_get_disjoint_seeds():
+    s0 = syn.SyntheticStream(16, 16, seed=100, rank=0, world_size=2, length=10)
+    s1 = syn.SyntheticStream(16, 16, seed=100, rank=1, world_size=2, length=10)
+    a, b = list(s0.seeds()), list(s1.seeds())
+    assert not set(a) & set(b) and sorted(a + b) == list(range(100, 110))
+    assert len(s0) == 5
+    w = [list(s1.seeds(worker_id=k, num_workers=3)) for k in range(3)]
+    assert sorted(sum(w, [])) == b and all(not set(w[i]) & set(w[j]) for i in range(3) for j in range(i))
+    inf = syn.SyntheticStream(16, 16, seed=0, rank=1, world_size=3)
+    it = iter(inf)
+    first = next(it)
+    assert first["seed"] == 1 and first["depth"].shape == (16, 16) and first["valid"].dtype == torch.bool
+    assert np.array_equal(first["depth"].numpy(), render_scene(1, 16, 16)["depth"])
+    with pytest.raises(ValueError, match="rank"):
+        syn.SyntheticStream(16, 16, rank=2, world_size=2)
