@@ -16,7 +16,7 @@ position gives parallel loading (``num_workers``) with the same result as loadin
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -33,25 +33,11 @@ def sample_seed(*keys: int) -> int:
     return int(np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in keys]).generate_state(1)[0])
 
 
-def _as_sample(obj: Any, relpath: str) -> dict:
-    """Accept a rendered scene as a sample dict (tensors or arrays) and normalise it to the project's dict."""
-    if not isinstance(obj, dict):
-        raise ValueError(f"render_scene returned {type(obj).__name__}; expected a sample dict")
-    rgb = torch.as_tensor(np.asarray(obj["rgb"]) if not isinstance(obj["rgb"], torch.Tensor) else obj["rgb"]).float()
-    if rgb.ndim == 3 and rgb.shape[-1] == 3 and rgb.shape[0] != 3:
-        rgb = rgb.permute(2, 0, 1)
-    if rgb.max() > 1.5:  # uint8 range
-        rgb = rgb / 255.0
-    depth = torch.as_tensor(np.asarray(obj["depth"]) if not isinstance(obj["depth"], torch.Tensor) else obj["depth"]).float()
-    valid = obj.get("valid")
-    valid = (depth > 0) if valid is None else torch.as_tensor(np.asarray(valid) if not isinstance(valid, torch.Tensor) else valid).bool()
-    return {"rgb": rgb.contiguous(), "depth": depth.contiguous(), "valid": valid.contiguous(), "rgb_relpath": obj.get("rgb_relpath", relpath)}
-
-
 def render_stream_sample(seed: int, height: int, width: int, scene: str) -> dict:
-    from apdepth.data.synthetic import render_scene
+    """Scene ``seed`` of the procedural renderer as a sample dict (rgb (3,H,W) [0,1], depth m, valid)."""
+    from apdepth.data.synthetic import render_scene, to_sample
 
-    return _as_sample(render_scene(seed, height, width, scene), f"stream/{seed:010d}.png")
+    return to_sample(render_scene(seed, height, width, scene), f"synthetic_stream/{scene}/{seed:010d}.png")
 
 
 class StreamValidationSet(Dataset):
