@@ -48,13 +48,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train_in_process(out: Path, *extra: str, base: bool = True) -> int:
+def _train_in_process(out: Path, *extra: str, base: bool = True, config: Path = TINY) -> int:
     from accelerate.state import AcceleratorState, GradientState
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return main(["train", "--config", str(TINY), "--output", str(out), *(BASE if base else []), *extra])
+        return main(["train", "--config", str(config), "--output", str(out), *(BASE if base else []), *extra])
     finally:
         torch.set_num_threads(threads)
         # Accelerate keeps process-wide singletons; a later run in this process starts clean.
@@ -228,3 +228,66 @@ def test_tiny_training_lowers_validation_absrel(tmp_path):
     assert len(vals) == 3
     assert vals[-1]["abs_rel"] < 0.9 * vals[0]["abs_rel"]
     assert json.loads((out / "best" / "best.json").read_text())["step"] > 0
+
+
+def _tiny_sd2_folder(root: Path) -> Path:
+    """A Stable Diffusion 2-shaped folder (4-channel U-Net, VAE, CLIP text encoder + tokenizer) at tiny size."""
+    from apdepth.models import build_unet, build_vae, get_preset
+    from conftest import write_tiny_clip
+
+    preset = get_preset("tiny")
+    torch.manual_seed(0)
+    build_unet(preset.unet, in_channels=4).save_pretrained(root / "unet")
+    build_vae(preset.vae).save_pretrained(root / "vae")
+    write_tiny_clip(root, hidden=preset.unet["cross_attention_dim"])
+    (root / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    return root
+
+
+def _tiny_depth_sets(root: Path) -> tuple[Path, Path]:
+    import numpy as np
+    from _dataset_layouts import png8, png16, jpg, rgb_pattern, write_tree
+
+    rng = np.random.default_rng(0)
+    hs, vk = {}, {}
+    for i in range(3):
+        hs[f"ai_001_00{i}/rgb_cam_00_fr0000.png"] = png8(rgb_pattern(40, 48, i))
+        hs[f"ai_001_00{i}/depth_plane_cam_00_fr0000.png"] = png16(rng.integers(500, 20000, (40, 48)))
+        # Virtual KITTI frames must cover the 352x1216 KITTI-benchmark crop the loader applies.
+        vk[f"Scene01/clone/frames/rgb/Camera_0/rgb_0000{i}.jpg"] = jpg(rgb_pattern(360, 1220, 10 + i))
+        vk[f"Scene01/clone/frames/depth/Camera_0/depth_0000{i}.png"] = png16(rng.integers(100, 8000, (360, 1220)))
+    return write_tree(root / "hypersim", hs), write_tree(root / "vkitti", vk)
+
+
+def test_sd2_recipe_widens_conv_in_and_trains(tmp_path):
+    from apdepth.models import build_prior, get_preset
+    from apdepth.pipeline import ApDepthPipeline
+    from apdepth.training.config import load_config
+    from apdepth.training.tasks import build_apdepth_pipeline
+    from diffusers import UNet2DConditionModel
+
+    sd2 = _tiny_sd2_folder(tmp_path / "sd2")
+    build_prior(get_preset("tiny").prior).save_pretrained(tmp_path / "da")
+    hypersim, vkitti = _tiny_depth_sets(tmp_path)
+    recipe = ROOT / "configs" / "train" / "apdepth_sd2.yaml"
+    overrides = [
+        f"model.init_from={sd2}", f"model.prior={tmp_path / 'da'}", f"data.datasets.0.path={hypersim}",
+        f"data.datasets.1.path={vkitti}", f"validation.dataset.path={hypersim}", "model.processing_resolution=32",
+        "model.prior_input_size=28", "data.datasets.0.size=[32,32]", "data.datasets.1.size=[32,32]",
+        "data.num_workers=0", "optim.micro_batch=1", "optim.grad_accum=2", "optim.max_steps=2",
+        "validation.every=2", "validation.max_samples=1", "validation.num_images=1", "checkpointing.every=2",
+        "logging.tensorboard=false",
+    ]
+    # The widened conv_in: kernel repeated along the input axis and halved, bias unchanged.
+    pipe = build_apdepth_pipeline(load_config(recipe, overrides))
+    orig = UNet2DConditionModel.from_pretrained(sd2, subfolder="unet").conv_in
+    assert pipe.unet.conv_in.in_channels == 8 and pipe.config.prior_normalization == "quantile"
+    assert torch.allclose(pipe.unet.conv_in.weight, orig.weight.repeat(1, 2, 1, 1) / 2)
+    assert torch.equal(pipe.unet.conv_in.bias, orig.bias)
+
+    out = tmp_path / "run"
+    assert _train_in_process(out, *overrides, base=False, config=recipe) == 0
+    assert json.loads((out / "run_info.json").read_text())["effective_batch"] == 2
+    loaded = ApDepthPipeline.from_pretrained(out / "checkpoints" / "step_000002")
+    assert loaded.unet.config.in_channels == 8 and loaded.config.processing_resolution == 32
+    assert (out / "best" / "best.json").is_file()
