@@ -1,0 +1,422 @@
+"""What differs between the three training tasks: the model set-up, the loss, the export and the validation.
+
+``apdepth``  the U-Net of an ApDepthPipeline (VAE, prior and text embedding frozen), latent losses.
+``vae``      an AutoencoderKL reconstructing RGB images and 3-channel normalised depth maps.
+``prior``    a DepthAnythingForDepthEstimation predicting relative disparity (scale/shift-invariant loss).
+
+Everything else (optimiser, schedule, data order, checkpoints, logging) is the shared loop in trainer.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from apdepth.training import losses as L
+from apdepth.training.config import ConfigError, TrainConfig
+
+
+def component_dir(path: str, sub: str) -> Path:
+    """A pretrained component given as a pipeline/run folder holding ``sub/`` or as the component folder."""
+    p = Path(path).expanduser()
+    if (p / sub / "config.json").is_file():
+        return p / sub
+    if (p / "config.json").is_file():
+        return p
+    raise ConfigError(f"model.{sub}: {path} holds neither {sub}/config.json nor config.json (a saved {sub} folder)")
+
+
+def _load_vae(path: str, allow_pickle: bool):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL.from_pretrained(component_dir(path, "vae"), use_safetensors=None if allow_pickle else True)
+
+
+def _load_prior(path: str, allow_pickle: bool):
+    from apdepth.prior import load_prior
+
+    return load_prior(str(component_dir(path, "prior")), allow_pickle=allow_pickle)
+
+
+def _freeze(module):
+    if module is not None:
+        module.requires_grad_(False)
+        module.eval()
+    return module
+
+
+def _stack_images(rows: list[list[np.ndarray]]) -> np.ndarray:
+    """Rows of equally sized HxWx3 uint8 panels -> one image (rows stacked vertically)."""
+    return np.concatenate([np.concatenate(r, axis=1) for r in rows], axis=0)
+
+
+def _rgb_u8(rgb: torch.Tensor) -> np.ndarray:
+    return (rgb.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+
+
+class Task:
+    name = ""
+    export_name = ""  # sub-folder of the run folder the final model is written to
+    normalize_depth = True  # batches carry depth_norm (quantile-normalised depth)
+    lower_is_better = True
+    best_metric: str | None = None  # validation metric that selects best/ (None = no best/)
+    find_unused_parameters = False
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, weight_dtype: torch.dtype):
+        self.cfg, self.device, self.weight_dtype = cfg, device, weight_dtype
+
+    def build(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def losses(self, model, batch: dict, weights: dict, noise_seed: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def export(self, folder: Path) -> None:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def validate(self, dataset, accelerator) -> tuple[dict, np.ndarray | None]:
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------------- apdepth
+
+
+class LatentPredictor(torch.nn.Module):
+    """The trainable part (the U-Net) as a module whose forward is the pipeline's ``predict_latent``, so
+    DDP and mixed precision wrap exactly the code inference runs. The pipeline is held outside the module
+    tree (its frozen parts are not DDP parameters)."""
+
+    def __init__(self, pipe):
+        super().__init__()
+        self.unet = pipe.unet
+        self._pipe = (pipe,)
+
+    def forward(self, rgb: torch.Tensor, prior_input: torch.Tensor | None) -> torch.Tensor:
+        return self._pipe[0].predict_latent(rgb, prior_input)
+
+
+def build_apdepth_pipeline(cfg: TrainConfig):
+    """The pipeline to train: from a Stable Diffusion 2 folder (conv_in widened 4 -> 8), an ApDepth
+    pipeline folder, or a preset with random weights; ``model.vae`` / ``model.prior`` replace those parts."""
+    from apdepth.models import EmptyTextEmbedding, build_pipeline, get_preset, widen_conv_in
+    from apdepth.pipeline import ApDepthPipeline
+
+    m = cfg.model
+    settings = dict(timestep=m.timestep, channel_order=m.channel_order, prior_normalization=m.prior_normalization)
+    if m.processing_resolution is not None:
+        settings["processing_resolution"] = m.processing_resolution
+    if m.prior_input_size is not None:
+        settings["prior_input_size"] = m.prior_input_size
+    use_safetensors = None if m.allow_pickle else True
+    if m.init_from:
+        root = Path(m.init_from).expanduser()
+        index_path = root / "model_index.json"
+        if not index_path.is_file():
+            raise ConfigError(f"model.init_from: {root} is not a pipeline folder (no model_index.json)")
+        index = json.loads(index_path.read_text())
+        if index.get("_class_name") == ApDepthPipeline.__name__:
+            pipe = ApDepthPipeline.from_pretrained(root, prior=m.prior if m.prior else None, allow_pickle=m.allow_pickle)
+            if (pipe.prior is not None) != m.use_prior:
+                raise ConfigError(f"model.use_prior={m.use_prior} but {root} is a model {'with' if pipe.prior is not None else 'without'} prior")
+            pipe.register_to_config(**settings)
+        else:
+            from diffusers import AutoencoderKL, UNet2DConditionModel
+            from transformers import CLIPTextModel, CLIPTokenizer
+
+            unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", use_safetensors=use_safetensors)
+            if unet.config.in_channels != 4:
+                raise ConfigError(f"model.init_from: expected a 4-channel Stable Diffusion U-Net, found {unet.config.in_channels}")
+            if m.use_prior:
+                widen_conv_in(unet, 8)
+            vae = AutoencoderKL.from_pretrained(root, subfolder="vae", use_safetensors=use_safetensors)
+            encoder = CLIPTextModel.from_pretrained(root, subfolder="text_encoder", use_safetensors=use_safetensors)
+            tokenizer = CLIPTokenizer.from_pretrained(root, subfolder="tokenizer")
+            text_embedding = EmptyTextEmbedding.from_text_encoder(encoder, tokenizer)
+            del encoder
+            prior = None
+            if m.use_prior:
+                if not m.prior:
+                    raise ConfigError("model.init_from is a Stable Diffusion folder: set model.prior to a Depth Anything "
+                                      "V2 folder (e.g. a local copy of depth-anything/Depth-Anything-V2-Small-hf)")
+                prior = _load_prior(m.prior, m.allow_pickle)
+            base = dict(processing_resolution=768, prior_input_size=518)
+            base.update(settings)
+            return ApDepthPipeline(unet=unet, vae=vae, prior=prior, text_embedding=text_embedding, **base)
+    else:
+        preset = get_preset(m.preset)
+        pipe = build_pipeline(preset, seed=cfg.seed, use_prior=m.use_prior, **settings)
+    if m.vae:
+        pipe.vae = _load_vae(m.vae, m.allow_pickle)
+    if m.prior and m.use_prior and not m.init_from:
+        pipe.prior = _load_prior(m.prior, m.allow_pickle)
+    if not m.use_prior:
+        pipe.prior = None
+    return pipe
+
+
+class ApDepthTask(Task):
+    name = "apdepth"
+    export_name = "pipeline"
+    best_metric = "abs_rel"
+
+    def build(self):
+        pipe = build_apdepth_pipeline(self.cfg)
+        for part in (pipe.vae, pipe.prior, pipe.text_embedding):
+            _freeze(part)
+        # Frozen parts run in the mixed-precision dtype (on accelerators); the trained U-Net stays fp32.
+        for part in (pipe.vae, pipe.prior):
+            if part is not None:
+                part.to(self.device)
+                if self.weight_dtype != torch.float32:
+                    part.to(self.weight_dtype)
+        pipe.text_embedding.to(self.device)
+        pipe.unet.to(self.device)
+        pipe.unet.requires_grad_(True)
+        pipe.unet.train()
+        if self.cfg.model.gradient_checkpointing:
+            pipe.unet.enable_gradient_checkpointing()
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe = pipe
+        return LatentPredictor(pipe)
+
+    def losses(self, model, batch, weights, noise_seed):
+        pipe, lc = self.pipe, self.cfg.loss
+        rgb = batch["rgb"].to(self.device)
+        depth_norm = batch["depth_norm"].to(self.device)
+        valid = batch["valid"].to(self.device)
+        with torch.no_grad():
+            # Target: the VAE encoding of the normalised depth repeated to 3 channels (B,4,h,w).
+            z_gt = pipe.encode(depth_norm[:, None].expand(-1, 3, -1, -1)).float()
+            prior_in = None
+            if pipe.prior is not None:
+                from apdepth.prior import normalize_prior_disparity
+
+                prior_in = normalize_prior_disparity(pipe.prior_disparity(rgb), pipe.config.prior_normalization)
+        pred = model(rgb, prior_in).float()  # (B,4,h,w)
+        mask = L.latent_valid_mask(valid)
+        terms = {}
+        if "mse" in weights:
+            terms["mse"] = L.masked_mse(pred, z_gt, mask)
+        if "freq" in weights:
+            terms["freq"] = L.latent_frequency_loss(pred, z_gt, mask, alpha=lc.freq_alpha, norm=lc.freq_norm)
+        if "pixel_l1" in weights:
+            decoded = pipe.vae.decode(pred.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor).sample.float().mean(1)
+            terms["pixel_l1"] = L.masked_l1(decoded, depth_norm, valid)
+        return terms
+
+    def export(self, folder):
+        pipe = self.pipe
+        dtypes = {name: getattr(pipe, name).dtype for name in ("vae", "prior")
+                  if getattr(pipe, name) is not None and getattr(pipe, name).dtype != torch.float32}
+        # Saved weights are fp32 whatever the training precision, so the folder loads anywhere.
+        for name in dtypes:
+            getattr(pipe, name).to(torch.float32)
+        try:
+            pipe.save_pretrained(folder, safe_serialization=True)
+        finally:
+            for name, dt in dtypes.items():
+                getattr(pipe, name).to(dt)
+
+    @torch.no_grad()
+    def validate(self, dataset, accelerator):
+        from apdepth.evaluation.evaluate import evaluate
+        from apdepth.visualize import colorize_depth
+
+        v, pipe = self.cfg.validation, self.pipe
+        pipe.unet.eval()
+        try:
+            with accelerator.autocast():
+                result = evaluate(pipe, dataset, processing_resolution=v.processing_resolution, max_samples=v.max_samples,
+                                  batch_size=v.batch_size, progress=False)
+                rows = []
+                for i in range(min(v.num_images, len(dataset))):
+                    sample = dataset[i]
+                    res = v.processing_resolution if v.processing_resolution is not None else getattr(dataset, "processing_resolution", 0)
+                    pred = pipe(sample["rgb"], processing_resolution=res).depth[0]
+                    gt, valid = sample["depth"].numpy(), sample["valid"].numpy()
+                    rows.append([_rgb_u8(sample["rgb"]), colorize_depth(pred),
+                                 colorize_depth(gt, vmin=None, vmax=None, valid=valid)])
+        finally:
+            pipe.unet.train()
+        metrics = {k: v_ for k, v_ in result["metrics"].items() if k in ("abs_rel", "delta1", "boundary_f1", "rmse")}
+        image = _stack_images(rows) if rows and len({r[0].shape for r in rows}) == 1 else None
+        return metrics, image
+
+
+# ---------------------------------------------------------------------------------------------- vae
+
+
+class VaeForward(torch.nn.Module):
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None):
+        posterior = self.vae.encode(x).latent_dist
+        z = posterior.sample(generator=generator)
+        return self.vae.decode(z).sample, posterior
+
+
+class VaeTask(Task):
+    name = "vae"
+    export_name = "vae"
+    best_metric = None
+
+    def build(self):
+        from apdepth.models import build_vae, get_preset
+
+        m = self.cfg.model
+        torch.manual_seed(self.cfg.seed)
+        self.vae = _load_vae(m.vae, m.allow_pickle) if m.vae else build_vae(get_preset(m.preset).vae)
+        self.vae.to(self.device).train()
+        if m.gradient_checkpointing:
+            self.vae.enable_gradient_checkpointing()
+        return VaeForward(self.vae)
+
+    def _inputs(self, batch):
+        rgb = batch["rgb"].to(self.device) * 2.0 - 1.0
+        depth3 = batch["depth_norm"].to(self.device)[:, None].expand(-1, 3, -1, -1)
+        x = torch.cat([rgb, depth3])  # (2B,3,H,W): images and depth maps share one autoencoder
+        valid = batch["valid"].to(self.device)[:, None]
+        mask = torch.cat([torch.ones_like(valid), valid])  # (2B,1,H,W): RGB is valid everywhere
+        return x, mask
+
+    def losses(self, model, batch, weights, noise_seed):
+        x, mask = self._inputs(batch)
+        gen = torch.Generator(device=self.device).manual_seed(noise_seed)
+        rec, posterior = model(x, gen)
+        rec = rec.float()
+        terms = {}
+        if "l1" in weights:
+            terms["l1"] = L.masked_l1(rec, x, mask)
+        if "mse" in weights:
+            terms["mse"] = L.masked_mse(rec, x, mask)
+        if "kl" in weights:
+            terms["kl"] = L.kl_per_element(posterior)
+        return terms
+
+    def export(self, folder):
+        self.vae.save_pretrained(folder, safe_serialization=True)
+
+    @torch.no_grad()
+    def validate(self, dataset, accelerator):
+        from apdepth.data.transforms import normalize_depth_quantile
+
+        v = self.cfg.validation
+        n = len(dataset) if v.max_samples is None else min(v.max_samples, len(dataset))
+        self.vae.eval()
+        errs_rgb, errs_depth, rows = [], [], []
+        try:
+            for i in range(n):
+                s = dataset[i]
+                h, w = s["rgb"].shape[-2:]
+                h8, w8 = h - h % 8, w - w % 8
+                dn, valid = normalize_depth_quantile(s["depth"][:h8, :w8], s["valid"][:h8, :w8])
+                batch = {"rgb": s["rgb"][None, :, :h8, :w8], "depth_norm": dn[None], "valid": valid[None]}
+                x, mask = self._inputs(batch)
+                with accelerator.autocast():
+                    rec = self.vae.decode(self.vae.encode(x).latent_dist.mode()).sample.float()
+                errs_rgb.append(L.masked_l1(rec[:1], x[:1], mask[:1]).item())
+                errs_depth.append(L.masked_l1(rec[1:], x[1:], mask[1:]).item())
+                if i < v.num_images:
+                    rows.append([_rgb_u8((x[0] + 1) / 2), _rgb_u8((rec[0] + 1) / 2),
+                                 _rgb_u8((x[1] + 1) / 2), _rgb_u8((rec[1] + 1) / 2)])
+        finally:
+            self.vae.train()
+        metrics = {"rgb_l1": float(np.mean(errs_rgb)), "depth_l1": float(np.mean(errs_depth))}
+        image = _stack_images(rows) if rows and len({r[0].shape for r in rows}) == 1 else None
+        return metrics, image
+
+
+# ---------------------------------------------------------------------------------------------- prior
+
+
+class PriorTask(Task):
+    name = "prior"
+    export_name = "prior"
+    normalize_depth = False
+    best_metric = None
+    # DINOv2's mask token takes no part in a forward pass without a mask; DDP must be told.
+    find_unused_parameters = True
+
+    def build(self):
+        from apdepth.models import build_prior, get_preset
+
+        m = self.cfg.model
+        torch.manual_seed(self.cfg.seed)
+        preset = get_preset(m.preset) if m.preset else None
+        self.input_size = m.prior_input_size or (preset.prior_input_size if preset else 518)
+        if m.prior:
+            self.prior = _load_prior(m.prior, m.allow_pickle)
+        else:
+            self.prior = build_prior(preset.prior)
+            head = getattr(self.prior, "head", None)
+            if head is not None and hasattr(head, "conv3") and head.conv3.bias is not None:
+                # The head ends in a ReLU: a random init that starts negative everywhere never gets a
+                # gradient (constant output, SSI loss stuck at 1). A positive bias starts it active.
+                with torch.no_grad():
+                    head.conv3.bias.fill_(1.0)
+        self.prior.to(self.device).train()
+        if m.gradient_checkpointing:
+            self.prior.gradient_checkpointing_enable()
+        return self.prior
+
+    def _disparity(self, model, rgb):
+        from apdepth.prior import prepare_prior_input, run_prior
+
+        pixel_values = prepare_prior_input(rgb.float(), "quantile", self.input_size)
+        disp = run_prior(model, pixel_values).float()  # (B,h',w')
+        return F.interpolate(disp[:, None], size=rgb.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+
+    @staticmethod
+    def _target(depth, valid):
+        # Disparity up to scale: 1 / depth on valid pixels (the loss ignores the rest).
+        return torch.where(valid, 1.0 / depth.clamp_min(1e-6), torch.zeros_like(depth))
+
+    def losses(self, model, batch, weights, noise_seed):
+        rgb = batch["rgb"].to(self.device)
+        depth, valid = batch["depth"].to(self.device), batch["valid"].to(self.device) & (batch["depth"].to(self.device) > 0)
+        pred = self._disparity(model, rgb)
+        target = self._target(depth, valid)
+        terms = {}
+        if "ssi" in weights:
+            terms["ssi"] = L.scale_shift_invariant_l1(pred, target, valid)
+        if "mse" in weights:
+            terms["mse"] = L.masked_mse(pred, target, valid)
+        return terms
+
+    def export(self, folder):
+        self.prior.save_pretrained(folder, safe_serialization=True)
+
+    @torch.no_grad()
+    def validate(self, dataset, accelerator):
+        from apdepth.prior import prior_disparity_to_depth01
+        from apdepth.visualize import colorize_depth
+
+        v = self.cfg.validation
+        n = len(dataset) if v.max_samples is None else min(v.max_samples, len(dataset))
+        self.prior.eval()
+        errs, rows = [], []
+        try:
+            for i in range(n):
+                s = dataset[i]
+                rgb = s["rgb"][None].to(self.device)
+                valid = (s["valid"] & (s["depth"] > 0))[None].to(self.device)
+                with accelerator.autocast():
+                    pred = self._disparity(self.prior, rgb)
+                errs.append(L.scale_shift_invariant_l1(pred, self._target(s["depth"][None].to(self.device), valid), valid).item())
+                if i < v.num_images:
+                    rows.append([_rgb_u8(s["rgb"]), colorize_depth(prior_disparity_to_depth01(pred)[0].cpu().numpy()),
+                                 colorize_depth(s["depth"].numpy(), vmin=None, vmax=None, valid=s["valid"].numpy())])
+        finally:
+            self.prior.train()
+        image = _stack_images(rows) if rows and len({r[0].shape for r in rows}) == 1 else None
+        return {"ssi_l1": float(np.mean(errs))}, image
+
+
+TASK_CLASSES = {"apdepth": ApDepthTask, "vae": VaeTask, "prior": PriorTask}
