@@ -71,7 +71,8 @@ def test_predict_same_result_as_python_api(tmp_path, tiny_pipeline, tiny_checkpo
     img = random_rgb(40, 52, 9)
     Image.fromarray(img).save(tmp_path / "x.png")
     assert main(["predict", str(tmp_path / "x.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(tiny_checkpoint), "--quiet"]) == 0
-    np.testing.assert_allclose(np.load(tmp_path / "o" / "x_depth.npy"), tiny_pipeline(img).depth[0], atol=1e-5)
+    # The CLI runs channels_last on a CPU (different oneDNN kernels): equal up to float rounding.
+    np.testing.assert_allclose(np.load(tmp_path / "o" / "x_depth.npy"), tiny_pipeline(img).depth[0], atol=2e-4)
 
 
 def test_predict_argument_errors(tmp_path, tiny_checkpoint, capsys):
