@@ -46,9 +46,11 @@ def parse_args(argv=None):
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--compile", action="store_true", help="also time the torch.compile fast path")
     p.add_argument("--cuda-graphs", action="store_true", help="compile with CUDA graphs (implies --compile)")
+    p.add_argument("--compile-mode", default=None, help="torch.compile mode (default: max-autotune[-no-cudagraphs])")
     p.add_argument("--separate-encode", action="store_true", help="two VAE encoder calls instead of one fused call")
     p.add_argument("--huge", action="store_true", help="also run one 4096x4096 input at native resolution with VAE tiling")
     p.add_argument("--check", action="store_true", help="relative error of each timed path against plain fp32 eager")
+    p.add_argument("--flops-only", action="store_true", help="only count FLOPs per stage (meta device: no memory, no time)")
     p.add_argument("--json", help="also write the rows as JSON here")
     return p.parse_args(argv)
 
@@ -105,7 +107,9 @@ def count_flops(pipe, res, batch) -> dict[str, float]:
             with FlopCounterMode(display=False) as fc:
                 disp = pipe.prior_disparity(rgb)
             out["prior"] = fc.get_total_flops()
-            prior_in = normalize_prior_disparity(disp, pipe.config.prior_normalization).to(dtype)
+            # (quantiles are data-dependent and cannot run on the meta device; they cost no matmul FLOPs)
+            prior_in = disp if disp.is_meta else normalize_prior_disparity(disp, pipe.config.prior_normalization)
+            prior_in = prior_in.to(dtype)
         with FlopCounterMode(display=False) as fc:
             z = pipe.encode(torch.cat([rgb, rgb]) if pipe.prior is not None else rgb)
         out["vae_encode"] = fc.get_total_flops()
@@ -180,6 +184,15 @@ def main(argv=None) -> int:
     from apdepth.cli import pick_device, pick_dtype
 
     device, dtype = pick_device(args.device), pick_dtype(args.dtype)
+    if args.flops_only:
+        with torch.device("meta"):
+            pipe = build_pipeline(args.preset, seed=0)
+        print("| res | batch | prior | vae_encode (image + prior) | unet | vae_decode | total (TFLOP per image) |")
+        print("|---|---|---|---|---|---|---|")
+        for res in args.resolutions:
+            f = count_flops(pipe, res, 1)
+            print(f"| {res} | 1 | " + " | ".join(f"{f.get(k, 0) / 1e12:.3f}" for k in ("prior", "vae_encode", "unet", "vae_decode", "total")) + " |")
+        return 0
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -198,7 +211,7 @@ def main(argv=None) -> int:
     rows = []
     for variant, graphs in variants:
         if variant != "eager":
-            pipe.enable_compile(cuda_graphs=bool(graphs))
+            pipe.enable_compile(cuda_graphs=bool(graphs), mode=args.compile_mode)
         for res in args.resolutions:
             flops = count_flops(pipe, res, 1)
             for bs in args.batch_sizes:
