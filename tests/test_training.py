@@ -120,6 +120,13 @@ def test_stage_switch_adds_the_frequency_term(reference_run):
     # Warm-up (2 steps) then exponential decay to 1% at step 6.
     assert steps[0]["lr"] == pytest.approx(0.5e-3) and steps[1]["lr"] == pytest.approx(1e-3)
     assert steps[-1]["lr"] < steps[2]["lr"]
+    # The model at the end of stage 1 is kept as a complete pipeline folder, and differs from the final one.
+    from apdepth.pipeline import ApDepthPipeline
+
+    stage1 = ApDepthPipeline.from_pretrained(reference_run / "pipeline_stage1")
+    final = ApDepthPipeline.from_pretrained(reference_run / "pipeline")
+    w1, w2 = stage1.unet.conv_out.weight, final.unet.conv_out.weight
+    assert w1.shape == w2.shape and not torch.equal(w1, w2)
 
 
 def test_checkpoint_loads_in_predict(reference_run, tmp_path):

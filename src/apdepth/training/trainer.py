@@ -336,6 +336,11 @@ class Trainer:
                 self.validate()
             if (cfg.checkpointing.every and self.state.step % cfg.checkpointing.every == 0) or self.state.step == self.total:
                 self.save_checkpoint()
+            # The model as it stands at the end of every stage but the last is kept (never pruned): the
+            # ablation compares "after stage 1" with the final model.
+            ends = [int(st.until) for st in cfg.stages[:-1]]
+            if self.state.step in ends and acc.is_main_process:
+                self._export_atomic(self.out / f"{self.task.export_name}_stage{ends.index(self.state.step) + 1}")
 
         acc.wait_for_everyone()
         unwrapped = acc.unwrap_model(self.model)
