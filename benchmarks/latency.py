@@ -47,6 +47,7 @@ def parse_args(argv=None):
     p.add_argument("--compile", action="store_true", help="also time the torch.compile fast path")
     p.add_argument("--cuda-graphs", action="store_true", help="compile with CUDA graphs (implies --compile)")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode (default: max-autotune[-no-cudagraphs])")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format (what `apdepth predict` uses on a CPU)")
     p.add_argument("--separate-encode", action="store_true", help="two VAE encoder calls instead of one fused call")
     p.add_argument("--huge", action="store_true", help="also run one 4096x4096 input at native resolution with VAE tiling")
     p.add_argument("--check", action="store_true", help="relative error of each timed path against plain fp32 eager")
@@ -203,6 +204,8 @@ def main(argv=None) -> int:
 
     pipe = load(args, device, dtype)
     pipe.fuse_vae_encode = not args.separate_encode
+    if args.channels_last:
+        pipe.enable_channels_last()
     ref_pipe = load(args, device, torch.float32) if args.check and dtype != torch.float32 else None
     variants = [("eager", None)]
     if args.compile or args.cuda_graphs:
