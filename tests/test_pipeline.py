@@ -237,3 +237,26 @@ def test_channels_last_and_vae_tiling_match_plain_path(tiny_checkpoint):
     assert tiled.shape == ref.shape and rel < 0.25  # seams blend; random weights make them visible
     with pytest.raises(ValueError, match="multiple of 64"):
         fast.enable_vae_tiling(tile_size=100)
+
+
+def test_condition_prior_output_range_is_exact_under_quantile_normalisation(tiny_pipeline):
+    import copy
+
+    from apdepth.prior import condition_prior_output_range, normalize_prior_disparity, prepare_prior_input, run_prior
+
+    prior = copy.deepcopy(tiny_pipeline.prior).eval()
+    torch.manual_seed(0)
+    for conv in (prior.head.conv1, prior.head.conv2, prior.head.conv3):
+        conv.reset_parameters()  # an active head (the random tiny one outputs ~1e-7)
+    with torch.no_grad():  # the failure mode seen in training: the signal rides on a large offset
+        prior.head.conv3.weight.mul_(1e-1)
+        prior.head.conv3.bias.fill_(1.0)
+    x = prepare_prior_input(torch.rand(2, 3, 56, 56, generator=torch.Generator().manual_seed(0)), "quantile", 56)
+    with torch.no_grad():
+        before = run_prior(prior, x)
+        scale, _ = condition_prior_output_range(prior, x)
+        after = run_prior(prior, x)
+    assert scale > 1
+    assert 0.9 < after.min().item() and after.max().item() < 2.1  # calibrated onto about [1, 2]
+    torch.testing.assert_close(after, (before - before.min()) * scale + after.min(), atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(normalize_prior_disparity(after, "quantile"), normalize_prior_disparity(before, "quantile"), atol=5e-3, rtol=0)

@@ -120,3 +120,39 @@ def load_prior(prior, torch_dtype=None, allow_pickle: bool = False, local_files_
         return DepthAnythingForDepthEstimation.from_pretrained(str(prior), **kwargs)
     except (OSError, ValueError) as err:
         raise friendly_load_error(str(prior), "depth prior", err, allow_pickle) from err
+
+
+@torch.no_grad()
+def condition_prior_output_range(prior: torch.nn.Module, pixel_values: torch.Tensor, low: float = 1.0, high: float = 2.0) -> tuple[float, float]:
+    """Fold an affine map into the prior's last convolution so that its output spans about [low, high].
+
+    A scale-and-shift-invariant loss leaves a trained prior free to put its whole signal into a tiny
+    range on top of a large offset (seen: 0.9965..0.9982). Under ``quantile`` normalisation and for the
+    displayed prior depth only the ordering and relative spacing matter, so a positive affine map of the
+    output changes nothing in fp32; but in bf16/fp16 a signal that is 0.2% of the offset is rounded away.
+    ``pixel_values`` (calibration images, already prepared for the prior) fix the map: their pre-activation
+    output range [y_min, y_max] is sent to [low, high]; ``low > 0`` keeps the final ReLU inactive with a margin.
+    Only Depth Anything's head (``head.conv3`` followed by a ReLU) is supported. Returns (scale, offset).
+    """
+    head = getattr(prior, "head", None)
+    conv = getattr(head, "conv3", None)
+    if not isinstance(conv, torch.nn.Conv2d) or conv.out_channels != 1:
+        raise ValueError("condition_prior_output_range expects a Depth Anything head with a 1-channel conv3")
+    captured: list[torch.Tensor] = []
+    handle = conv.register_forward_hook(lambda _m, _i, out: captured.append(out.detach().float()))
+    try:
+        prior(pixel_values=pixel_values.to(conv.weight.dtype))
+    finally:
+        handle.remove()
+    y = torch.cat([c.flatten() for c in captured])
+    y_min, y_max = torch.quantile(y, 0.001).item(), torch.quantile(y, 0.999).item()
+    if y_max <= y_min:
+        raise ValueError("the prior's output is constant on the calibration images; nothing to condition")
+    scale = (high - low) / (y_max - y_min)
+    offset = low - scale * y_min
+    conv.weight.mul_(scale)
+    if conv.bias is not None:
+        conv.bias.mul_(scale).add_(offset)
+    else:
+        conv.bias = torch.nn.Parameter(torch.full((1,), offset, dtype=conv.weight.dtype, device=conv.weight.device))
+    return scale, offset

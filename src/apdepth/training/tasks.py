@@ -336,6 +336,20 @@ class VaeTask(Task):
 # ---------------------------------------------------------------------------------------------- prior
 
 
+CALIBRATION_SEEDS = range(700_000, 700_008)  # fixed renders, disjoint from the training stream and test sets
+
+
+def condition_prior_for_export(prior, input_size: int, size: int = 256) -> tuple[float, float]:
+    """Condition a trained prior's output range on fixed synthetic calibration renders."""
+    from apdepth.data.synthetic import render_scene
+    from apdepth.prior import condition_prior_output_range, prepare_prior_input
+
+    rgb = torch.stack([torch.from_numpy(render_scene(s, size, size, "mixed")["rgb"]).permute(2, 0, 1) for s in CALIBRATION_SEEDS])
+    device = next(prior.parameters()).device
+    pixel_values = prepare_prior_input(rgb.float().div(255).to(device), "quantile", input_size)
+    return condition_prior_output_range(prior, pixel_values)
+
+
 class PriorTask(Task):
     name = "prior"
     export_name = "prior"
@@ -391,7 +405,14 @@ class PriorTask(Task):
         return terms
 
     def export(self, folder):
-        self.prior.save_pretrained(folder, safe_serialization=True)
+        # Saved with its output range conditioned (exact under quantile normalisation, see
+        # condition_prior_output_range) so that it keeps its signal in bf16/fp16. A copy: the
+        # model being trained is left untouched, so resuming stays exact.
+        import copy
+
+        prior = copy.deepcopy(self.prior).eval()
+        condition_prior_for_export(prior, self.input_size)
+        prior.save_pretrained(folder, safe_serialization=True)
 
     @torch.no_grad()
     def validate(self, dataset, accelerator):
