@@ -42,6 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--dtype", default="bf16", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--resolutions", type=int, nargs="+", default=[512, 768, 1024])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8])
+    p.add_argument("--input-size", type=int, default=None,
+                   help="time the whole pipeline on NxN inputs (resized to each --resolutions value inside); default: same as the resolution")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--compile", action="store_true", help="also time the torch.compile fast path")
@@ -151,7 +153,7 @@ def load(args, device, dtype):
     return pipe
 
 
-def stage_times(pipe, timer, res, batch):
+def stage_times(pipe, timer, res, batch, input_size=None):
     """Per-stage times (ms per batch) on device tensors, then the whole __call__."""
     device, dtype = pipe.unet.device, pipe.unet.dtype
     rgb = torch.rand(batch, 3, res, res, device=device)
@@ -172,7 +174,8 @@ def stage_times(pipe, timer, res, batch):
         t["unet"] = timer(lambda: pipe.unet(sample, tt, encoder_hidden_states=cond, return_dict=False)[0])
         lat = pipe.unet(sample, tt, encoder_hidden_states=cond, return_dict=False)[0]
         t["vae_decode"] = timer(lambda: pipe.decode_depth(lat))
-        t["pipeline"] = timer(lambda: pipe(rgb, processing_resolution=res, batch_size=batch, output_type="pt"))
+        full = rgb if not input_size else torch.rand(batch, 3, input_size, input_size, device=device)
+        t["pipeline"] = timer(lambda: pipe(full, processing_resolution=res, batch_size=batch, output_type="pt"))
     return t
 
 
@@ -220,13 +223,13 @@ def main(argv=None) -> int:
             for bs in args.batch_sizes:
                 reset_peak(device)
                 try:
-                    t = stage_times(pipe, timer, res, bs)
+                    t = stage_times(pipe, timer, res, bs, args.input_size)
                 except torch.OutOfMemoryError:
                     print(f"{variant} {res} bs{bs}: out of memory", flush=True)
                     continue
                 per_img = t["pipeline"] / bs
                 row = dict(
-                    variant=variant, res=res, batch=bs, ms_per_image=per_img, images_per_s=1e3 / per_img,
+                    variant=variant, res=res, input=args.input_size or res, batch=bs, ms_per_image=per_img, images_per_s=1e3 / per_img,
                     **{f"{k}_ms": v / bs for k, v in t.items() if k != "pipeline"},
                     peak_gb=peak_memory_gb(device), tflop_per_image=flops["total"] / 1e12,
                     achieved_tflops=flops["total"] / (per_img * 1e-3) / 1e12,
@@ -254,7 +257,7 @@ def main(argv=None) -> int:
         print("# 4096x4096 at native resolution with VAE tiling:", json.dumps(huge), flush=True)
         pipe.disable_vae_tiling()
 
-    cols = ["variant", "res", "batch", "ms_per_image", "images_per_s", "prior_ms", "vae_encode_ms", "unet_ms", "vae_decode_ms",
+    cols = ["variant", "res", "input", "batch", "ms_per_image", "images_per_s", "prior_ms", "vae_encode_ms", "unet_ms", "vae_decode_ms",
             "peak_gb", "tflop_per_image", "achieved_tflops", "floor_ms", "ratio_to_floor"]
     if ref_pipe is not None:
         cols.append("rel_err_vs_fp32")
