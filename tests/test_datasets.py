@@ -203,11 +203,15 @@ def test_registry_errors(tmp_path):
         get_dataset("scannet", write_tree(tmp_path / "empty", {"readme.txt": b"x"}))
 
 
-def test_synthetic_is_lazy(tmp_path):
-    if importlib.util.find_spec("apdepth.data.synthetic") is not None:
-        pytest.skip("the synthetic dataset module is installed; its own tests cover it")
-    with pytest.raises(ValueError, match="not available"):
-        get_dataset("synthetic", tmp_path)
+def test_registry_serves_the_synthetic_dataset(tmp_path):
+    from apdepth.cli import main
+
+    assert main(["synth", "--out", str(tmp_path / "syn"), "--num", "2", "--size", "24x32", "--seed", "5"]) == 0
+    ds = get_dataset("synthetic", tmp_path / "syn")
+    assert len(ds) == 2 and ds.boundary_metrics and ds.min_depth > 0 and ds.max_depth >= 20
+    s = ds[0]
+    assert s["rgb"].shape == (3, 24, 32) and s["depth"].shape == (24, 32)
+    assert bool(s["valid"].any()) and float(s["depth"][s["valid"]].min()) > 0
 
 
 def test_dataloader_workers_read_tar(tmp_path):
