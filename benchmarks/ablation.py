@@ -185,7 +185,8 @@ def score(args, dataset, cache_root: Path) -> list[dict]:
         _check_cache(cache, {"checkpoint": str(Path(resolved[row.key]).resolve()), "processing_resolution": res,
                              "row": row.key})
         pipe = _load(resolved[row.key], device, dtype)
-        _check_roles({row.key: ckpt}, lambda _: pipe.prior is not None)  # published layouts tell only once loaded
+        has_prior = pipe.prior is not None
+        _check_roles({row.key: ckpt}, lambda _: has_prior)  # published layouts tell only once loaded
         predictor = PriorOnly(pipe) if row.key == "prior" else pipe
         common = dict(processing_resolution=res, prediction_dir=cache, max_samples=args.max_samples,
                       batch_size=args.batch_size, progress=not args.no_progress)

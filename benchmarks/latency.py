@@ -18,14 +18,12 @@ Examples (see docs/benchmarks.md for recorded results):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
 from apdepth.models import build_pipeline
 from apdepth.prior import normalize_prior_disparity
@@ -114,7 +112,7 @@ def count_flops(pipe, res, batch) -> dict[str, float]:
             prior_in = disp if disp.is_meta else normalize_prior_disparity(disp, pipe.config.prior_normalization)
             prior_in = prior_in.to(dtype)
         with FlopCounterMode(display=False) as fc:
-            z = pipe.encode(torch.cat([rgb, rgb]) if pipe.prior is not None else rgb)
+            pipe.encode(torch.cat([rgb, rgb]) if pipe.prior is not None else rgb)
         out["vae_encode"] = fc.get_total_flops()
         with FlopCounterMode(display=False) as fc:
             lat = pipe.predict_latent(rgb, prior_in if pipe.prior is not None else None)

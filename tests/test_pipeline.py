@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from apdepth.hub import CheckpointNotFoundError
-from apdepth.models import build_pipeline, build_tiny_pipeline, widen_conv_in
+from apdepth.models import build_pipeline, widen_conv_in
 from apdepth.pipeline import ApDepthOutput, ApDepthPipeline
 from conftest import random_rgb, write_tiny_clip
 

@@ -14,7 +14,6 @@ weights in ``model_index.json``.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path

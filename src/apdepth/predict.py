@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from apdepth.cli import pick_device, pick_dtype
-    from apdepth.image_io import ImageReadError, read_image, save_depth_outputs
+    from apdepth.image_io import ImageReadError, read_image
 
     color_map = None if str(args.color_map).lower() == "none" else args.color_map
     if args.batch_size < 1:

@@ -146,6 +146,16 @@ class DepthDataset(Dataset):
         """Samples present in the archive when no split file is given."""
         raise NotImplementedError
 
+    def pair_members(self, depth_of: Callable[[str], str | None], rgbs: list[str] | None = None) -> list[SampleSpec]:
+        """Enumeration shared by the loaders: each RGB member (default: every member) for which
+        ``depth_of(rgb)`` names a depth member that exists in the archive becomes a sample."""
+        specs = []
+        for rgb in self.archive.list() if rgbs is None else rgbs:
+            depth = depth_of(rgb)
+            if depth is not None and self.archive.exists(depth):
+                specs.append(SampleSpec(rgb=rgb, depth=depth))
+        return specs
+
     def decode_depth(self, data: bytes, spec: SampleSpec, rgb_shape: tuple[int, int]) -> np.ndarray:
         """Depth file bytes -> float32 (H, W) metres; unknown pixels may be 0, inf or nan."""
         raise NotImplementedError

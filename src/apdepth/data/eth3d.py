@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from apdepth.data.base import DepthDataset, SampleSpec
+from apdepth.data.base import DepthDataset
 
 ETH3D_HEIGHT = 4032
 ETH3D_WIDTH = 6048
@@ -33,16 +33,11 @@ class ETH3DDataset(DepthDataset):
     split_names = ("eth3d/eth3d_filename_list.txt", "eth3d_depth/eth3d_filename_list.txt")
 
     def enumerate(self):
-        specs = []
-        for rel in self.archive.list():
+        def depth_of(rel):
             m = _RGB_RE.match(rel)
-            if not m:
-                continue
-            scene = m["scene"]
-            depth = f"depth/{scene}_dslr_depth/{scene}/ground_truth_depth/dslr_images/{m['name']}"
-            if self.archive.exists(depth):
-                specs.append(SampleSpec(rgb=rel, depth=depth))
-        return specs
+            return m and f"depth/{m['scene']}_dslr_depth/{m['scene']}/ground_truth_depth/dslr_images/{m['name']}"
+
+        return self.pair_members(depth_of)
 
     def decode_depth(self, data, spec, rgb_shape):
         arr = np.frombuffer(data, dtype="<f4")

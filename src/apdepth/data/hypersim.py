@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import posixpath
 
-from apdepth.data.base import DepthDataset, SampleSpec, decode_png16
+from apdepth.data.base import DepthDataset, decode_png16
 
 
 class HypersimDataset(DepthDataset):
@@ -22,14 +22,13 @@ class HypersimDataset(DepthDataset):
     boundary_metrics = True
 
     def enumerate(self):
-        specs = []
-        for rel in self.archive.list():
+        def depth_of(rel):
             folder, base = posixpath.split(rel)
             if base.startswith("rgb_") and base.endswith(".png"):
-                depth = posixpath.join(folder, "depth_plane_" + base[len("rgb_"):])
-                if self.archive.exists(depth):
-                    specs.append(SampleSpec(rgb=rel, depth=depth))
-        return specs
+                return posixpath.join(folder, "depth_plane_" + base[len("rgb_"):])
+            return None
+
+        return self.pair_members(depth_of)
 
     def decode_depth(self, data, spec, rgb_shape):
         return decode_png16(data, spec.depth) / 1000.0

@@ -56,15 +56,11 @@ class KITTIDataset(DepthDataset):
         return SampleSpec(rgb=spec.rgb, depth=spec.depth, focal=focal)
 
     def enumerate(self):
-        specs = []
-        for rel in self.archive.list():
+        def depth_of(rel):
             m = _RGB_RE.match(rel)
-            if not m:
-                continue
-            depth = normalize_relpath(f"{m['drive']}/proj_depth/groundtruth/{m['cam']}/{m['frame']}")
-            if self.archive.exists(depth):
-                specs.append(SampleSpec(rgb=rel, depth=depth))
-        return specs
+            return m and normalize_relpath(f"{m['drive']}/proj_depth/groundtruth/{m['cam']}/{m['frame']}")
+
+        return self.pair_members(depth_of)
 
     def decode_depth(self, data, spec, rgb_shape):
         return decode_png16(data, spec.depth) / 256.0

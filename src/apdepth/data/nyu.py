@@ -29,13 +29,12 @@ class NYUDataset(DepthDataset):
 
     def enumerate(self) -> list[SampleSpec]:
         rgbs = [p for p in self.archive.list() if posixpath.basename(p).startswith("rgb_") and p.endswith(".png")]
-        specs = []
-        for rgb in prefer_subfolder(rgbs, "test"):
-            folder, base = posixpath.split(rgb)
-            depth = posixpath.join(folder, "depth_" + base[len("rgb_"):])
-            if self.archive.exists(depth):
-                specs.append(SampleSpec(rgb=rgb, depth=depth))
-        return specs
+
+        def depth_of(rel):
+            folder, base = posixpath.split(rel)
+            return posixpath.join(folder, "depth_" + base[len("rgb_"):])
+
+        return self.pair_members(depth_of, prefer_subfolder(rgbs, "test"))
 
     def decode_depth(self, data, spec, rgb_shape):
         return decode_png16(data, spec.depth) / 1000.0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from apdepth.data.base import DepthDataset, SampleSpec, decode_png16
+from apdepth.data.base import DepthDataset, decode_png16
 
 _RGB_RE = re.compile(r"^(?P<scene>.+)/color/(?P<stem>[^/]+)\.jpg$")
 
@@ -25,14 +25,11 @@ class ScanNetDataset(DepthDataset):
     split_names = ("scannet/scannet_val_sampled_list_800_1.txt", "scannet_depth/scannet_val_sampled_list_800_1.txt")
 
     def enumerate(self):
-        specs = []
-        for rel in self.archive.list():
+        def depth_of(rel):
             m = _RGB_RE.match(rel)
-            if m:
-                depth = f"{m['scene']}/depth/{m['stem']}.png"
-                if self.archive.exists(depth):
-                    specs.append(SampleSpec(rgb=rel, depth=depth))
-        return specs
+            return m and f"{m['scene']}/depth/{m['stem']}.png"
+
+        return self.pair_members(depth_of)
 
     def decode_depth(self, data, spec, rgb_shape):
         return decode_png16(data, spec.depth) / 1000.0

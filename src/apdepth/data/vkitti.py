@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from apdepth.data.base import DepthDataset, SampleSpec, decode_png16, kitti_benchmark_crop
+from apdepth.data.base import DepthDataset, decode_png16, kitti_benchmark_crop
 
 _RGB_RE = re.compile(r"^(?P<head>.*)/frames/rgb/(?P<cam>Camera_\d+)/rgb_(?P<frame>\d+)\.jpg$")
 
@@ -23,14 +23,11 @@ class VKITTIDataset(DepthDataset):
     boundary_metrics = True
 
     def enumerate(self):
-        specs = []
-        for rel in self.archive.list():
+        def depth_of(rel):
             m = _RGB_RE.match(rel)
-            if m:
-                depth = f"{m['head']}/frames/depth/{m['cam']}/depth_{m['frame']}.png"
-                if self.archive.exists(depth):
-                    specs.append(SampleSpec(rgb=rel, depth=depth))
-        return specs
+            return m and f"{m['head']}/frames/depth/{m['cam']}/depth_{m['frame']}.png"
+
+        return self.pair_members(depth_of)
 
     def decode_depth(self, data, spec, rgb_shape):
         return decode_png16(data, spec.depth) / 100.0
