@@ -81,3 +81,16 @@ def test_depth_outputs_round_trip(tmp_path):
     with Image.open(paths[2]) as im:
         assert im.mode == "RGB" and im.size == (40, 30)
     assert len(save_depth_outputs(tmp_path / "nc", "img", depth, color_map=None)) == 2
+
+
+def test_oversized_image_is_a_named_error_not_a_crash(tmp_path, monkeypatch):
+    import PIL.Image
+
+    path = tmp_path / "huge.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(path)
+    # PIL refuses images above twice MAX_IMAGE_PIXELS (decompression-bomb guard); shrink the limit
+    # instead of writing a 180-megapixel file.
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ImageReadError, match="image too large") as info:
+        read_image(path)
+    assert str(path) in str(info.value)

@@ -65,6 +65,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise
     except UnidentifiedImageError as err:
         raise ImageReadError(f"{path}: not a recognised image format") from err
+    except Image.DecompressionBombError as err:
+        raise ImageReadError(
+            f"{path}: image too large ({err}); downscale it first, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust it"
+        ) from err
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(f"{path}: corrupt or truncated image ({err})") from err
 
