@@ -83,3 +83,15 @@ def test_predict_argument_errors(tmp_path, tiny_checkpoint, capsys):
     Image.fromarray(random_rgb(16, 16)).save(tmp_path / "y.png")
     assert main(["predict", str(tmp_path / "y.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(tmp_path / "missing")]) == 2
     assert "neither an existing folder" in capsys.readouterr().err
+
+
+def test_predict_ensemble_option(tmp_path, tiny_checkpoint, tiny_pipeline, capsys):
+    img = random_rgb(32, 40, 4)
+    Image.fromarray(img).save(tmp_path / "e.png")
+    args = ["predict", str(tmp_path / "e.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(tiny_checkpoint), "--quiet"]
+    assert main(args + ["--ensemble-size", "3"]) == 0
+    ens = np.load(tmp_path / "o" / "e_depth.npy")
+    assert ens.shape == (32, 40)
+    np.testing.assert_allclose(ens, tiny_pipeline(img, ensemble_size=3).depth[0], atol=2e-4)
+    assert main(args + ["--ensemble-size", "9"]) == 2
+    assert "--ensemble-size must be between 1 and 8" in capsys.readouterr().err

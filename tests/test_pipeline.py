@@ -260,3 +260,25 @@ def test_condition_prior_output_range_is_exact_under_quantile_normalisation(tiny
     assert 0.9 < after.min().item() and after.max().item() < 2.1  # calibrated onto about [1, 2]
     torch.testing.assert_close(after, (before - before.min()) * scale + after.min(), atol=1e-3, rtol=1e-3)
     torch.testing.assert_close(normalize_prior_disparity(after, "quantile"), normalize_prior_disparity(before, "quantile"), atol=5e-3, rtol=0)
+
+
+def test_test_time_ensemble(tiny_pipeline):
+    img = random_rgb(40, 56, seed=21)
+    single = tiny_pipeline(img).depth
+    one = tiny_pipeline(img, ensemble_size=1).depth
+    np.testing.assert_array_equal(one, single)  # ensemble_size=1 is the plain path
+    out = tiny_pipeline([img, random_rgb(30, 30, seed=2)], ensemble_size=4, output_uncertainty=True)
+    assert [d.shape for d in out.depth] == [(40, 56), (30, 30)]
+    assert [u.shape for u in out.uncertainty] == [(40, 56), (30, 30)]
+    assert all(0 <= d.min() and d.max() <= 1 for d in out.depth)
+    assert all((u >= 0).all() and u.max() > 0 for u in out.uncertainty)
+    # Two members (image + mirror image): the median of two is their mean, and the first member is the plain
+    # prediction, so the ensemble lies between the plain prediction and the aligned mirrored one.
+    two = tiny_pipeline(img, ensemble_size=2).depth[0]
+    mirrored = tiny_pipeline(img[:, ::-1].copy()).depth[0][:, ::-1]
+    assert np.abs(two - single[0]).mean() < np.abs(mirrored - single[0]).mean() + 1e-6
+    assert tiny_pipeline(img, ensemble_size=3, processing_resolution=0, match_input_resolution=False).depth.shape == (1, 40, 56)
+    with pytest.raises(ValueError, match="ensemble_size must be between 1 and 8"):
+        tiny_pipeline(img, ensemble_size=9)
+    with pytest.raises(ValueError, match="output_uncertainty needs ensemble_size >= 2"):
+        tiny_pipeline(img, output_uncertainty=True)

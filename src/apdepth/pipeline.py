@@ -52,10 +52,40 @@ class ApDepthOutput(BaseOutput):
     prior_depth:
         The prior's prediction shown the same way ([0, 1], 0 = near, min/max normalised per image), at the
         same resolution as ``depth``; ``None`` unless ``output_prior=True``.
+    uncertainty:
+        With ``ensemble_size > 1`` and ``output_uncertainty=True``: the standard deviation of the aligned
+        ensemble members (same shape and units as ``depth``); else ``None``.
     """
 
     depth: Any
     prior_depth: Any = None
+    uncertainty: Any = None
+
+
+# Test-time ensemble members: (mirror the image?, factor on the processing resolution).
+ENSEMBLE_MEMBERS = ((False, 1.0), (True, 1.0), (False, 0.75), (True, 0.75), (False, 1.25), (True, 1.25), (False, 0.5), (True, 0.5))
+
+
+def _align_to(d: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Least-squares scale and shift of ``d`` onto ``ref`` (both affine-invariant depth maps)."""
+    x, y = d.flatten().double(), ref.flatten().double()
+    step = max(1, x.numel() // 65536)  # a subsample fits the two numbers as well as all pixels
+    x, y = x[::step], y[::step]
+    xm, ym = x.mean(), y.mean()
+    var = ((x - xm) ** 2).sum()
+    scale = ((x - xm) * (y - ym)).sum() / var if var > 0 else torch.ones((), dtype=x.dtype, device=x.device)
+    return (d.double() * scale + (ym - scale * xm)).to(d.dtype)
+
+
+def _finish(items, output_type: str):
+    """List of (H,W) tensors -> (N,H,W) array/tensor when sizes agree, else a list."""
+    if items is None or items[0] is None:
+        return None
+    same = all(t.shape == items[0].shape for t in items)
+    if output_type == "pt":
+        return torch.stack(items) if same else list(items)
+    arrays = [t.float().cpu().numpy() for t in items]
+    return np.stack(arrays) if same else arrays
 
 
 def _processing_size(h: int, w: int, resolution: int) -> tuple[int, int]:
@@ -411,6 +441,8 @@ class ApDepthPipeline(DiffusionPipeline):
         output_type: str = "np",
         output_prior: bool = False,
         show_progress_bar: bool = False,
+        ensemble_size: int = 1,
+        output_uncertainty: bool = False,
     ) -> ApDepthOutput:
         """Predict depth for one image or a list of images (sizes may differ).
 
@@ -422,6 +454,10 @@ class ApDepthPipeline(DiffusionPipeline):
             batch_size: images per forward pass (images of the same processing size are batched together).
             output_type: ``"np"`` (float32 numpy) or ``"pt"`` (torch tensors on the pipeline's device).
             output_prior: also return the prior's depth (``prior_depth``).
+            ensemble_size: test-time ensemble of this many members (1 = off, at most 8): the image and its
+                mirror image at the processing resolution, then both at 0.75×, 1.25× and 0.5× of it. Each member
+                is aligned to the first by least-squares scale and shift; the result is their median.
+            output_uncertainty: with an ensemble, also return the members' standard deviation.
         Returns:
             :class:`ApDepthOutput` with ``depth`` in [0, 1] (0 = near), (N,H,W) or a list for mixed sizes.
         """
@@ -434,9 +470,49 @@ class ApDepthPipeline(DiffusionPipeline):
         res = self.config.processing_resolution if processing_resolution is None else int(processing_resolution)
         if res < 0:
             raise ValueError("processing_resolution must be >= 0 (0 = native size)")
+        if not 1 <= ensemble_size <= len(ENSEMBLE_MEMBERS):
+            raise ValueError(f"ensemble_size must be between 1 and {len(ENSEMBLE_MEMBERS)}, got {ensemble_size}")
+        if output_uncertainty and ensemble_size < 2:
+            raise ValueError("output_uncertainty needs ensemble_size >= 2")
 
         # 1. Inputs -> list of (3,H,W) float in [0,1].
         images, _ = _as_image_list(image)
+        kwargs = dict(match_input_resolution=match_input_resolution, batch_size=batch_size, show_progress_bar=show_progress_bar)
+        depth_out, prior_out = self._predict(images, res, output_prior=output_prior, **kwargs)
+        uncertainty = None
+        if ensemble_size > 1:
+            depth_out, uncertainty = self._ensemble(images, res, depth_out, ensemble_size, **kwargs)
+        return ApDepthOutput(
+            depth=_finish(depth_out, output_type),
+            prior_depth=_finish(prior_out, output_type),
+            uncertainty=_finish(uncertainty, output_type) if output_uncertainty else None,
+        )
+
+    def _ensemble(self, images, res, first, ensemble_size, **kwargs):
+        """Test-time ensemble: extra members (mirrored / rescaled), aligned to the first, median-combined."""
+        members = [first]
+        for flip, scale in ENSEMBLE_MEMBERS[1:ensemble_size]:
+            imgs = [im.flip(-1) if flip else im for im in images]
+            if res > 0:
+                out, _ = self._predict(imgs, max(8, int(round(res * scale))), **kwargs)
+            else:  # native resolution: scale each image's own longer side
+                out = [self._predict([im], max(8, int(round(max(im.shape[-2:]) * scale))), **kwargs)[0][0] for im in imgs]
+            members.append([o.flip(-1) if flip else o for o in out])
+        depth, spread = [], []
+        for i, ref in enumerate(first):
+            stack = []
+            for m in members:
+                d = m[i]
+                if d.shape != ref.shape:
+                    d = F.interpolate(d[None, None], size=ref.shape, mode="bilinear", align_corners=False)[0, 0]
+                stack.append(_align_to(d, ref))
+            stack = torch.stack(stack)  # (M,H,W)
+            depth.append(stack.median(dim=0).values.clamp(0, 1))
+            spread.append(stack.std(dim=0))
+        return depth, spread
+
+    def _predict(self, images, res, match_input_resolution=True, batch_size=1, output_prior=False, show_progress_bar=False):
+        """One forward pass per image (batched by processing size); lists of (H,W) tensors."""
         n = len(images)
         sizes = [tuple(im.shape[-2:]) for im in images]
         proc_sizes = [_processing_size(h, w, res) for h, w in sizes]
@@ -479,13 +555,4 @@ class ApDepthPipeline(DiffusionPipeline):
                 depth_out[i] = d.clamp(0, 1)
                 prior_out[i] = None if p is None else p.clamp(0, 1)
 
-        def finish(items):
-            if items[0] is None:
-                return None
-            same = all(t.shape == items[0].shape for t in items)
-            if output_type == "pt":
-                return torch.stack(items) if same else list(items)
-            arrays = [t.float().cpu().numpy() for t in items]
-            return np.stack(arrays) if same else arrays
-
-        return ApDepthOutput(depth=finish(depth_out), prior_depth=finish(prior_out))
+        return depth_out, prior_out

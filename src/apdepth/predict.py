@@ -113,6 +113,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--processing-res", type=int, default=None, help="longer side the model runs at (0 = native; default: stored with the model)")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
+    p.add_argument("--ensemble-size", type=int, default=1,
+                   help="test-time ensemble of N members (mirror image, 0.75x/1.25x/0.5x resolution; 1 = off, max 8)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"], help="compute precision (default fp32)")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps (default auto: cuda, then mps, then cpu)")
     p.add_argument("--color-map", default="Spectral", help="matplotlib colour map for *_depth_colored.png, 'none' to skip")
@@ -157,6 +159,9 @@ def run(args: argparse.Namespace) -> int:
     color_map = None if str(args.color_map).lower() == "none" else args.color_map
     if args.batch_size < 1:
         print("error: --batch-size must be >= 1", file=sys.stderr)
+        return 2
+    if not 1 <= args.ensemble_size <= 8:
+        print("error: --ensemble-size must be between 1 and 8", file=sys.stderr)
         return 2
     if args.processing_res is not None and args.processing_res < 0:
         print("error: --processing-res must be >= 0 (0 = native size)", file=sys.stderr)
@@ -264,7 +269,8 @@ def _predict_and_write(pipe, ready, args, out_dir, color_map, save_ply, summary)
         summary.done.append(str(it.path))
 
     try:
-        out = pipe([a for _, a in ready], processing_resolution=args.processing_res, batch_size=len(ready))
+        out = pipe([a for _, a in ready], processing_resolution=args.processing_res, batch_size=len(ready),
+                   ensemble_size=getattr(args, "ensemble_size", 1))
         for (it, rgb), depth in zip(ready, out.depth):
             write(it, depth, rgb)
     except (ValueError, RuntimeError) as err:
