@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "default: <output>/predictions when --output is given")
     parser.add_argument("--max-samples", type=int, default=None, help="evaluate only the first N samples")
     parser.add_argument("--batch-size", type=int, default=1, help="images per model call (default 1)")
+    parser.add_argument("--ensemble-size", type=int, default=1,
+                        help="test-time ensemble members per image (1 = off, up to 8; see apdepth predict --help). Cached predictions are reused as they are: use a fresh --output")
     parser.add_argument("--num-workers", type=int, default=0, help="data loading workers (default 0)")
     parser.add_argument("--device", default="auto", help="auto|cpu|cuda|mps (default auto)")
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"), help="model precision")
@@ -57,6 +59,9 @@ class LazyPredictor:
     def __call__(self, *a, **kw):
         if self._pipe is None:
             self._pipe = load_pipeline(self.args)
+        ensemble = getattr(self.args, "ensemble_size", 1)
+        if ensemble > 1:
+            kw["ensemble_size"] = ensemble
         return self._pipe(*a, **kw)
 
 
@@ -75,6 +80,9 @@ def load_pipeline(args):
     pipe = ApDepthPipeline.from_pretrained(args.checkpoint, **kwargs) if args.checkpoint \
         else ApDepthPipeline.from_pretrained(**kwargs)
     pipe = pipe.to(device)
+    from apdepth.predict import configure_fast_path
+
+    configure_fast_path(pipe, device)  # same speed choices as `apdepth predict`
     if hasattr(pipe, "set_progress_bar_config"):
         pipe.set_progress_bar_config(disable=True)
     return pipe
