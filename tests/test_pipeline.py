@@ -282,3 +282,25 @@ def test_test_time_ensemble(tiny_pipeline):
         tiny_pipeline(img, ensemble_size=9)
     with pytest.raises(ValueError, match="output_uncertainty needs ensemble_size >= 2"):
         tiny_pipeline(img, output_uncertainty=True)
+
+
+def test_compile_cache_folder(tmp_path):
+    import subprocess
+    import sys
+
+    # enable_compile only marks modules for compilation (nothing compiles until a forward pass): cheap.
+    code = (
+        "import os, apdepth\n"
+        "from torch._inductor.runtime.cache_dir_utils import cache_dir\n"
+        "cache_dir()  # Inductor writes its default into the variable on first lookup\n"
+        "from apdepth.models import build_tiny_pipeline\n"
+        "build_tiny_pipeline().enable_compile()\n"
+        "print(os.environ['TORCHINDUCTOR_CACHE_DIR'])\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    env["HOME"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == str(tmp_path / ".cache" / "apdepth" / "inductor"), out.stderr[-2000:]
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "mine")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == str(tmp_path / "mine"), out.stderr[-2000:]

@@ -1,6 +1,12 @@
 """ApDepth: single-step, prior-conditioned diffusion monocular depth estimation."""
 
+import os as _os
+
 __version__ = "0.1.0"
+
+# torch's Inductor writes its chosen cache folder back into this variable the first time it looks it up,
+# so what the user set has to be read before torch runs (see ApDepthPipeline.enable_compile).
+_USER_INDUCTOR_CACHE = _os.environ.get("TORCHINDUCTOR_CACHE_DIR")
 
 _LAZY = {
     "ApDepthPipeline": "apdepth.pipeline",

@@ -361,8 +361,10 @@ class ApDepthPipeline(DiffusionPipeline):
         graphs (fixed shapes; best for repeated same-size batches on a GPU)."""
         import torch._inductor.config as inductor_config
 
-        cache = cache_dir or os.environ.get("TORCHINDUCTOR_CACHE_DIR") or os.path.expanduser("~/.cache/apdepth/inductor")
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+        from apdepth import _USER_INDUCTOR_CACHE
+
+        cache = cache_dir or _USER_INDUCTOR_CACHE or os.path.expanduser("~/.cache/apdepth/inductor")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # Inductor reads it on every lookup
         inductor_config.fx_graph_cache = True
         mode = mode or ("max-autotune" if cuda_graphs else "max-autotune-no-cudagraphs")
         modules = [self.unet, self.vae.encoder, self.vae.decoder] + ([self.prior] if self.prior is not None else [])
