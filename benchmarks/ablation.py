@@ -248,16 +248,6 @@ def markdown(command: str, rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _json_safe(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
 # ---------------------------------------------------------------------------------------------- figures
 
 
@@ -404,8 +394,10 @@ def main(argv=None) -> int:
     meta["figure_link"] = Path(os.path.relpath(figure, out)).as_posix()
     meta["crop_figure_link"] = Path(os.path.relpath(crop_figure, out)).as_posix()
     report = markdown(command, rows, meta)
+    from apdepth.evaluation.evaluate import json_safe
+
     with atomic_write(out / "ablation.json", "wb") as fh:
-        fh.write((json.dumps(_json_safe({**meta, "rows": rows}), indent=2) + "\n").encode("utf-8"))
+        fh.write((json.dumps(json_safe({**meta, "rows": rows}), indent=2) + "\n").encode("utf-8"))
     with atomic_write(out / "ablation.md", "wb") as fh:
         fh.write(report.encode("utf-8"))
     print(report)

@@ -191,7 +191,7 @@ def run(args) -> int:
     table = suite_table(results)
     print(table)
     if args.output:
-        from apdepth.evaluation.evaluate import _json_safe
+        from apdepth.evaluation.evaluate import json_safe
         from apdepth.image_io import atomic_write
 
         out = Path(args.output)
@@ -200,5 +200,5 @@ def run(args) -> int:
         summary = {n: (None if r is None else {k: v for k, v in r.items() if k != "per_sample"})
                    for n, r in results.items()}
         with atomic_write(out / "suite.json", "wb") as fh:
-            fh.write((json.dumps(_json_safe(summary), indent=2) + "\n").encode("utf-8"))
+            fh.write((json.dumps(json_safe(summary), indent=2) + "\n").encode("utf-8"))
     return 0 if any(r is not None for r in results.values()) else 2

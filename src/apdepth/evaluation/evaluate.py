@@ -297,13 +297,13 @@ def write_reports(result: dict, output_dir: str | os.PathLike) -> list[Path]:
         fh.write(buf.getvalue().encode("utf-8"))
     summary = {k: v for k, v in result.items() if k != "per_sample"}
     with atomic_write(paths[1], "wb") as fh:
-        fh.write((json.dumps(_json_safe(summary), indent=2) + "\n").encode("utf-8"))
+        fh.write((json.dumps(json_safe(summary), indent=2) + "\n").encode("utf-8"))
     with atomic_write(paths[2], "wb") as fh:
         fh.write(summary_markdown(result).encode("utf-8"))
     return paths
 
 
-def _json_safe(obj):
+def json_safe(obj):
     # JSON has no inf/nan; null for nan and a string for inf keep the file strictly valid
     if isinstance(obj, float):
         if math.isnan(obj):
@@ -312,7 +312,7 @@ def _json_safe(obj):
             return "inf" if obj > 0 else "-inf"
         return obj
     if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj

@@ -30,28 +30,25 @@ def _zero_like_graph(x: torch.Tensor) -> torch.Tensor:
     return x.sum() * 0.0
 
 
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean of (pred - target)^2 over valid cells and all channels; mask (B, 1, h, w) or None."""
-    sq = (pred.float() - target.float()) ** 2
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over the entries where ``mask`` (broadcastable) is set; a graph-connected 0 if none."""
     if mask is None:
-        return sq.mean()
-    m = mask.to(sq.dtype).expand_as(sq)
+        return values.mean()
+    m = mask.to(values.dtype).expand_as(values)
     n = m.sum()
     if n == 0:
-        return _zero_like_graph(pred)
-    return (sq * m).sum() / n
+        return _zero_like_graph(like)
+    return (values * m).sum() / n
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of (pred - target)^2 over valid cells and all channels; mask (B, 1, h, w) or None."""
+    return _masked_mean((pred.float() - target.float()) ** 2, mask, pred)
 
 
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean |pred - target| over valid entries (mask broadcastable to pred) or all entries."""
-    diff = (pred.float() - target.float()).abs()
-    if mask is None:
-        return diff.mean()
-    m = mask.to(diff.dtype).expand_as(diff)
-    n = m.sum()
-    if n == 0:
-        return _zero_like_graph(pred)
-    return (diff * m).sum() / n
+    return _masked_mean((pred.float() - target.float()).abs(), mask, pred)
 
 
 def frequency_weights(h: int, w: int, alpha: float = 1.0, device=None, dtype=torch.float32) -> torch.Tensor:
