@@ -8,7 +8,7 @@ PIP_FLAGS ?= -q --disable-pip-version-check
 # constraints.txt pins torch for CPU-only installs (see README); override for CUDA machines.
 CONSTRAINTS ?= constraints.txt
 
-.PHONY: run test test-all test-browser install install-dev clean
+.PHONY: run test test-all test-browser test-gpu install install-dev clean
 
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ test-browser: $(VENV)/.installed-dev
 # Slow tests too (multi-process training, longer runs); GPU tests skip themselves without CUDA.
 test-all: $(VENV)/.installed-dev
 	$(PY) -m pytest -q -m "not browser"
+
+# GPU checks of the fast paths (tests/test_gpu.py); they skip themselves without CUDA.
+test-gpu: $(VENV)/.installed-dev
+	$(PY) -m pytest -q -m gpu tests/test_gpu.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -33,6 +33,7 @@ def main(argv=None) -> int:
     p.add_argument("--images", nargs="*", default=None, help="default: assets/examples/*")
     p.add_argument("--tile-size", type=int, default=128, help="VAE tile size for the tiling row (small enough to engage)")
     p.add_argument("--skip-compile", action="store_true")
+    p.add_argument("--compile-mode", default="default", choices=["default", "max-autotune"])
     args = p.parse_args(argv)
     from apdepth.cli import pick_device
 
@@ -73,15 +74,17 @@ def main(argv=None) -> int:
         pipe.enable_vae_tiling(tile_size=args.tile_size)
         return pipe
 
-    def compiled():
+    def compiled(cuda_graphs=False):
         pipe = load()
-        pipe.enable_compile()
+        pipe.enable_compile(mode=args.compile_mode, cuda_graphs=cuda_graphs)
         return pipe
 
     options += [("two VAE encoder calls instead of one", separate), ("channels_last", channels_last),
                 (f"tiled VAE ({args.tile_size} px tiles)", tiled)]
     if not args.skip_compile:
-        options.append(("torch.compile (first call includes compiling)", compiled))
+        options.append((f"torch.compile, {args.compile_mode} mode (first calls include compiling)", compiled))
+        if device.type == "cuda":
+            options.append(("torch.compile + CUDA graphs (first calls include compiling)", lambda: compiled(cuda_graphs=True)))
     for name, make in options:
         out, seconds = run(make())
         rows.append((name, rel(out), seconds))

@@ -1,21 +1,59 @@
 #!/usr/bin/env bash
-# The whole GPU benchmark in one invocation (a few minutes on an H100/H200); the tables come last.
-# Paper-size architecture with random weights, bf16. Usage: bash benchmarks/gpu_benchmark.sh [OUT_DIR]
-set -euo pipefail
+# The whole GPU benchmark in one invocation, sized to end within BUDGET_S seconds (default 540); the tables
+# come last. Paper-size architecture with random weights, bf16.
+#
+#   bash benchmarks/gpu_benchmark.sh [OUT_DIR]
+#
+# Steps, most important first (each stops at its share of the budget, and the summary shows what finished):
+#   1. compiled path (torch.compile + CUDA graphs, channels_last) at 768x768, batch 1 and 8: the targets
+#   2. eager at 768x768, batch 1 and 8, with the error against fp32, and one 4096x4096 input at native
+#      resolution with VAE tiling (peak memory)
+#   3. eager sweep: 512 and 1024, batch 1/4/8
+#   4. the GPU tests (tests/test_gpu.py: CUDA vs CPU, fp16/bf16, CUDA graphs vs eager, tiling memory,
+#      predict and bf16 training on the GPU)
+# Dry run on a CPU (checks the script end to end before GPU time is spent):
+#   PYTHON=.venv/bin/python PRESET=tiny DEVICE=cpu DTYPE=fp32 RES=64 BIG=64 bash benchmarks/gpu_benchmark.sh /tmp/b
+set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-benchmark_results}
-# For a dry run on a CPU: PYTHON=.venv/bin/python PRESET=tiny DEVICE=cpu DTYPE=fp32 RES="64" BIG=64 bash benchmarks/gpu_benchmark.sh /tmp/b
-preset=${PRESET:-sd2}; device=${DEVICE:-auto}; dtype=${DTYPE:-bf16}; res=${RES:-512 768 1024}; big=${BIG:-768}
-huge=--huge; [ "$device" = cpu ] && huge=""
+py=${PYTHON:-python}
+preset=${PRESET:-sd2}; device=${DEVICE:-auto}; dtype=${DTYPE:-bf16}; res=${RES:-512 1024}; big=${BIG:-768}
+compile_mode=${COMPILE_MODE:-default}  # "max-autotune" compiles for many minutes at this size
+budget=${BUDGET_S:-540}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-# 1. eager, every resolution and batch size, plus one 4096x4096 input at native resolution (VAE tiling)
-"${PYTHON:-python}" benchmarks/latency.py --preset "$preset" --device "$device" --dtype "$dtype" --resolutions $res --batch-sizes 1 4 8 \
-    --warmup 3 --iters 15 $huge --check --json "$out/eager.json" | tee "$out/eager.md"
-# 2. compiled (+ CUDA graphs) at the headline setting, 768x768, batch 1 and 8
-graphs=--cuda-graphs; [ "$device" = cpu ] && graphs=--compile
-"${PYTHON:-python}" benchmarks/latency.py --preset "$preset" --device "$device" --dtype "$dtype" --resolutions $big --batch-sizes 1 8 \
-    --warmup 5 --iters 20 $graphs --compile-mode max-autotune --json "$out/compiled.json" | tee "$out/compiled.md"
+start=$SECONDS
+graphs=--cuda-graphs; huge=--huge; test_device=cuda
+if [ "$device" = cpu ]; then graphs=--compile; huge=""; test_device=cpu; fi
+
+step() {  # step NAME MAX_SECONDS COMMAND...: run with what is left of the budget, output to $out/NAME.md
+    local name=$1 max=$2; shift 2
+    local left=$((budget - (SECONDS - start)))
+    if [ "$left" -lt 30 ]; then echo "== $name: skipped (budget spent)" | tee "$out/$name.md"; return; fi
+    [ "$max" -gt "$left" ] && max=$left
+    echo "== $name (at most ${max}s)"
+    timeout -k 10 "$max" "$@" 2>&1 | tee "$out/$name.md"
+    local rc=${PIPESTATUS[0]}
+    [ "$rc" -eq 0 ] || echo "== $name: exit $rc ($([ "$rc" -eq 124 ] && echo 'stopped at its time limit' || echo failed))" | tee -a "$out/$name.md"
+}
+
+lat=("$py" benchmarks/latency.py --preset "$preset" --device "$device" --dtype "$dtype")
+
+step compiled 300 "${lat[@]}" --resolutions "$big" --batch-sizes 1 8 --warmup 5 --iters 20 $graphs --skip-eager \
+    --compile-mode "$compile_mode" --channels-last --json "$out/compiled.json"
+step eager 120 "${lat[@]}" --resolutions "$big" --batch-sizes 1 8 --warmup 3 --iters 15 --check $huge --json "$out/eager.json"
+# shellcheck disable=SC2086
+step sweep 120 "${lat[@]}" --resolutions $res --batch-sizes 1 4 8 --warmup 3 --iters 10 --json "$out/sweep.json"
+if "$py" -c "import pytest" 2>/dev/null; then
+    step tests 150 env APDEPTH_TEST_DEVICE=$test_device "$py" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py
+fi
+
 echo
-echo "== eager"; sed -n '/^| variant/,$p' "$out/eager.md"
-echo "== compiled"; sed -n '/^| variant/,$p' "$out/compiled.md"
+echo "# Summary ($((SECONDS - start)) s)"
+for name in compiled eager sweep; do
+    echo; echo "== $name"
+    sed -n '/^Device:/,$p' "$out/$name.md" 2>/dev/null | grep -v '^$' || echo "(no table: see $out/$name.md)"
+done
+grep -h '^# 4096' "$out/eager.md" 2>/dev/null || true
+[ -f "$out/tests.md" ] && { echo; echo "== tests"; tail -n 3 "$out/tests.md"; }
+exit 0

@@ -9,8 +9,8 @@ measured on the same device). Optionally checks every fast-path option against t
 
 Examples (see docs/benchmarks.md for recorded results):
 
-    # GPU, paper-size, the full sweep (a few minutes on an H100/H200)
-    python benchmarks/latency.py --preset sd2 --dtype bf16 --resolutions 512 768 1024 --batch-sizes 1 4 8 --compile --huge
+    # GPU, paper-size: the whole sweep is benchmarks/gpu_benchmark.sh; one piece of it by hand:
+    python benchmarks/latency.py --preset sd2 --dtype bf16 --resolutions 768 --batch-sizes 1 8 --huge --check
     # 2-core CPU, the bundled small model at 768x768
     python benchmarks/latency.py --bundled --device cpu --dtype fp32 --resolutions 768 --batch-sizes 1
 """
@@ -46,7 +46,9 @@ def parse_args(argv=None):
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--compile", action="store_true", help="also time the torch.compile fast path")
     p.add_argument("--cuda-graphs", action="store_true", help="compile with CUDA graphs (implies --compile)")
-    p.add_argument("--compile-mode", default=None, help="torch.compile mode (default: max-autotune[-no-cudagraphs])")
+    p.add_argument("--compile-mode", default=None, choices=["default", "max-autotune"],
+                   help="Inductor tuning level (default: default, as ApDepthPipeline.enable_compile)")
+    p.add_argument("--skip-eager", action="store_true", help="time only the compiled path (with --compile/--cuda-graphs)")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format (what `apdepth predict` uses on a CPU)")
     p.add_argument("--separate-encode", action="store_true", help="two VAE encoder calls instead of one fused call")
     p.add_argument("--huge", action="store_true", help="also run one 4096x4096 input at native resolution with VAE tiling")
@@ -208,7 +210,7 @@ def main(argv=None) -> int:
     if args.channels_last:
         pipe.enable_channels_last()
     ref_pipe = load(args, device, torch.float32) if args.check and dtype != torch.float32 else None
-    variants = [("eager", None)]
+    variants = [] if args.skip_eager and (args.compile or args.cuda_graphs) else [("eager", None)]
     if args.compile or args.cuda_graphs:
         variants.append(("compile+cudagraphs" if args.cuda_graphs else "compile", args.cuda_graphs))
 

@@ -83,6 +83,11 @@ def test_predict_argument_errors(tmp_path, tiny_checkpoint, capsys):
     Image.fromarray(random_rgb(16, 16)).save(tmp_path / "y.png")
     assert main(["predict", str(tmp_path / "y.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(tmp_path / "missing")]) == 2
     assert "neither an existing folder" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "y.png"), "-o", str(tmp_path / "o"), "--cuda-graphs"]) == 2
+    assert "--cuda-graphs needs --compile" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "y.png"), "-o", str(tmp_path / "o"), "--compile", "--cuda-graphs", "--device", "cpu"]) == 2
+    assert "--cuda-graphs needs a CUDA device (running on cpu)" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "y_depth.npy").exists()
 
 
 def test_predict_ensemble_option(tmp_path, tiny_checkpoint, tiny_pipeline, capsys):

@@ -304,3 +304,23 @@ def test_compile_cache_folder(tmp_path):
     env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "mine")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == str(tmp_path / "mine"), out.stderr[-2000:]
+
+
+def test_compile_modes():
+    from apdepth.pipeline import _compile_mode
+
+    assert _compile_mode("max-autotune", False) == "max-autotune-no-cudagraphs"
+    assert _compile_mode("max-autotune", True) == "max-autotune"
+    assert _compile_mode("default", False) == "default"  # enable_compile()'s default
+    assert _compile_mode("default", True) == "reduce-overhead"
+    assert _compile_mode("reduce-overhead", False) == "reduce-overhead"
+    assert _compile_mode("max-autotune-no-cudagraphs", True) == "max-autotune"
+    with pytest.raises(ValueError, match="unknown compile mode 'fast'"):
+        _compile_mode("fast", False)
+
+
+def test_enable_compile_rejects_unknown_mode_before_touching_modules(tiny_pipeline):
+    forward = tiny_pipeline.unet._compiled_call_impl
+    with pytest.raises(ValueError, match="unknown compile mode"):
+        tiny_pipeline.enable_compile(mode="turbo")
+    assert tiny_pipeline.unet._compiled_call_impl is forward

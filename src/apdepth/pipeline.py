@@ -357,8 +357,17 @@ class ApDepthPipeline(DiffusionPipeline):
     def enable_compile(self, cuda_graphs: bool = False, mode: str | None = None, dynamic: bool = False, cache_dir: str | None = None) -> None:
         """``torch.compile`` the U-Net, the VAE encoder/decoder and the prior in place (weights, ``save_pretrained`` and
         ``.to()`` are unaffected). The first call per input shape pays the compile; Inductor's on-disk cache (``cache_dir``,
-        default ``~/.cache/apdepth/inductor``) makes later processes reuse it. ``cuda_graphs=True`` also captures CUDA
-        graphs (fixed shapes; best for repeated same-size batches on a GPU)."""
+        default ``~/.cache/apdepth/inductor``) makes later processes reuse it.
+
+        Args:
+            cuda_graphs: also capture CUDA graphs (fixed shapes; best for repeated same-size batches on a GPU).
+            mode: Inductor's tuning level, ``"default"`` (the default; quickest to compile) or ``"max-autotune"``
+                (benchmarks kernel choices: many minutes longer to compile, often faster to run). Torch's own mode names
+                (``"reduce-overhead"``, ``"max-autotune-no-cudagraphs"``) are accepted too; ``cuda_graphs=True`` turns a
+                mode into its CUDA-graph form, so ``mode="default", cuda_graphs=True`` is ``"reduce-overhead"``.
+            dynamic: compile for dynamic shapes (fewer recompiles for mixed sizes, slower kernels).
+        """
+        mode = _compile_mode(mode or "default", cuda_graphs)
         import torch._inductor.config as inductor_config
 
         from apdepth import _USER_INDUCTOR_CACHE
@@ -366,10 +375,10 @@ class ApDepthPipeline(DiffusionPipeline):
         cache = cache_dir or _USER_INDUCTOR_CACHE or os.path.expanduser("~/.cache/apdepth/inductor")
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # Inductor reads it on every lookup
         inductor_config.fx_graph_cache = True
-        mode = mode or ("max-autotune" if cuda_graphs else "max-autotune-no-cudagraphs")
         modules = [self.unet, self.vae.encoder, self.vae.decoder] + ([self.prior] if self.prior is not None else [])
         for module in modules:
             module.compile(mode=mode, dynamic=dynamic, fullgraph=False)
+        self._cuda_graphs = mode in ("reduce-overhead", "max-autotune")
 
     def enable_channels_last(self) -> None:
         """channels_last memory format for the U-Net and VAE. Several times faster for oneDNN convolutions on a CPU;
@@ -528,6 +537,8 @@ class ApDepthPipeline(DiffusionPipeline):
         device, dtype = self._exec_device, self._dtype
         chunks = [(ps, idx[k : k + batch_size]) for ps, idx in groups.items() for k in range(0, len(idx), batch_size)]
         for (ph, pw), idx in self.progress_bar(chunks) if show_progress_bar else chunks:
+            if getattr(self, "_cuda_graphs", False):
+                torch.compiler.cudagraph_mark_step_begin()  # a new pass: the graphs may reuse the last one's buffers
             # 2. Resize so the longer side is the processing resolution: (B,3,ph,pw).
             rgb = torch.stack([images[i] for i in idx]).to(device=device, dtype=torch.float32)
             if rgb.shape[-2:] != (ph, pw):
@@ -558,3 +569,26 @@ class ApDepthPipeline(DiffusionPipeline):
                 prior_out[i] = None if p is None else p.clamp(0, 1)
 
         return depth_out, prior_out
+
+
+# Torch's compile modes as (tuning level, CUDA graphs).
+_COMPILE_MODES = {
+    ("default", False): "default",
+    ("default", True): "reduce-overhead",
+    ("max-autotune", False): "max-autotune-no-cudagraphs",
+    ("max-autotune", True): "max-autotune",
+}
+
+
+def _compile_mode(mode: str, cuda_graphs: bool) -> str:
+    """Resolve ``enable_compile``'s (mode, cuda_graphs) into one of torch.compile's mode names."""
+    aliases = {"reduce-overhead": ("default", True), "max-autotune-no-cudagraphs": ("max-autotune", False)}
+    if mode in aliases:
+        level, graphs = aliases[mode]
+        return _COMPILE_MODES[(level, graphs or cuda_graphs)]
+    if mode not in ("default", "max-autotune"):
+        raise ValueError(
+            f"unknown compile mode {mode!r}: use 'default' or 'max-autotune' (or torch's 'reduce-overhead', "
+            "'max-autotune-no-cudagraphs'), and cuda_graphs=True for CUDA graphs"
+        )
+    return _COMPILE_MODES[(mode, cuda_graphs)]
