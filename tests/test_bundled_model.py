@@ -61,3 +61,11 @@ def test_bf16_matches_fp32_on_trained_weights(bundled):
     out = half(rgb, processing_resolution=128).depth[0]
     rel = np.abs(out - ref).mean() / np.abs(ref).mean()
     assert rel < 1e-2, f"bf16 relative error {rel:.4f}"
+
+
+def test_attention_runs_on_sdpa(bundled):
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    # flash / memory-efficient kernels on CUDA: the U-Net and the prior's ViT backbone both use SDPA
+    assert {type(p) for p in bundled.unet.attn_processors.values()} == {AttnProcessor2_0}
+    assert bundled.prior.backbone.config._attn_implementation == "sdpa"
