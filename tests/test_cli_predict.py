@@ -100,3 +100,17 @@ def test_predict_ensemble_option(tmp_path, tiny_checkpoint, tiny_pipeline, capsy
     np.testing.assert_allclose(ens, tiny_pipeline(img, ensemble_size=3).depth[0], atol=2e-4)
     assert main(args + ["--ensemble-size", "9"]) == 2
     assert "--ensemble-size must be between 1 and 8" in capsys.readouterr().err
+
+
+def test_quiet_prints_only_the_summary(tmp_path, tiny_checkpoint):
+    import subprocess
+    import sys
+
+    Image.fromarray(random_rgb(16, 16)).save(tmp_path / "q.png")
+    cmd = [sys.executable, "-m", "apdepth", "predict", str(tmp_path / "q.png"), "-o", str(tmp_path / "o"),
+           "--checkpoint", str(tiny_checkpoint)]
+    loud = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    quiet = subprocess.run(cmd + ["--quiet"], capture_output=True, text=True, timeout=120)
+    assert loud.returncode == quiet.returncode == 0
+    assert "Loading weights" in loud.stderr  # the prior's loading bar, which --quiet silences
+    assert quiet.stderr == "" and quiet.stdout.startswith("done: 1  skipped: 0  failed: 0")

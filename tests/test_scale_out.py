@@ -1,4 +1,4 @@
-"""Scale-out inference: `accelerate launch --num_processes 2 -m apdepth predict` on two CPU processes."""
+"""Scale-out inference: `accelerate launch --num_processes 2 -m apdepth predict` (or torchrun) on two CPU processes."""
 
 from __future__ import annotations
 
@@ -8,12 +8,22 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import random_rgb
 
 
-def test_two_processes_shard_inputs_exactly_once(tmp_path, tiny_checkpoint):
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("launcher", ["accelerate", "torchrun"])
+def test_two_processes_shard_inputs_exactly_once(tmp_path, tiny_checkpoint, launcher):
     src = tmp_path / "in"
     src.mkdir()
     for i in range(5):
@@ -21,9 +31,12 @@ def test_two_processes_shard_inputs_exactly_once(tmp_path, tiny_checkpoint):
     (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     out = tmp_path / "out"
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "apdepth", "predict", str(src), "--output", str(out),
-           "--checkpoint", str(tiny_checkpoint), "--quiet"]
+    if launcher == "accelerate":
+        launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                  "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    else:
+        launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port())]
+    cmd = [*launch, "-m", "apdepth", "predict", str(src), "--output", str(out), "--checkpoint", str(tiny_checkpoint), "--quiet"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0, proc.stdout + proc.stderr  # broken.png failed, so the run reports failure
     summary = json.loads((out / "predict_summary.json").read_text())

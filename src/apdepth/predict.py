@@ -217,6 +217,8 @@ def run(args: argparse.Namespace) -> int:
 
         device = state.device if (state is not None and args.device == "auto") else pick_device(args.device)
         dtype = pick_dtype(args.dtype)
+        if args.quiet or (rank != 0 and world > 1):
+            _quiet_loading()
         try:
             pipe = ApDepthPipeline.from_pretrained(args.checkpoint, prior=args.prior, torch_dtype=dtype, allow_pickle=args.allow_pickle)
         except (OSError, ValueError) as err:
@@ -254,6 +256,15 @@ def run(args: argparse.Namespace) -> int:
     if rank == 0:
         _print_summary(summary, out_dir, world)
     return 1 if summary.failed else 0
+
+
+def _quiet_loading() -> None:
+    """No weight-loading progress bars from transformers/diffusers (with --quiet, and on ranks other than 0)."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
 
 
 def configure_fast_path(pipe, device, compile: bool = False, vae_tiling: bool = False, compile_mode: str = "default",
