@@ -52,6 +52,7 @@ def parse_args(argv=None):
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format (what `apdepth predict` uses on a CPU)")
     p.add_argument("--separate-encode", action="store_true", help="two VAE encoder calls instead of one fused call")
     p.add_argument("--huge", action="store_true", help="also run one 4096x4096 input at native resolution with VAE tiling")
+    p.add_argument("--huge-size", type=int, default=4096, help="side of the --huge input (default 4096)")
     p.add_argument("--check", action="store_true", help="relative error of each timed path against plain fp32 eager")
     p.add_argument("--flops-only", action="store_true", help="only count FLOPs per stage (meta device: no memory, no time)")
     p.add_argument("--json", help="also write the rows as JSON here")
@@ -247,14 +248,14 @@ def main(argv=None) -> int:
     if args.huge:
         pipe.enable_vae_tiling(tile_size=512)
         reset_peak(device)
-        x = torch.rand(1, 3, 4096, 4096, device=device)
+        x = torch.rand(1, 3, args.huge_size, args.huge_size, device=device)
         sync(device)
         t0 = time.perf_counter()
         with torch.no_grad():
             out = pipe(x, processing_resolution=0, output_type="pt")
         sync(device)
         huge = dict(seconds=time.perf_counter() - t0, peak_gb=peak_memory_gb(device), shape=list(out.depth.shape))
-        print("# 4096x4096 at native resolution with VAE tiling:", json.dumps(huge), flush=True)
+        print(f"# {args.huge_size}x{args.huge_size} at native resolution with VAE tiling:", json.dumps(huge), flush=True)
         pipe.disable_vae_tiling()
 
     cols = ["variant", "res", "input", "batch", "ms_per_image", "images_per_s", "prior_ms", "vae_encode_ms", "unet_ms", "vae_decode_ms",
