@@ -158,22 +158,34 @@ def stage_times(pipe, timer, res, batch, input_size=None):
     """Per-stage times (ms per batch) on device tensors, then the whole __call__."""
     device, dtype = pipe.unet.device, pipe.unet.dtype
     rgb = torch.rand(batch, 3, res, res, device=device)
+    graphs = getattr(pipe, "_cuda_graphs", False)
+    # With CUDA graphs every call below is a new step, and every output kept for a later stage is cloned:
+    # a replay may reuse the memory of the previous replay's outputs.
+    mark = torch.compiler.cudagraph_mark_step_begin if graphs else (lambda: None)
+    if graphs:
+        plain = timer
+
+        def timer(fn):
+            return plain(lambda: (mark(), fn()))
     with torch.no_grad():
         t = {}
         prior_in = None
         if pipe.prior is not None:
             t["prior"] = timer(lambda: pipe.prior_disparity(rgb))
+            mark()
             prior_in = normalize_prior_disparity(pipe.prior_disparity(rgb), pipe.config.prior_normalization).to(dtype)
             x = torch.cat([rgb, prior_in[:, None].expand(-1, 3, -1, -1)]).to(dtype) * 2 - 1
         else:
             x = rgb.to(dtype) * 2 - 1
         t["vae_encode"] = timer(lambda: pipe.encode(x))
-        z = pipe.encode(x)
+        mark()
+        z = pipe.encode(x).clone()
         sample = torch.cat(z.chunk(2)[::-1], 1) if pipe.prior is not None else z
         tt = torch.full((batch,), pipe.config.timestep, device=device, dtype=torch.long)
         cond = pipe.text_embedding(batch).to(device=device, dtype=dtype)
         t["unet"] = timer(lambda: pipe.unet(sample, tt, encoder_hidden_states=cond, return_dict=False)[0])
-        lat = pipe.unet(sample, tt, encoder_hidden_states=cond, return_dict=False)[0]
+        mark()
+        lat = pipe.unet(sample, tt, encoder_hidden_states=cond, return_dict=False)[0].clone()
         t["vae_decode"] = timer(lambda: pipe.decode_depth(lat))
         full = rgb if not input_size else torch.rand(batch, 3, input_size, input_size, device=device)
         t["pipeline"] = timer(lambda: pipe(full, processing_resolution=res, batch_size=batch, output_type="pt"))
@@ -215,12 +227,13 @@ def main(argv=None) -> int:
     if args.compile or args.cuda_graphs:
         variants.append(("compile+cudagraphs" if args.cuda_graphs else "compile", args.cuda_graphs))
 
+    flops_at = {res: count_flops(pipe, res, 1) for res in args.resolutions}  # eager: the count does not depend on compiling
     rows = []
     for variant, graphs in variants:
         if variant != "eager":
             pipe.enable_compile(cuda_graphs=bool(graphs), mode=args.compile_mode)
         for res in args.resolutions:
-            flops = count_flops(pipe, res, 1)
+            flops = flops_at[res]
             for bs in args.batch_sizes:
                 reset_peak(device)
                 try:
