@@ -29,15 +29,20 @@ from apdepth.models import build_pipeline
 from apdepth.prior import normalize_prior_disparity
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_model_args(p: argparse.ArgumentParser, default_dtype: str) -> None:
+    """Which model (random paper-size or small architecture, a checkpoint, the bundled one), device and dtype."""
     src = p.add_mutually_exclusive_group()
     src.add_argument("--preset", default="sd2", help="random-weight architecture: sd2 | small | tiny (default sd2)")
     src.add_argument("--checkpoint", help="a pipeline folder or hub id instead of random weights")
     src.add_argument("--bundled", action="store_true", help="the bundled default model")
     p.add_argument("--prior", help="prior for checkpoints without one")
     p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="bf16", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--dtype", default=default_dtype, choices=["fp32", "fp16", "bf16"])
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p, default_dtype="bf16")
     p.add_argument("--resolutions", type=int, nargs="+", default=[512, 768, 1024])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8])
     p.add_argument("--input-size", type=int, default=None,

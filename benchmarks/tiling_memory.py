@@ -22,19 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from latency import add_model_args, load  # benchmarks/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--preset", default="sd2", help="random-weight architecture: sd2 | small | tiny (default sd2)")
-    src.add_argument("--checkpoint", help="a pipeline folder or hub id")
-    src.add_argument("--bundled", action="store_true", help="the bundled default model")
-    p.add_argument("--prior", help="prior for checkpoints without one")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    add_model_args(p, default_dtype="fp32")
     p.add_argument("--size", type=int, default=4096, help="square input side in pixels (default 4096)")
     p.add_argument("--tile", type=int, default=512, help="tile size in pixels (default 512, as --vae-tiling)")
     p.add_argument("--image", default=str(ROOT / "assets" / "examples" / "synthetic_street_a.png"))
@@ -57,18 +52,10 @@ def _peak_rss_gb() -> float:
 def child(args) -> dict:
     from apdepth.cli import pick_device, pick_dtype
     from apdepth.image_io import read_image
-    from apdepth.models import build_pipeline
-    from apdepth.pipeline import ApDepthPipeline
     from apdepth.prior import normalize_prior_disparity
 
     device, dtype = pick_device(args.device), pick_dtype(args.dtype)
-    if args.checkpoint:
-        pipe = ApDepthPipeline.from_pretrained(args.checkpoint, prior=args.prior, torch_dtype=dtype)
-    elif args.bundled:
-        pipe = ApDepthPipeline.from_pretrained(torch_dtype=dtype)
-    else:
-        pipe = build_pipeline(args.preset, seed=0).to(dtype=dtype)
-    pipe.to(device)
+    pipe = load(args, device, dtype)
     if args.child == "tiled":
         pipe.enable_vae_tiling(tile_size=args.tile)
     img = torch.from_numpy(read_image(args.image)).permute(2, 0, 1)[None].float()
