@@ -324,3 +324,27 @@ def test_enable_compile_rejects_unknown_mode_before_touching_modules(tiny_pipeli
     with pytest.raises(ValueError, match="unknown compile mode"):
         tiny_pipeline.enable_compile(mode="turbo")
     assert tiny_pipeline.unet._compiled_call_impl is forward
+
+
+def test_compiled_pipeline_pads_a_short_batch_to_the_compiled_shape(tiny_pipeline):
+    from apdepth.models import build_tiny_pipeline
+
+    fresh = build_tiny_pipeline(seed=0)
+    fresh.enable_compile()  # marks modules for compilation (nothing compiles before a forward pass)
+    assert fresh._static_batches and not fresh._cuda_graphs
+    fresh.enable_compile(dynamic=True)
+    assert not fresh._static_batches
+
+    imgs = [random_rgb(24, 32, seed=i) for i in range(3)]
+    ref = tiny_pipeline(imgs, batch_size=4).depth
+    seen = []
+    hook = tiny_pipeline.unet.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
+    tiny_pipeline._static_batches = True  # what enable_compile() sets, without paying for compiling here
+    try:
+        out = tiny_pipeline(imgs, batch_size=4).depth
+    finally:
+        tiny_pipeline._static_batches = False
+        hook.remove()
+    assert seen == [4]  # three images, padded to the batch size
+    assert out.shape == (3, 24, 32)
+    np.testing.assert_allclose(out, ref, atol=1e-5)  # padding does not change any image's result

@@ -379,6 +379,7 @@ class ApDepthPipeline(DiffusionPipeline):
         for module in modules:
             module.compile(mode=mode, dynamic=dynamic, fullgraph=False)
         self._cuda_graphs = mode in ("reduce-overhead", "max-autotune")
+        self._static_batches = not dynamic  # pad a short last batch so that it reuses the compiled shapes
 
     def enable_channels_last(self) -> None:
         """channels_last memory format for the U-Net and VAE. Several times faster for oneDNN convolutions on a CPU;
@@ -543,6 +544,10 @@ class ApDepthPipeline(DiffusionPipeline):
             rgb = torch.stack([images[i] for i in idx]).to(device=device, dtype=torch.float32)
             if rgb.shape[-2:] != (ph, pw):
                 rgb = F.interpolate(rgb, size=(ph, pw), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+            if getattr(self, "_static_batches", False) and len(idx) < batch_size:
+                # Compiled for fixed shapes: a short batch is padded with copies of its last image (every image is
+                # processed on its own: GroupNorm is per sample) instead of compiling, and capturing, a new shape.
+                rgb = torch.cat([rgb, rgb[-1:].expand(batch_size - len(idx), -1, -1, -1)])
             # 3-4. Prior disparity at processing size (B,ph,pw), normalised per the config.
             disp = prior_in = None
             if self.prior is not None:

@@ -292,7 +292,7 @@ def _predict_and_write(pipe, ready, args, out_dir, color_map, save_ply, summary)
         summary.done.append(str(it.path))
 
     try:
-        out = pipe([a for _, a in ready], processing_resolution=args.processing_res, batch_size=len(ready),
+        out = pipe([a for _, a in ready], processing_resolution=args.processing_res, batch_size=args.batch_size,
                    ensemble_size=getattr(args, "ensemble_size", 1))
         for (it, rgb), depth in zip(ready, out.depth):
             write(it, depth, rgb)
