@@ -43,7 +43,7 @@ step compiled 300 "${lat[@]}" --resolutions "$big" --batch-sizes 1 8 --warmup 5 
     --compile-mode "$compile_mode" --channels-last --json "$out/compiled.json"
 step eager 120 "${lat[@]}" --resolutions "$big" --batch-sizes 1 8 --warmup 3 --iters 15 --check $huge --json "$out/eager.json"
 if "$py" -c "import pytest" 2>/dev/null; then
-    step tests 120 env APDEPTH_TEST_DEVICE=$test_device "$py" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py
+    step tests 180 env APDEPTH_TEST_DEVICE=$test_device "$py" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py
 fi
 # shellcheck disable=SC2086
 step sweep 120 "${lat[@]}" --resolutions $res --batch-sizes 1 4 8 --warmup 3 --iters 10 --json "$out/sweep.json"
