@@ -8,7 +8,7 @@ PIP_FLAGS ?= -q --disable-pip-version-check
 # constraints.txt pins torch for CPU-only installs (see README); override for CUDA machines.
 CONSTRAINTS ?= constraints.txt
 
-.PHONY: run test test-all test-browser test-gpu install install-dev clean
+.PHONY: run test test-all test-browser test-gpu test-min install install-dev clean
 
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -42,5 +42,11 @@ test-all: $(VENV)/.installed-dev
 test-gpu: $(VENV)/.installed-dev
 	$(PY) -m pytest -q -m gpu tests/test_gpu.py
 
+# The test suite on the lowest dependency versions pyproject.toml allows (constraints-min.txt), in its own venv.
+test-min:
+	$(PYTHON) -m venv .venv-min
+	.venv-min/bin/python -m pip install $(PIP_FLAGS) -c constraints-min.txt -e ".[dev]"
+	.venv-min/bin/python -m pytest -q
+
 clean:
-	rm -rf $(VENV) outputs .pytest_cache
+	rm -rf $(VENV) .venv-min outputs .pytest_cache

@@ -230,7 +230,7 @@ def test_channels_last_and_vae_tiling_match_plain_path(tiny_checkpoint):
     ref = plain(img, processing_resolution=128).depth
     fast = ApDepthPipeline.from_pretrained(tiny_checkpoint)
     fast.enable_channels_last()
-    np.testing.assert_allclose(fast(img, processing_resolution=128).depth, ref, atol=1e-4)
+    np.testing.assert_allclose(fast(img, processing_resolution=128).depth, ref, atol=1e-3)  # other conv algorithms
     fast.enable_vae_tiling(tile_size=64, overlap=0.25)  # 96x128 input -> several overlapping tiles
     tiled = fast(img, processing_resolution=128).depth
     rel = np.abs(tiled - ref).mean() / np.abs(ref).mean()
