@@ -36,6 +36,15 @@ def random_rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.asarray(im)
 
 
+def free_port() -> int:
+    """An unused local TCP port for a multi-process launcher."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def write_tiny_clip(root: Path, hidden: int = 16, max_len: int = 8) -> None:
     """A tiny CLIP text encoder + tokenizer in diffusers' folder layout (text_encoder/, tokenizer/)."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer

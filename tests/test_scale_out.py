@@ -11,15 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import random_rgb
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import free_port, random_rgb
 
 
 @pytest.mark.parametrize("launcher", ["accelerate", "torchrun"])
@@ -33,9 +25,9 @@ def test_two_processes_shard_inputs_exactly_once(tmp_path, tiny_checkpoint, laun
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
     if launcher == "accelerate":
         launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                  "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+                  "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
     else:
-        launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port())]
+        launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
     cmd = [*launch, "-m", "apdepth", "predict", str(src), "--output", str(out), "--checkpoint", str(tiny_checkpoint), "--quiet"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0, proc.stdout + proc.stderr  # broken.png failed, so the run reports failure

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from apdepth.cli import main
+from conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "train" / "tiny_synthetic.yaml"
@@ -38,14 +39,6 @@ def _env() -> dict:
     env["OMP_NUM_THREADS"] = "1"  # several processes on a 2-core CPU: threads would only contend
     env.pop("ACCELERATE_MIXED_PRECISION", None)
     return env
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _train_in_process(out: Path, *extra: str, base: bool = True, config: Path = TINY) -> int:
@@ -197,7 +190,7 @@ def test_two_process_run_keeps_replicas_identical(tmp_path):
     env = _env()
     env["ACCELERATE_USE_CPU"] = "1"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
            "-m", "apdepth", "train", "--config", str(TINY), "--output", str(out), *BASE,
            "optim.max_steps=3", "checkpointing.every=0", "logging.tensorboard=false"]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
