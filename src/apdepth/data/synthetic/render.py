@@ -1,0 +1,65 @@
+"""Render a :class:`Scene` seen by a :class:`Camera`: depth, validity and colour per pixel."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .geometry import Camera, Scene
+from .raycast import _TILE, _bounding_spheres, _cast, _dot, _tiles
+from .shading import _post_process, _shade
+
+
+@torch.inference_mode()
+def render(scene: Scene, camera: Camera, height: int, width: int) -> dict:
+    """Render ``scene`` seen by ``camera`` at ``height`` x ``width`` pixels.
+
+    Returns numpy arrays: ``rgb`` (H,W,3) uint8, ``depth`` (H,W) float32 planar z-depth in metres
+    (0 where invalid), ``valid`` (H,W) bool (False for sky and beyond ``scene.max_depth``),
+    ``intrinsics`` (3,3) float32.
+    """
+    if height < 1 or width < 1:
+        raise ValueError(f"image size must be positive, got {height}x{width}")
+    K = camera.intrinsics(height, width)
+    f, cx, cy = float(K[0, 0]), float(K[0, 2]), float(K[1, 2])
+    R = torch.tensor(camera.rotation, dtype=torch.float32)
+    eye = torch.tensor(camera.position, dtype=torch.float32)
+
+    v, u, inimg = _tiles(height, width)
+    T, S = v.shape
+    # Unnormalised rays whose camera-z component is 1: the ray parameter t *is* the z-depth.
+    dcam = torch.stack([(u.float() - cx) / f, (v.float() - cy) / f, torch.ones(T, S)], -1)
+    d = dcam[..., 0:1] * R[:, 0] + dcam[..., 1:2] * R[:, 1] + dcam[..., 2:3] * R[:, 2]  # (T,S,3)
+
+    # Tile culling: a primitive can only be hit inside a tile if its bounding sphere lies within
+    # the cone spanned by the tile's rays.
+    centers, radii = _bounding_spheres(scene)
+    dn = d / d.norm(dim=-1, keepdim=True)
+    axis = dn.mean(dim=1)
+    axis = axis / axis.norm(dim=-1, keepdim=True)
+    half_angle = torch.acos(_dot(dn, axis[:, None]).amin(dim=1).clamp(-1, 1))  # (T,): acos is decreasing
+    rel = centers - eye
+    dist = rel.norm(dim=-1)
+    ang = torch.acos((_dot(axis[:, None], rel[None]) / dist.clamp_min(1e-9)).clamp(-1, 1))  # (T,N)
+    reach = torch.asin((radii / dist.clamp_min(1e-9)).clamp(max=1.0))
+    cand = (ang <= half_angle[:, None] + reach[None] + 1e-3) | (dist <= radii)[None]
+
+    t, idx = _cast(scene, eye.reshape(1, 1, 3), d, cand, inimg)
+    hit = inimg & (idx >= 0)
+    valid = hit & (t <= scene.max_depth)
+    rgb = _shade(scene, eye, d, t, idx, hit, f)
+
+    def untile(x):
+        th, tw = -(-height // _TILE), -(-width // _TILE)
+        x = x.reshape(th, tw, _TILE, _TILE, *x.shape[2:]).transpose(1, 2)
+        return x.reshape(th * _TILE, tw * _TILE, *x.shape[4:])[:height, :width]
+
+    depth = torch.where(valid, t, torch.zeros_like(t))
+    rgb = untile(rgb)
+    rgb = _post_process(rgb, scene.post)
+    return {
+        "rgb": rgb,
+        "depth": untile(depth).numpy().astype(np.float32),
+        "valid": untile(valid).numpy(),
+        "intrinsics": K,
+    }

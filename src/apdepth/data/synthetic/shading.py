@@ -1,0 +1,342 @@
+"""Shading: procedural textures (hashed value noise), Lambertian lighting with cast shadows and the
+camera post-processing (gain, gamma, blur, sensor noise)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .geometry import PATTERNS, Material, Scene
+from .raycast import _bounding_spheres, _cast, _dot, _g, _segment_distance
+
+_SHADE_CHUNK = 32768  # pixels shaded per step
+
+
+_TABLE = None
+
+
+def _hash_table() -> torch.Tensor:
+    # A fixed random table turns lattice hashing into one gather; fixed seed keeps it identical everywhere.
+    global _TABLE
+    if _TABLE is None:
+        _TABLE = torch.from_numpy(np.random.default_rng(20240531).random(_MASK + 1, dtype=np.float32))
+    return _TABLE
+
+
+_P1, _P2, _P3, _P4 = 73856093, 19349663, 83492791, 2654435761
+_MASK = (1 << 16) - 1  # a 256 KiB table stays in cache
+
+
+def _lattice(ix, iy, iz, seed):
+    """Hash of integer lattice points (int64 tensors) to floats in [0,1)."""
+    return _hash_table().take(((ix * _P1) ^ (iy * _P2) ^ (iz * _P3) ^ (seed * _P4)) & _MASK)
+
+
+def _value_noise(p, shift):
+    """2-D value noise in [0,1]; p (M,2) float, shift (M,) int64 from :func:`_noise_shift`.
+
+    The lattice is the 256x256 random table read with wrap-around; each material translates the
+    field by a seed-derived offset, so materials get different noise at the cost of one gather each.
+    """
+    fl = torch.floor(p)
+    fr = p - fl
+    w = fr * fr * (3 - 2 * fr)
+    i = fl.long()
+    x0 = (i[:, 0] + shift) & 255
+    y0 = ((i[:, 1] + (shift >> 8)) & 255) << 8
+    x1 = (x0 + 1) & 255
+    y1 = (y0 + 256) & 0xFF00
+    table = _hash_table()
+    wx = w[:, 0]
+    top = torch.lerp(table.take(y0 | x0), table.take(y0 | x1), wx)
+    bot = torch.lerp(table.take(y1 | x0), table.take(y1 | x1), wx)
+    return torch.lerp(top, bot, w[:, 1])
+
+
+def _noise_shift(seed):
+    return (seed * 40503) & 0xFFFF
+
+
+def _fbm(p, seed, footprint, octaves=3):
+    """Band-limited fractal noise in [0,1] over 2-D points p (M,2): octaves finer than ~2 pixels fade to
+    their mean, which keeps distant surfaces from aliasing into salt-and-pepper noise.
+    ``footprint`` = pattern units per pixel."""
+    shift = _noise_shift(seed)
+    inv_fp = 1.0 / footprint.clamp_min(1e-9)
+    total = None
+    norm = 0.0
+    for o in range(octaves):
+        freq, amp = 2.0 ** o, 0.5 ** o
+        lod = (inv_fp * (1.0 / freq) - 1.0).clamp(0, amp)  # fade-out and octave amplitude in one clamp
+        term = (_value_noise(p * freq + 17.0 * o, shift) - 0.5) * lod
+        total = term if total is None else total + term
+        norm += amp
+    return total * (1.0 / norm) + 0.5
+
+
+def _srgb_to_linear(c):
+    return c.clamp(0, 1) ** 2.2
+
+
+def _material_table(materials: list[Material]):
+    m = materials
+    return {
+        "a": _srgb_to_linear(torch.tensor([x.color_a for x in m], dtype=torch.float32).reshape(-1, 3)),
+        "b": _srgb_to_linear(torch.tensor([x.color_b for x in m], dtype=torch.float32).reshape(-1, 3)),
+        "pattern": torch.tensor([PATTERNS.index(x.pattern) for x in m], dtype=torch.int64),
+        "scale": torch.tensor([x.scale for x in m], dtype=torch.float32),
+        "dir": torch.nn.functional.normalize(torch.tensor([x.direction for x in m], dtype=torch.float32).reshape(-1, 3), dim=-1),
+        "grain": torch.tensor([x.grain for x in m], dtype=torch.float32),
+        "decal_density": torch.tensor([x.decal_density for x in m], dtype=torch.float32),
+        "decal_scale": torch.tensor([x.decal_scale for x in m], dtype=torch.float32),
+        "seed": torch.tensor([x.seed % 1000003 for x in m], dtype=torch.int64),
+    }
+
+
+def _surface(scene: Scene, x, d, idx):
+    """Normals (M,3, facing the viewer), texture-frame points (M,3) and texture-frame normals (M,3)."""
+    npl, nb, ns, _ = scene.counts
+    M = len(idx)
+    n = torch.zeros(M, 3)
+    p = x.clone()
+    nl = torch.zeros(M, 3)
+    k1, k2, k3 = npl, npl + nb, npl + nb + ns  # global index where each primitive kind starts
+    sel = (idx < k1).nonzero().squeeze(1)
+    if len(sel):
+        n.index_copy_(0, sel, scene.plane_normal[_g(idx, sel)])
+        nl.index_copy_(0, sel, _g(n, sel))
+    sel = ((idx >= k1) & (idx < k2)).nonzero().squeeze(1)
+    if len(sel):
+        j = _g(idx, sel) - k1
+        A = _g(scene.box_axes, j)
+        rel = _g(x, sel) - _g(scene.box_center, j)
+        loc = torch.stack([_dot(rel, A[:, k]) for k in range(3)], -1)
+        q = loc / _g(scene.box_half, j)
+        ax = q.abs().argmax(dim=-1)
+        sign = torch.sign(q.gather(1, ax[:, None]))
+        n.index_copy_(0, sel, sign * A[torch.arange(len(sel)), ax])
+        nl.index_copy_(0, sel, torch.nn.functional.one_hot(ax, 3).float() * sign)
+        p.index_copy_(0, sel, loc)
+    sel = ((idx >= k2) & (idx < k3)).nonzero().squeeze(1)
+    if len(sel):
+        j = _g(idx, sel) - k2
+        rel = _g(x, sel) - _g(scene.sphere_center, j)
+        n.index_copy_(0, sel, rel / _g(scene.sphere_radius, j)[:, None])
+        nl.index_copy_(0, sel, _g(n, sel))
+        p.index_copy_(0, sel, rel)
+    sel = (idx >= k3).nonzero().squeeze(1)
+    if len(sel):
+        j = _g(idx, sel) - k3
+        rel = _g(x, sel) - _g(scene.cyl_base, j)
+        h, r = _g(scene.cyl_height, j), _g(scene.cyl_radius, j)
+        rho = torch.sqrt(rel[:, 0] ** 2 + rel[:, 2] ** 2).clamp_min(1e-9)
+        side = (rho - r).abs()
+        top = (rel[:, 1] - h).abs()
+        bot = rel[:, 1].abs()
+        radial = torch.stack([rel[:, 0] / rho, torch.zeros_like(rho), rel[:, 2] / rho], -1)
+        up = torch.tensor([0.0, 1.0, 0.0]).expand(len(sel), 3)
+        nn_ = torch.where((side <= torch.minimum(top, bot))[:, None], radial,
+                          torch.where((top < bot)[:, None], up, -up))
+        n.index_copy_(0, sel, nn_)
+        nl.index_copy_(0, sel, nn_)
+        p.index_copy_(0, sel, rel)
+    n = torch.nn.functional.normalize(n, dim=-1)
+    n = torch.where((_dot(n, d) > 0)[:, None], -n, n)
+    return n, p, nl
+
+
+def _albedo(mt, idx, p, nl, footprint):
+    """Linear-RGB albedo (M,3) from the procedural material of each hit."""
+    M = len(idx)
+    scale = _g(mt["scale"], idx)
+    seed = _g(mt["seed"], idx)
+    q = p / scale[:, None]
+    fp = footprint / scale  # pattern units per pixel
+    pat = _g(mt["pattern"], idx)
+    direc = _g(mt["dir"], idx)
+    val = torch.zeros(M)
+    # the two coordinates spanning the surface, for flat 2-D patterns (tiles, checkers)
+    ax = nl.abs().argmax(dim=-1)
+    u2 = torch.where(ax == 0, q[:, 2], q[:, 0])
+    v2 = torch.where(ax == 1, q[:, 2], q[:, 1])
+    uv = torch.stack([u2, v2], -1)
+    base_lod = (0.5 / fp.clamp_min(1e-9) - 1.0).clamp(0, 1)
+    for pid, name in enumerate(PATTERNS):
+        sel = (pat == pid).nonzero().squeeze(1)
+        if len(sel) == 0 or name == "plain":
+            continue
+        qs, ss, fs, ds, lod, uvs = _g(q, sel), _g(seed, sel), _g(fp, sel), _g(direc, sel), _g(base_lod, sel), _g(uv, sel)
+        if name == "noise":
+            v = _fbm(uvs, ss, fs, 4)
+            v = ((v - 0.5) * 2.2 + 0.5).clamp(0, 1)
+        elif name == "stripes":
+            s = _dot(qs, ds) + 0.25 * _fbm(uvs * 0.5, ss, fs * 0.5, 2)
+            v = 0.5 + lod * 0.5 * torch.sign(torch.sin(2 * math.pi * s))
+        elif name == "checker":
+            c = (torch.floor(_g(u2, sel)) + torch.floor(_g(v2, sel))).remainder(2)
+            v = 0.5 + lod * (c - 0.5)
+        elif name == "wood":
+            rel = qs - _dot(qs, ds)[:, None] * ds
+            r = rel.norm(dim=-1) * 3.0 + 1.5 * _fbm(uvs * 0.7, ss, fs * 0.7, 2)
+            v = 0.5 + lod * ((r - torch.floor(r)) ** 3 - 0.5)
+        elif name == "marble":
+            s = _dot(qs, ds) * 2.0 + 3.0 * _fbm(uvs, ss, fs, 3)
+            v = 0.5 + lod * (torch.abs(torch.sin(math.pi * s)) ** 0.35 - 0.5)
+        else:  # tiles / bricks: running bond with mortar lines
+            uu, vv = _g(u2, sel), _g(v2, sel) * 2.0
+            row = torch.floor(vv)
+            uu = uu + 0.5 * row.remainder(2)
+            fu, fv = uu - torch.floor(uu), vv - row
+            mortar = (torch.minimum(fu, 1 - fu) < 0.04) | (torch.minimum(fv, 1 - fv) < 0.08)
+            jitter = _lattice(torch.floor(uu).long(), row.long(), torch.zeros_like(row).long(), ss)
+            v = torch.where(mortar, torch.ones_like(uu), 0.25 * jitter)
+            v = 0.5 + lod * (v - 0.5)
+        val.index_copy_(0, sel, v)
+    alb = _g(mt["a"], idx) + (_g(mt["b"], idx) - _g(mt["a"], idx)) * val[:, None]
+    grain = _g(mt["grain"], idx)
+    gsel = (grain > 0).nonzero().squeeze(1)
+    if len(gsel):
+        gn = _fbm(_g(uv, gsel) * 4.0, _g(seed, gsel) + 7, _g(fp, gsel) * 4.0, 1)
+        alb.index_copy_(0, gsel, _g(alb, gsel) * (1.0 + _g(grain, gsel)[:, None] * 2.0 * (gn[:, None] - 0.5)))
+    # decals: sparse discs/squares of random colour on a jittered cell grid, sized in metres
+    dens = _g(mt["decal_density"], idx)
+    dsel = (dens > 0).nonzero().squeeze(1)
+    if len(dsel):
+        ds = _g(mt["decal_scale"], idx)[dsel]
+        pc = _g(p, dsel) / ds[:, None]
+        cell = torch.floor(pc).long()
+        cell_hash = (cell[:, 0] * _P1) ^ (cell[:, 1] * _P2) ^ (cell[:, 2] * _P3)
+        sd = _g(seed, dsel) + 31
+        table = _hash_table()
+
+        def rnd(k):
+            return table.take((cell_hash ^ ((sd + k) * _P4)) & _MASK)
+
+        h = rnd(0)
+        fr = pc - torch.floor(pc) - 0.5
+        rad = 0.15 + 0.25 * rnd(1)
+        square = rnd(2) < 0.5
+        dist = torch.where(square, fr.abs().amax(dim=-1), fr.norm(dim=-1))
+        on = (h < _g(dens, dsel)) & (dist < rad) & ((_g(footprint, dsel) / ds) < 0.5)
+        col = torch.stack([rnd(3 + k) for k in range(3)], -1)
+        alb.index_copy_(0, dsel, torch.where(on[:, None], col ** 2.2 * 0.9 + 0.02, _g(alb, dsel)))
+    return alb.clamp(0, 1)
+
+
+def _shade(scene: Scene, eye, d, t, idx, hit, focal):
+    """Linear shading -> sRGB float (T,S,3) in [0,1]."""
+    T, S = t.shape
+    out = torch.zeros(T, S, 3)
+    lt = scene.lighting
+    if scene.sky is not None:
+        dn = d / d.norm(dim=-1, keepdim=True)
+        h = dn[..., 1].clamp(0, 1) ** 0.6
+        hor = torch.tensor(scene.sky[0], dtype=torch.float32)
+        zen = torch.tensor(scene.sky[1], dtype=torch.float32)
+        sky = hor + (zen - hor) * h[..., None]
+        below = dn[..., 1] < 0
+        sky = torch.where(below[..., None], hor * 0.8, sky)
+        out = sky.expand(T, S, 3).clone()
+    hsel = hit.reshape(-1).nonzero().squeeze(1)
+    if len(hsel) == 0:
+        return out
+    tt = _g(t.reshape(-1), hsel)
+    dd = _g(d.reshape(-1, 3), hsel)
+    ii = _g(idx.reshape(-1), hsel)
+    mt = _material_table(scene.materials)
+    if lt.kind not in ("sun", "point"):
+        raise ValueError(f"unknown light kind {lt.kind!r}; use 'sun' or 'point'")
+    parts = []
+    # shading runs in pixel chunks so that its many temporaries stay in the CPU cache
+    for c0 in range(0, len(hsel), _SHADE_CHUNK):
+        tc, dc, ic = tt[c0:c0 + _SHADE_CHUNK], dd[c0:c0 + _SHADE_CHUNK], ii[c0:c0 + _SHADE_CHUNK]
+        x = eye + tc[:, None] * dc
+        n, p, nl = _surface(scene, x, dc, ic)
+        dlen = dc.norm(dim=-1)
+        footprint = tc * dlen / focal  # metres per pixel along the ray
+        # grazing angles stretch the footprint; include it so oblique floors fade rather than alias
+        cosv = (-_dot(n, dc) / dlen).clamp(0.05, 1.0)
+        alb = _albedo(mt, ic, p, nl, footprint / cosv)
+        if lt.kind == "sun":
+            L = torch.nn.functional.normalize(torch.tensor(lt.direction, dtype=torch.float32), dim=0)
+            ldir = L.expand_as(x)
+            atten = torch.ones(len(x))
+        else:
+            tolight = torch.tensor(lt.position, dtype=torch.float32) - x
+            dist = tolight.norm(dim=-1).clamp_min(1e-6)
+            ldir = tolight / dist[:, None]
+            atten = 1.0 / (1.0 + (dist / lt.falloff) ** 2)
+        lam = _dot(n, ldir).clamp_min(0)
+        parts.append((x, n, alb, ldir, atten, lam))
+    x, n, alb, ldir, atten, lam = (torch.cat(z) for z in zip(*parts))
+    vis = torch.ones(len(x))
+    if lt.shadows and bool(scene.casts_shadow.any()):
+        vis = _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam)
+    amb = torch.tensor(lt.ambient, dtype=torch.float32) * (0.8 + 0.2 * n[:, 1:2])
+    light = amb + torch.tensor(lt.color, dtype=torch.float32) * (lam * vis * atten)[:, None]
+    col = alb * light
+    col = col.clamp(0, 1) ** (1 / 2.2)
+    out = out.reshape(-1, 3).index_copy_(0, hsel, col).reshape(T, S, 3)
+    return out
+
+
+def _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam):
+    """1 where the light is visible from x, 0 where a shadow caster blocks it. Rays are grouped by
+    the screen tile of their pixel, so the same tile culling applies (with a bounding sphere of the
+    tile's hit points swept towards the light)."""
+    T, S = hit.shape
+    need = lam > 0  # surfaces facing away are dark anyway
+    origin = x + n * (2e-3 + 2e-4 * tt)[:, None]
+    O = torch.zeros(T * S, 3)
+    O.index_copy_(0, hsel, origin)
+    act = torch.zeros(T * S, dtype=torch.bool)
+    act.index_copy_(0, hsel, need)
+    if lt.kind == "sun":
+        D = ldir[:1].reshape(1, 1, 3)
+        tmax = torch.full((T, S), math.inf)
+        far = 1e4
+    else:
+        lp = torch.tensor(lt.position, dtype=torch.float32)
+        D = torch.zeros(T * S, 3)
+        D.index_copy_(0, hsel, lp - origin)
+        tmax = torch.ones(T, S)
+    O, act = O.reshape(T, S, 3), act.reshape(T, S)
+    D = D.reshape(-1, S, 3) if D.shape[0] != 1 else D
+    big = torch.full_like(O, 1e30)
+    lo = torch.where(act[..., None], O, big).amin(dim=1)
+    hi = torch.where(act[..., None], O, -big).amax(dim=1)
+    any_act = act.any(dim=1)
+    ctr = torch.where(any_act[:, None], (lo + hi) / 2, torch.zeros_like(lo))
+    rad = torch.where(any_act, (hi - lo).norm(dim=-1) / 2, torch.zeros_like(lo[:, 0]))
+    if lt.kind == "sun":
+        Lw = ldir[0]
+        end = ctr + far * Lw
+    else:
+        end = torch.tensor(lt.position, dtype=torch.float32).expand_as(ctr)
+    centers, radii = _bounding_spheres(scene)
+    finite = torch.isfinite(radii)
+    segd = _segment_distance(torch.where(finite[:, None], centers, torch.zeros_like(centers))[None], ctr[:, None], end[:, None])
+    cand = ((segd <= (radii[None] + rad[:, None] + 1e-3)) | ~finite[None]) & scene.casts_shadow[None] & any_act[:, None]
+    blocked = _cast(scene, O, D, cand, act, any_hit_tmax=tmax)
+    return 1.0 - _g(blocked.reshape(-1), hsel).float()
+
+
+def _post_process(rgb: torch.Tensor, post: dict) -> np.ndarray:
+    """Optional camera effects on sRGB float (H,W,3): gain/gamma jitter, 3x3 blur, sensor noise."""
+    x = rgb
+    if "gain" in post:
+        x = x * torch.tensor(post["gain"], dtype=torch.float32)
+    if "gamma" in post:
+        x = x.clamp(0, 1) ** float(post["gamma"])
+    if post.get("blur"):
+        k = torch.tensor([0.25, 0.5, 0.25])
+        xp = torch.nn.functional.pad(x.permute(2, 0, 1)[None], (1, 1, 1, 1), mode="replicate")[0]
+        xp = xp[:, :, :-2] * k[0] + xp[:, :, 1:-1] * k[1] + xp[:, :, 2:] * k[2]
+        x = (xp[:, :-2] * k[0] + xp[:, 1:-1] * k[1] + xp[:, 2:] * k[2]).permute(1, 2, 0)
+    if post.get("noise", 0) > 0:
+        # uniform noise with the requested standard deviation: far cheaper to draw than Gaussian
+        g = np.random.default_rng(int(post.get("seed", 0)))
+        x = x + (torch.from_numpy(g.random(tuple(x.shape), dtype=np.float32)) - 0.5) * (float(post["noise"]) * 12 ** 0.5)
+    return (x.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).numpy()
