@@ -20,11 +20,15 @@ from apdepth.training.schedule import lr_lambda, stage_index
 def test_latent_mask_is_a_min_pool():
     valid = torch.ones(1, 16, 16, dtype=torch.bool)
     valid[0, 3, 12] = False  # one hole in the top-right 8x8 cell
-    mask = latent_valid_mask(valid)
+    mask = latent_valid_mask(valid, 8)
     assert mask.shape == (1, 1, 2, 2)
     assert mask[0, 0].tolist() == [[True, False], [True, True]]
     with pytest.raises(ValueError, match="multiple of 8"):
-        latent_valid_mask(torch.ones(1, 12, 16, dtype=torch.bool))
+        latent_valid_mask(torch.ones(1, 12, 16, dtype=torch.bool), 8)
+    # A VAE that downsamples by 4: 4x4 cells, the hole now only voids cell (0, 3).
+    mask4 = latent_valid_mask(valid, 4)
+    assert mask4.shape == (1, 1, 4, 4)
+    assert (~mask4[0, 0]).nonzero().tolist() == [[0, 3]]
 
 
 def test_masked_mse_averages_over_valid_cells_and_channels():

@@ -170,7 +170,8 @@ def _load_component(klass, root: Path, sub: str, torch_dtype, allow_pickle: bool
 class ApDepthPipeline(DiffusionPipeline):
     """Single-step, prior-conditioned latent-diffusion depth estimation.
 
-    Components: ``unet`` (UNet2DConditionModel, 8 input channels; 4 for a model without prior),
+    Components: ``unet`` (UNet2DConditionModel, 8 input channels, i.e. twice the VAE's latent channels; 4 for a
+    model without prior),
     ``vae`` (AutoencoderKL), ``prior`` (transformers DepthAnythingForDepthEstimation, or ``None`` for the
     prior-free control model) and ``text_embedding`` (the cached empty-prompt embedding).
     """
@@ -199,11 +200,13 @@ class ApDepthPipeline(DiffusionPipeline):
             raise ValueError(f"prior_normalization must be one of {PRIOR_NORMALIZATIONS}, got {prior_normalization!r}")
         if processing_resolution < 0:
             raise ValueError("processing_resolution must be >= 0 (0 = native size)")
-        expected = 8 if prior is not None else 4
+        latent_channels = vae.config.latent_channels
+        expected = 2 * latent_channels if prior is not None else latent_channels
         if unet.config.in_channels != expected:
             raise ValueError(
                 f"the U-Net has {unet.config.in_channels} input channels but {expected} are needed "
-                f"({'image + prior latents' if prior is not None else 'image latent only: no prior was given'})"
+                f"({'image + prior latents' if prior is not None else 'image latent only: no prior was given'}, "
+                f"{latent_channels} channels each)"
             )
         self.register_modules(unet=unet, vae=vae, prior=prior, text_embedding=text_embedding)
         self.register_to_config(
@@ -348,7 +351,7 @@ class ApDepthPipeline(DiffusionPipeline):
             raise ValueError("overlap must be in [0, 1)")
         self.vae.enable_tiling()
         self.vae.tile_sample_min_size = tile_size
-        self.vae.tile_latent_min_size = tile_size // 8
+        self.vae.tile_latent_min_size = tile_size // self.vae_scale_factor
         self.vae.tile_overlap_factor = overlap
 
     def disable_vae_tiling(self) -> None:
@@ -390,6 +393,12 @@ class ApDepthPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------ building blocks
 
     @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent cell along each side: ``2 ** (len(vae.config.block_out_channels) - 1)``, as in
+        diffusers (8 for the Stable Diffusion VAE, 4 for a three-block VAE). Inputs are padded to a multiple of it."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
     def _exec_device(self) -> torch.device:
         return self.unet.device
 
@@ -398,11 +407,11 @@ class ApDepthPipeline(DiffusionPipeline):
         return self.unet.dtype
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """(B,3,H,W) in [-1,1] -> scaled latent (B,4,H/8,W/8), posterior mean (no sampling)."""
+        """(B,3,H,W) in [-1,1] -> scaled latent (B,C,H/f,W/f) with f = :attr:`vae_scale_factor`, posterior mean (no sampling)."""
         return self.vae.encode(x.to(self.vae.dtype)).latent_dist.mode() * self.vae.config.scaling_factor
 
     def decode_depth(self, latent: torch.Tensor) -> torch.Tensor:
-        """Depth latent (B,4,h,w) -> depth (B,H,W) in [0,1], 0 = near."""
+        """Depth latent (B,C,h,w) -> depth (B,h*f,w*f) in [0,1], 0 = near (f = :attr:`vae_scale_factor`)."""
         rgb = self.vae.decode(latent.to(self.vae.dtype) / self.vae.config.scaling_factor).sample  # (B,3,H,W)
         return (rgb.float().mean(dim=1).clamp(-1.0, 1.0) + 1.0) / 2.0
 
@@ -421,13 +430,13 @@ class ApDepthPipeline(DiffusionPipeline):
     def predict_latent(self, rgb: torch.Tensor, prior_input: torch.Tensor | None = None) -> torch.Tensor:
         """The model's forward pass on padded tensors; also used by training.
 
-        rgb (B,3,H,W) in [0,1], H and W multiples of 8; prior_input (B,H,W) the normalised prior (or None for
-        the prior-free model). Returns the predicted clean depth latent (B,4,H/8,W/8).
+        rgb (B,3,H,W) in [0,1], H and W multiples of :attr:`vae_scale_factor` (f); prior_input (B,H,W) the
+        normalised prior (or None for the prior-free model). Returns the predicted clean depth latent (B,C,H/f,W/f).
         """
         b = rgb.shape[0]
         x_rgb = rgb * 2.0 - 1.0
         if prior_input is None:
-            z = self.encode(x_rgb)  # (B,4,h,w)
+            z = self.encode(x_rgb)  # (B,C,h,w)
             sample = z
         else:
             x_prior = prior_input[:, None].expand(-1, 3, -1, -1).to(x_rgb.dtype)
@@ -436,7 +445,7 @@ class ApDepthPipeline(DiffusionPipeline):
             else:
                 z_rgb, z_prior = self.encode(x_rgb), self.encode(x_prior)
             pair = (z_prior, z_rgb) if self.config.channel_order == "prior_first" else (z_rgb, z_prior)
-            sample = torch.cat(pair, dim=1)  # (B,8,h,w)
+            sample = torch.cat(pair, dim=1)  # (B,2C,h,w)
         t = torch.full((b,), self.config.timestep, device=sample.device, dtype=torch.long)
         cond = self.text_embedding(b).to(device=sample.device, dtype=self.unet.dtype)
         return self.unet(sample.to(self.unet.dtype), t, encoder_hidden_states=cond, return_dict=False)[0]
@@ -553,12 +562,13 @@ class ApDepthPipeline(DiffusionPipeline):
             if self.prior is not None:
                 disp = self.prior_disparity(rgb)
                 prior_in = normalize_prior_disparity(disp, self.config.prior_normalization)
-            # Pad to a multiple of 8 (the VAE downsamples by 8), replicating the border.
-            pad_h, pad_w = (-ph) % 8, (-pw) % 8
+            # Pad to a multiple of the VAE's downsampling factor, replicating the border.
+            f = self.vae_scale_factor
+            pad_h, pad_w = (-ph) % f, (-pw) % f
             rgb_p = F.pad(rgb, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else rgb
             if prior_in is not None and (pad_h or pad_w):
                 prior_in = F.pad(prior_in[:, None], (0, pad_w, 0, pad_h), mode="replicate")[:, 0]
-            # 5-6. Encode both, one U-Net call: (B,8,h,w) -> clean depth latent (B,4,h,w).
+            # 5-6. Encode both, one U-Net call: (B,2C,h,w) -> clean depth latent (B,C,h,w).
             latent = self.predict_latent(rgb_p.to(dtype), None if prior_in is None else prior_in.to(dtype))
             # 7. Decode: mean over channels, clip to [-1,1], map to [0,1]: (B,H',W').
             depth = self.decode_depth(latent)[:, :ph, :pw]

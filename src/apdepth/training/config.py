@@ -212,7 +212,7 @@ def total_steps(cfg: TrainConfig) -> int:
     return int(cfg.optim.max_steps if cfg.optim.max_steps is not None else cfg.stages[-1].until)
 
 
-def _check_dataset(d: DatasetConfig, where: str, task: str) -> None:
+def _check_dataset(d: DatasetConfig, where: str) -> None:
     if d.name != STREAM_NAME and not d.path:
         raise ConfigError(f"{where}.path is required for dataset {d.name!r} (set {where}.path=/path/to/data)")
     if d.probability < 0:
@@ -224,10 +224,18 @@ def _check_dataset(d: DatasetConfig, where: str, task: str) -> None:
         if value is not None:
             if len(value) != 2 or min(value) < 8:
                 raise ConfigError(f"{where}.{key} must be [H, W] with both >= 8, got {list(value)}")
-            if key == "size" and task in ("apdepth", "vae") and (value[0] % 8 or value[1] % 8):
-                raise ConfigError(f"{where}.size must be multiples of 8 (the VAE downsamples by 8), got {list(value)}")
     if d.name == STREAM_NAME and d.size is None and d.render_size is None:
         raise ConfigError(f"{where}: synthetic_stream needs size: [H, W]")
+
+
+def check_size_multiple(cfg: TrainConfig, multiple: int) -> None:
+    """Every training ``size`` must be a multiple of ``multiple`` (the VAE's downsampling factor, known once the
+    model is built). Raises ConfigError naming the key."""
+    for i, d in enumerate(cfg.data.datasets):
+        if d.size is not None and (d.size[0] % multiple or d.size[1] % multiple):
+            raise ConfigError(
+                f"data.datasets.{i}.size must be multiples of {multiple} (the VAE downsamples by {multiple}), got {list(d.size)}"
+            )
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -251,7 +259,7 @@ def validate(cfg: TrainConfig) -> None:
     if not cfg.data.datasets:
         raise ConfigError("data.datasets is empty")
     for i, d in enumerate(cfg.data.datasets):
-        _check_dataset(d, f"data.datasets.{i}", m.task)
+        _check_dataset(d, f"data.datasets.{i}")
     if sum(d.probability for d in cfg.data.datasets) <= 0:
         raise ConfigError("data.datasets: probabilities sum to 0")
     if not 0.0 <= cfg.data.hflip <= 1.0:
@@ -288,7 +296,7 @@ def validate(cfg: TrainConfig) -> None:
     if v.every and v.dataset is None:
         raise ConfigError("validation.every is set but validation.dataset is not")
     if v.dataset is not None:
-        _check_dataset(v.dataset, "validation.dataset", "eval")
+        _check_dataset(v.dataset, "validation.dataset")
     if cfg.checkpointing.keep_last < 1:
         raise ConfigError("checkpointing.keep_last must be >= 1")
 

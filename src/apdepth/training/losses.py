@@ -1,7 +1,8 @@
 """Training losses (method.md §2): masked latent MSE, the latent frequency loss, pixel L1, and the
 losses of the auxiliary tasks (VAE reconstruction, scale-and-shift-invariant disparity for the prior).
 
-Latents are (B, C, h, w) with h = H/8, w = W/8; masks are boolean and broadcast over channels.
+Latents are (B, C, h, w) with h = H/f, w = W/f (f: the VAE's downsampling factor, ``pipe.vae_scale_factor``);
+masks are boolean and broadcast over channels.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 
-def latent_valid_mask(valid: torch.Tensor, factor: int = 8) -> torch.Tensor:
-    """Pixel mask (B, H, W) -> latent mask (B, 1, H/factor, W/factor).
+def latent_valid_mask(valid: torch.Tensor, factor: int) -> torch.Tensor:
+    """Pixel mask (B, H, W) -> latent mask (B, 1, H/factor, W/factor); ``factor`` is the VAE's downsampling
+    factor (``ApDepthPipeline.vae_scale_factor``). Raises ValueError if H or W is not a multiple of it.
 
     A latent cell is valid only if *all* factor x factor pixels under it are valid (a min-pool), so the
     loss never rewards reproducing the encoding of holes in the GT.

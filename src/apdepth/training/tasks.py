@@ -65,6 +65,8 @@ class Task:
     lower_is_better = True
     best_metric: str | None = None  # validation metric that selects best/ (None = no best/)
     find_unused_parameters = False
+    #: Training image sides must be multiples of this (the VAE's downsampling factor); set by :meth:`build`.
+    size_multiple = 1
 
     def __init__(self, cfg: TrainConfig, device: torch.device, weight_dtype: torch.dtype):
         self.cfg, self.device, self.weight_dtype = cfg, device, weight_dtype
@@ -182,6 +184,7 @@ class ApDepthTask(Task):
             pipe.unet.enable_gradient_checkpointing()
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe
+        self.size_multiple = pipe.vae_scale_factor
         return LatentPredictor(pipe)
 
     def losses(self, model, batch, weights, noise_seed):
@@ -198,7 +201,7 @@ class ApDepthTask(Task):
 
                 prior_in = normalize_prior_disparity(pipe.prior_disparity(rgb), pipe.config.prior_normalization)
         pred = model(rgb, prior_in).float()  # (B,4,h,w)
-        mask = L.latent_valid_mask(valid)
+        mask = L.latent_valid_mask(valid, pipe.vae_scale_factor)
         terms = {}
         if "mse" in weights:
             terms["mse"] = L.masked_mse(pred, z_gt, mask)
@@ -274,6 +277,7 @@ class VaeTask(Task):
         torch.manual_seed(self.cfg.seed)
         self.vae = _load_vae(m.vae, m.allow_pickle) if m.vae else build_vae(get_preset(m.preset).vae)
         self.vae.to(self.device).train()
+        self.size_multiple = 2 ** (len(self.vae.config.block_out_channels) - 1)
         if m.gradient_checkpointing:
             self.vae.enable_gradient_checkpointing()
         return VaeForward(self.vae)
@@ -315,9 +319,9 @@ class VaeTask(Task):
             for i in range(n):
                 s = dataset[i]
                 h, w = s["rgb"].shape[-2:]
-                h8, w8 = h - h % 8, w - w % 8
-                dn, valid = normalize_depth_quantile(s["depth"][:h8, :w8], s["valid"][:h8, :w8])
-                batch = {"rgb": s["rgb"][None, :, :h8, :w8], "depth_norm": dn[None], "valid": valid[None]}
+                hc, wc = h - h % self.size_multiple, w - w % self.size_multiple  # crop to what the VAE can encode
+                dn, valid = normalize_depth_quantile(s["depth"][:hc, :wc], s["valid"][:hc, :wc])
+                batch = {"rgb": s["rgb"][None, :, :hc, :wc], "depth_norm": dn[None], "valid": valid[None]}
                 x, mask = self._inputs(batch)
                 with accelerator.autocast():
                     rec = self.vae.decode(self.vae.encode(x).latent_dist.mode()).sample.float()

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from apdepth.image_io import atomic_write
-from apdepth.training.config import ConfigError, TrainConfig, to_yaml, total_steps
+from apdepth.training.config import ConfigError, TrainConfig, check_size_multiple, to_yaml, total_steps
 from apdepth.training.data import StepBatches, build_dataset, sample_seed
 from apdepth.training.schedule import lr_lambda, stage_index
 from apdepth.training.tasks import TASK_CLASSES
@@ -113,6 +113,7 @@ class Trainer:
             weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
         self.task = task_cls(cfg, acc.device, weight_dtype)
         model = self.task.build()
+        check_size_multiple(cfg, self.task.size_multiple)
         self.params = [p for p in model.parameters() if p.requires_grad]
         o = cfg.optim
         self.total = total_steps(cfg)
