@@ -103,9 +103,14 @@ def to_uint16_png_array(depth01: np.ndarray) -> np.ndarray:
     return np.round(np.clip(depth01, 0.0, 1.0) * 65535.0).astype(np.uint16)
 
 
-def save_png(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write a uint8 (H,W[,3]) or uint16 (H,W) array as PNG, atomically."""
-    from PIL import Image
+# tEXt key marking the depth PNGs of ``save_depth_outputs``: a later ``apdepth predict`` over the same folder
+# recognises them as its own outputs and never takes them as inputs.
+OUTPUT_TEXT_KEY = "apdepth-output"
+
+
+def save_png(path: str | os.PathLike, array: np.ndarray, text: dict[str, str] | None = None) -> None:
+    """Write a uint8 (H,W[,3]) or uint16 (H,W) array as PNG, atomically; ``text`` becomes tEXt chunks."""
+    from PIL import Image, PngImagePlugin
 
     array = np.ascontiguousarray(array)
     if array.dtype == np.uint16:
@@ -116,8 +121,13 @@ def save_png(path: str | os.PathLike, array: np.ndarray) -> None:
         im = Image.fromarray(array)
     else:
         raise ValueError(f"save_png expects uint8 or uint16, got {array.dtype}")
+    info = None
+    if text:
+        info = PngImagePlugin.PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
     buf = io.BytesIO()
-    im.save(buf, format="PNG")
+    im.save(buf, format="PNG", pnginfo=info)
     with atomic_write(path) as fh:
         fh.write(buf.getvalue())
 
@@ -150,8 +160,8 @@ def save_depth_outputs(
     depth01 = np.asarray(depth01, dtype=np.float32)
     paths = [out_dir / f"{stem}_depth.npy", out_dir / f"{stem}_depth.png"]
     save_npy(paths[0], depth01)
-    save_png(paths[1], to_uint16_png_array(depth01))
+    save_png(paths[1], to_uint16_png_array(depth01), text={OUTPUT_TEXT_KEY: "depth"})
     if color_map:
         paths.append(out_dir / f"{stem}_depth_colored.png")
-        save_png(paths[2], colorize_depth(depth01, cmap=color_map))
+        save_png(paths[2], colorize_depth(depth01, cmap=color_map), text={OUTPUT_TEXT_KEY: "depth_colored"})
     return paths

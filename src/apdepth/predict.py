@@ -3,7 +3,14 @@
 For each input image ``<stem>`` it writes, under ``--output`` (keeping the sub-folder structure of folder
 and glob inputs): ``<stem>_depth.npy`` (float32, [0,1], 0 = near), ``<stem>_depth.png`` (16-bit,
 value × 65535) and ``<stem>_depth_colored.png`` (unless ``--color-map none``). Unreadable inputs are
-reported by name and skipped; the exit code is 1 when any input failed.
+reported by name and the rest is processed; the exit code is 1 when any input failed.
+
+User files are safe: no output is ever written over an input (an input whose output name is taken, by
+another input or by an input file, writes ``<stem>_<ext>_depth.*`` instead, listed under ``renamed``); the
+output folder is never read as input, nor are depth PNGs an earlier run wrote (they carry a PNG text
+marker); every folder is entered once and every file taken once, even through symlink loops (what is left
+out is listed under ``ignored``). An unwritable ``--output`` fails before the model loads; a full disk
+stops the run with one error line.
 
 Scale-out: run under ``accelerate launch --num_processes N -m apdepth predict ...`` (or torchrun): inputs
 are sharded across processes, each is processed exactly once, and rank 0 prints the merged summary.
@@ -12,6 +19,8 @@ are sharded across processes, each is processed exactly once, and rank 0 prints 
 from __future__ import annotations
 
 import argparse
+import errno
+import fnmatch
 import glob
 import json
 import os
@@ -32,63 +41,219 @@ class InputItem:
 
 
 @dataclass
+class CollectedInputs:
+    """What :func:`collect_inputs` found.
+
+    items: the inputs to process, each once (de-duplicated by real path), with their output names.
+    errors: ``{spec: reason}`` for arguments that match nothing (each counts as a failed input).
+    ignored: ``{path: reason}`` for files and folders deliberately left out: a second path to the same
+        file, a folder reached twice (symlink loop), the output folder inside an input folder, and PNGs
+        that apdepth itself wrote (an earlier run's outputs).
+    renamed: ``{input path: output stem}`` for inputs whose default output name was taken (``a.jpg``
+        beside ``a.png``) or would overwrite an input file; they write ``<stem>_<ext>_depth.*`` instead.
+    """
+
+    items: list[InputItem] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    ignored: dict[str, str] = field(default_factory=dict)
+    renamed: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class Summary:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    ignored: dict[str, str] = field(default_factory=dict)
+    renamed: dict[str, str] = field(default_factory=dict)
     done_per_rank: dict[int, int] = field(default_factory=dict)
+    stopped: str | None = None  # why the run stopped early (e.g. the disk is full), else None
 
     def merge(self, other: "Summary") -> None:
         self.done += other.done
         self.skipped += other.skipped
         self.failed.update(other.failed)  # input errors are seen identically by every rank: counted once
+        self.ignored.update(other.ignored)
+        self.renamed.update(other.renamed)
         self.done_per_rank.update(other.done_per_rank)
+        self.stopped = self.stopped or other.stopped
+
+
+_OUTPUT_IMAGE_SUFFIXES = ("_depth.png", "_depth_colored.png")
 
 
 def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def collect_inputs(inputs: list[str]) -> tuple[list[InputItem], list[str]]:
-    """Expand files, folders (recursively) and glob patterns; returns items and error messages for inputs
-    that match nothing. Files named explicitly are kept even with unusual extensions (so that a bad file
-    is reported, not silently ignored); folder and glob expansion keep image extensions only."""
-    items: list[InputItem] = []
-    errors: list[str] = []
+def _written_by_apdepth(path: Path) -> bool:
+    """True for a depth PNG that ``save_depth_outputs`` wrote (its tEXt marker; only the header is read)."""
+    if not path.name.lower().endswith(_OUTPUT_IMAGE_SUFFIXES):
+        return False
+    from PIL import Image
+
+    from apdepth.image_io import OUTPUT_TEXT_KEY
+
+    try:
+        with Image.open(path) as im:
+            return OUTPUT_TEXT_KEY in im.info
+    except Exception:  # an unreadable file is the reader's business: it is reported when read
+        return False
+
+
+def _walk(root: Path, max_depth: int | None, skip_dir: str | None, ignored: dict[str, str]):
+    """Yield (file path, parts relative to ``root``) below ``root``, following symlinks but entering each
+    folder (by device and inode) once; folders reached twice and the folder ``skip_dir`` (a real path) are
+    recorded in ``ignored`` and not entered."""
+    seen: set[tuple[int, int]] = set()
+    st = os.stat(root)
+    seen.add((st.st_dev, st.st_ino))
+    stack: list[tuple[Path, tuple[str, ...]]] = [(root, ())]
+    while stack:
+        folder, parts = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as err:
+            ignored[str(folder)] = f"folder cannot be read ({err.strerror or err})"
+            continue
+        subdirs = []
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                is_dir = entry.is_dir()  # follows symlinks
+            except OSError:
+                continue
+            if is_dir:
+                if max_depth is not None and len(parts) + 1 >= max_depth:
+                    continue
+                try:
+                    st = os.stat(path)
+                except OSError as err:  # e.g. a dangling or self-referencing link
+                    ignored[str(path)] = f"cannot be entered ({err.strerror or err})"
+                    continue
+                if skip_dir is not None and os.path.realpath(path) == skip_dir:
+                    ignored[str(path)] = "the output folder: never read as input"
+                    continue
+                key = (st.st_dev, st.st_ino)
+                if key in seen:
+                    ignored[str(path)] = "folder already visited through another path (symlink loop or second link)"
+                    continue
+                seen.add(key)
+                subdirs.append((path, parts + (entry.name,)))
+            elif entry.is_file():
+                yield path, parts + (entry.name,)
+        stack.extend(reversed(subdirs))
+
+
+def _match_parts(parts: tuple[str, ...], pats: tuple[str, ...]) -> bool:
+    """Shell-glob match of path parts against pattern parts; ``**`` matches zero or more folders and, as in
+    :func:`glob.glob`, names starting with a dot only match pattern parts that start with a dot."""
+    if not pats:
+        return not parts
+    if pats[0] == "**":
+        return any(_match_parts(parts[i:], pats[1:]) for i in range(len(parts) + 1)
+                   if not any(p.startswith(".") for p in parts[:i]))
+    if not parts or (parts[0].startswith(".") and not pats[0].startswith(".")):
+        return False
+    return fnmatch.fnmatchcase(parts[0], pats[0]) and _match_parts(parts[1:], pats[1:])
+
+
+def collect_inputs(inputs: list[str], output: str | os.PathLike | None = None, color_map: str | None = "Spectral",
+                   save_ply: bool = False) -> CollectedInputs:
+    """Expand files, folders (recursively) and glob patterns into the inputs to process, each exactly once.
+
+    Files named explicitly are kept even with unusual extensions (so that a bad file is reported, not
+    silently ignored); folder and glob expansion keep image extensions only and skip hidden files. Symlinks
+    are followed but every folder is entered once and every file is taken once (by real path); what is left
+    out is listed in ``ignored``. With ``output`` given, the output folder is never read when it lies inside
+    an input folder, PNGs written by apdepth are never taken as inputs, and no input's outputs may land on an
+    input file or on another input's outputs: such inputs get a disambiguated name (``renamed``).
+    """
+    found: list[InputItem] = []
+    result = CollectedInputs()
+    out_real = os.path.realpath(output) if output is not None else None
     for spec in inputs:
         p = Path(spec)
         if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and _is_image(q) and not q.name.startswith("."))
-            if not found:
-                errors.append(f"{spec}: folder contains no images ({', '.join(IMAGE_EXTENSIONS)})")
-            items += [InputItem(q, q.relative_to(p).with_suffix("")) for q in found]
-        elif p.is_file():
-            items.append(InputItem(p, Path(p.stem)))
-        elif glob.has_magic(spec):
-            matches = sorted(Path(m) for m in glob.glob(spec, recursive=True))
-            files = [m for m in matches if m.is_file() and _is_image(m)]
+            skip = out_real if out_real is not None and out_real != os.path.realpath(p) else None
+            files = [(q, parts) for q, parts in _walk(p, None, skip, result.ignored)
+                     if _is_image(q) and not q.name.startswith(".")]
             if not files:
-                errors.append(f"{spec}: pattern matches no image files")
-            base = Path(_glob_base(spec))
-            for m in files:
-                try:
-                    rel = m.relative_to(base).with_suffix("")
-                except ValueError:
-                    rel = Path(m.stem)
-                items.append(InputItem(m, rel))
+                result.errors[spec] = f"folder contains no images ({', '.join(IMAGE_EXTENSIONS)})"
+            found += [InputItem(q, Path(*parts).with_suffix("")) for q, parts in files if not _own_output(q, result)]
+        elif p.is_file():
+            found.append(InputItem(p, Path(p.stem)))
+        elif glob.has_magic(spec):
+            base, pats = _glob_split(spec)
+            depth = None if "**" in pats else len(pats)
+            files = []
+            if base.is_dir():
+                skip = out_real if out_real is not None and out_real != os.path.realpath(base) else None
+                files = [(q, parts) for q, parts in _walk(base, depth, skip, result.ignored)
+                         if _is_image(q) and _match_parts(parts, pats)]
+            if not files:
+                result.errors[spec] = "pattern matches no image files"
+            found += [InputItem(q, Path(*parts).with_suffix("")) for q, parts in files if not _own_output(q, result)]
         else:
-            errors.append(f"{spec}: no such file or folder")
-    return items, errors
+            result.errors[spec] = "no such file or folder"
+
+    first: dict[str, Path] = {}
+    for it in found:
+        real = os.path.realpath(it.path)
+        if real in first:
+            if first[real] != it.path:
+                result.ignored[str(it.path)] = f"same file as {first[real]}"
+            continue
+        first[real] = it.path
+        result.items.append(it)
+    if output is not None:
+        _assign_output_names(result, Path(output), set(first), color_map, save_ply)
+    return result
 
 
-def _glob_base(pattern: str) -> str:
+def _own_output(path: Path, result: CollectedInputs) -> bool:
+    if _written_by_apdepth(path):
+        result.ignored[str(path)] = "written by apdepth (an earlier run's output), not an input"
+        return True
+    return False
+
+
+def _assign_output_names(result: CollectedInputs, out_dir: Path, input_reals: set[str], color_map, save_ply) -> None:
+    """Give every input an output stem whose files neither overwrite an input nor another input's outputs.
+
+    Names are compared case-insensitively (so outputs stay distinct on macOS and Windows too). An input keeps
+    ``<stem>`` when it alone claims it; otherwise it writes ``<stem>_<ext>`` (``a.jpg`` -> ``a_jpg_depth.*``),
+    then ``<stem>_<ext>_2`` and so on, in sorted order, so the names do not depend on the order of arguments.
+    """
+    def key(rel: Path) -> str:
+        return str(rel).casefold()
+
+    def hits_input(rel: Path) -> bool:
+        return any(os.path.realpath(q) in input_reals for q in output_paths(out_dir, rel, color_map, save_ply))
+
+    claims: dict[str, list[InputItem]] = {}
+    for it in result.items:
+        claims.setdefault(key(it.rel), []).append(it)
+    contested = sorted((it for it in result.items if len(claims[key(it.rel)]) > 1 or hits_input(it.rel)),
+                       key=lambda it: str(it.path))
+    taken = {k for k, its in claims.items() if len(its) == 1 and not hits_input(its[0].rel)}
+    for it in contested:
+        ext = it.path.suffix.lstrip(".").lower() or "noext"
+        base = it.rel.with_name(f"{it.rel.name}_{ext}")
+        rel, n = base, 1
+        while key(rel) in taken or key(rel) in claims or hits_input(rel):
+            n += 1
+            rel = base.with_name(f"{base.name}_{n}")
+        taken.add(key(rel))
+        it.rel = rel
+        result.renamed[str(it.path)] = str(rel)
+
+
+def _glob_split(pattern: str) -> tuple[Path, tuple[str, ...]]:
+    """``'in/**/*.png'`` -> (Path('in'), ('**', '*.png')): the folder before the first wildcard, and the rest."""
     parts = Path(pattern).parts
-    base: list[str] = []
-    for part in parts:
-        if glob.has_magic(part):
-            break
-        base.append(part)
-    return str(Path(*base)) if base else "."
+    k = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    return (Path(*parts[:k]) if k else Path(".")), tuple(parts[k:])
 
 
 def output_paths(out_dir: Path, rel: Path, color_map: str | None, save_ply: bool = False) -> list[Path]:
@@ -190,20 +355,15 @@ def run(args: argparse.Namespace) -> int:
             print("error: --fov must be in (0, 180) degrees and --focal > 0 pixels", file=sys.stderr)
             return 2
     out_dir = Path(args.output)
+    unwritable = _check_writable(out_dir)
+    if unwritable:
+        print(f"error: cannot write to --output {out_dir}: {unwritable}", file=sys.stderr)
+        return 2
 
     rank, world, state = _distributed()
-    items, input_errors = collect_inputs(args.inputs)
-    seen: dict[Path, Path] = {}
-    for it in items:
-        if it.rel in seen and seen[it.rel] != it.path:
-            print(f"error: {seen[it.rel]} and {it.path} would write the same outputs ({it.rel}_depth.*); "
-                  "rename one or run them separately", file=sys.stderr)
-            return 2
-        seen[it.rel] = it.path
-    summary = Summary()
-    for msg in input_errors:
-        summary.failed[msg.split(":")[0]] = msg.split(": ", 1)[1]
-    mine = items[rank::world]
+    collected = collect_inputs(args.inputs, out_dir, color_map, save_ply)
+    summary = Summary(failed=dict(collected.errors), ignored=dict(collected.ignored), renamed=dict(collected.renamed))
+    mine = collected.items[rank::world]
 
     todo: list[InputItem] = []
     for it in mine:
@@ -241,10 +401,17 @@ def run(args: argparse.Namespace) -> int:
                 try:
                     ready.append((it, read_image(it.path)))
                 except ImageReadError as err:
-                    summary.failed[str(it.path)] = str(err).split(": ", 1)[-1]
-                    tqdm.write(f"skipped {err}", file=sys.stderr)
+                    _fail(summary, it.path, _reason(err, it.path))
             if ready:
-                _predict_and_write(pipe, ready, args, out_dir, color_map, save_ply, summary)
+                try:
+                    _predict_and_write(pipe, ready, args, out_dir, color_map, save_ply, summary)
+                except _OutputUnwritable as err:
+                    # A full or read-only disk fails every later input the same way: stop, and say so once.
+                    summary.stopped = f"cannot write to {out_dir}: {err.strerror}"
+                    for it in todo[k:]:
+                        if str(it.path) not in summary.done and str(it.path) not in summary.failed:
+                            summary.failed[str(it.path)] = "not processed: the run stopped (output not writable)"
+                    break
             bar.update(len(batch))
             elapsed = time.perf_counter() - start
             bar.set_postfix_str(f"{(k + len(batch)) / max(elapsed, 1e-9):.2f} img/s")
@@ -254,8 +421,44 @@ def run(args: argparse.Namespace) -> int:
     if world > 1:
         summary = _merge_summaries(summary)
     if rank == 0:
-        _print_summary(summary, out_dir, world)
-    return 1 if summary.failed else 0
+        if not _print_summary(summary, out_dir, world):
+            return 1
+    return 1 if summary.failed or summary.stopped else 0
+
+
+class _OutputUnwritable(OSError):
+    """Writing an output failed for a reason that will fail every later write too (disk full, read-only...)."""
+
+
+# errno values after which no later write can succeed: disk full, quota, read-only file system, no permission.
+_FATAL_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _check_writable(out_dir: Path) -> str | None:
+    """None if files can be created in ``out_dir`` (created if missing), else the reason, before any model loads."""
+    import tempfile
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
+
+
+def _reason(err: BaseException, path: Path) -> str:
+    """An error message without the leading ``<path>: `` that the readers put in front."""
+    text = str(err)
+    prefix = f"{path}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+def _fail(summary: Summary, path: Path, reason: str) -> None:
+    from tqdm import tqdm
+
+    summary.failed[str(path)] = reason
+    tqdm.write(f"failed: {path}: {reason}", file=sys.stderr)
 
 
 def _quiet_loading() -> None:
@@ -281,14 +484,20 @@ def configure_fast_path(pipe, device, compile: bool = False, vae_tiling: bool = 
 
 def _predict_and_write(pipe, ready, args, out_dir, color_map, save_ply, summary) -> None:
     """Run one batch; if the batch fails, retry image by image so that the culprit is named."""
-    from tqdm import tqdm
-
     from apdepth.image_io import save_depth_outputs
 
     def write(it, depth, rgb):
-        save_depth_outputs(out_dir / it.rel.parent, it.rel.name, depth, color_map=color_map)
-        if save_ply:
-            _write_ply(out_dir / it.rel.parent / f"{it.rel.name}.ply", depth, rgb, args)
+        try:
+            save_depth_outputs(out_dir / it.rel.parent, it.rel.name, depth, color_map=color_map)
+            if save_ply:
+                _write_ply(out_dir / it.rel.parent / f"{it.rel.name}.ply", depth, rgb, args)
+        except OSError as err:
+            reason = f"cannot write its outputs: {err.strerror or err}"
+            summary.failed[str(it.path)] = reason
+            if err.errno in _FATAL_WRITE_ERRNOS:
+                raise _OutputUnwritable(err.errno, err.strerror or str(err)) from err
+            _fail(summary, it.path, reason)
+            return
         summary.done.append(str(it.path))
 
     try:
@@ -298,9 +507,7 @@ def _predict_and_write(pipe, ready, args, out_dir, color_map, save_ply, summary)
             write(it, depth, rgb)
     except (ValueError, RuntimeError) as err:
         if len(ready) == 1:
-            it = ready[0][0]
-            summary.failed[str(it.path)] = f"inference failed: {err}"
-            tqdm.write(f"failed {it.path}: {err}", file=sys.stderr)
+            _fail(summary, ready[0][0].path, f"inference failed: {err}")
             return
         for one in ready:
             _predict_and_write(pipe, [one], args, out_dir, color_map, save_ply, summary)
@@ -323,23 +530,46 @@ def _merge_summaries(summary: Summary) -> Summary:
     return merged
 
 
-def _print_summary(summary: Summary, out_dir: Path, world_size: int = 1) -> None:
+def _print_summary(summary: Summary, out_dir: Path, world_size: int = 1) -> bool:
+    """Print the summary (stdout) and write ``predict_summary.json``; False (and one error line) if it cannot
+    be written."""
     from apdepth.image_io import atomic_write
 
     n_done, n_skip, n_fail = len(summary.done), len(summary.skipped), len(summary.failed)
-    print(f"done: {n_done}  skipped: {n_skip}  failed: {n_fail}  ->  {out_dir}")
+    line = f"done: {n_done}  skipped: {n_skip}  failed: {n_fail}"
+    if summary.ignored:
+        line += f"  ignored: {len(summary.ignored)}"
+    print(f"{line}  ->  {out_dir}")
     for name, reason in sorted(summary.failed.items()):
         print(f"  failed: {name}: {reason}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out_dir / SUMMARY_NAME, "w") as fh:
-        json.dump(
-            {
-                "done": sorted(summary.done),
-                "skipped": sorted(summary.skipped),
-                "failed": summary.failed,
-                "world_size": world_size,
-                "done_per_rank": {str(k): v for k, v in sorted(summary.done_per_rank.items())},
-            },
-            fh,
-            indent=1,
-        )
+    for name, stem in sorted(summary.renamed.items()):
+        print(f"  renamed: {name} -> {stem}_depth.* (its usual name was taken)")
+    shown = sorted(summary.ignored.items())
+    for name, reason in shown[:_MAX_LISTED]:
+        print(f"  ignored: {name}: {reason}")
+    if len(shown) > _MAX_LISTED:
+        print(f"  ignored: ... and {len(shown) - _MAX_LISTED} more (listed in {SUMMARY_NAME})")
+    record = {
+        "done": sorted(summary.done),
+        "skipped": sorted(summary.skipped),
+        "failed": summary.failed,
+        "ignored": summary.ignored,
+        "renamed": summary.renamed,
+        "stopped": summary.stopped,
+        "world_size": world_size,
+        "done_per_rank": {str(k): v for k, v in sorted(summary.done_per_rank.items())},
+    }
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_write(out_dir / SUMMARY_NAME, "w") as fh:
+            json.dump(record, fh, indent=1)
+    except OSError as err:
+        summary.stopped = summary.stopped or str(err)
+        print(f"error: {summary.stopped}; {SUMMARY_NAME} not written (the lines above are the summary)", file=sys.stderr)
+        return False
+    if summary.stopped:
+        print(f"error: run stopped: {summary.stopped}", file=sys.stderr)
+    return True
+
+
+_MAX_LISTED = 10  # ignored entries printed one per line; the rest are counted (all are in the JSON summary)
