@@ -182,3 +182,60 @@ def test_eval_suite_table_and_argument_errors(tmp_path, capsys):
     assert "needs --data-dir" in capsys.readouterr().err
     assert eval_cli.run(_parse(["--suite", "nyu,foo", "--data-root", str(tmp_path)])) == 2
     assert "--suite takes" in capsys.readouterr().err
+
+
+def test_user_predictions_are_read_only_and_never_completed_by_the_model(tmp_path, tiny_checkpoint, capsys):
+    import hashlib
+
+    from apdepth.cli import main
+
+    tar = _nyu_tar(tmp_path)
+    preds = tmp_path / "mine"
+    path = prediction_path(preds, RELS[0])
+    path.parent.mkdir(parents=True)
+    np.save(path, _prediction(0))
+    (preds / "unrelated_depth.npy").write_bytes(path.read_bytes())  # a file of another layout
+
+    def snapshot():
+        return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(preds.rglob("*")) if p.is_file()}
+
+    before = snapshot()
+    out = tmp_path / "out"
+    # A checkpoint is given, but it must not be used to fill in the missing prediction.
+    rc = main(["eval", "--dataset", "nyu", "--data-dir", str(tar), "--predictions", str(preds),
+               "--checkpoint", str(tiny_checkpoint), "--output", str(out), "--no-progress"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    expected = prediction_path(preds, RELS[1])
+    assert err.startswith(f"error: --predictions {preds}: 1 of 2 predictions missing (first: {expected}); "
+                          "2 *_depth.npy file(s) found there.")
+    assert err.count("\n") == 1
+    assert snapshot() == before  # nothing written into the user's folder
+    assert not (out / "summary.json").exists()
+
+    # A prediction of another image (other aspect ratio) is an error, not a silent resize.
+    expected.parent.mkdir(parents=True)
+    np.save(expected, np.zeros((100, 100), np.float32))
+    rc = main(["eval", "--dataset", "nyu", "--data-dir", str(tar), "--predictions", str(preds), "--no-progress"])
+    assert rc == 2
+    assert capsys.readouterr().err == (
+        f"error: prediction {expected} has shape (100, 100) but image {RELS[1]} has (480, 640) (another aspect "
+        "ratio): it is not a prediction of this image\n")
+
+
+def test_eval_batch_size_batches_the_model(tmp_path, tiny_checkpoint, monkeypatch):
+    from apdepth.cli import main
+    from apdepth.pipeline import ApDepthPipeline
+
+    seen = []
+    original = ApDepthPipeline.predict_latent
+
+    def spy(self, rgb, prior_input=None):
+        seen.append(rgb.shape[0])
+        return original(self, rgb, prior_input)
+
+    monkeypatch.setattr(ApDepthPipeline, "predict_latent", spy)
+    tar = _nyu_tar(tmp_path)
+    rc = main(["eval", "--dataset", "nyu", "--data-dir", str(tar), "--checkpoint", str(tiny_checkpoint),
+               "--processing-res", "32", "--batch-size", "2", "--no-progress"])
+    assert rc == 0 and seen == [2]  # one U-Net call for both images (it was two calls of batch 1)

@@ -3,8 +3,10 @@
 One dataset:  apdepth eval --dataset nyu --data-dir nyuv2/nyu_labeled_extracted.tar --output out/nyu
 All five:     apdepth eval --suite all --data-root DATA --output out
 
-Predictions are cached as ``<predictions>/<rgb path without extension>_depth.npy`` (the layout of
-``apdepth predict``); with every prediction present no model is loaded at all.
+Predictions are cached as ``<output>/predictions/<rgb path without extension>_depth.npy`` (the layout of
+``apdepth predict``); with every prediction present no model is loaded at all. ``--predictions DIR`` scores
+the user's own predictions in that layout: the folder is only read, and a missing or mismatched prediction
+is an error (never filled in by the model).
 """
 
 from __future__ import annotations
@@ -37,8 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="least-squares scale/shift in depth (default) or disparity space")
     parser.add_argument("--processing-res", type=int, default=None,
                         help="longer side for inference; default: the protocol's per dataset (0 = native)")
-    parser.add_argument("--predictions", help="prediction cache folder (--suite: one sub-folder per dataset); "
-                        "default: <output>/predictions when --output is given")
+    parser.add_argument("--predictions", help="score these predictions (<image path without extension>_depth.npy, "
+                        "the layout apdepth predict writes; --suite: one sub-folder per dataset). The folder is only "
+                        "read; every prediction must be present. Without it, predictions are computed and cached "
+                        "in <output>/predictions")
     parser.add_argument("--max-samples", type=int, default=None, help="evaluate only the first N samples")
     parser.add_argument("--batch-size", type=int, default=1, help="images per model call (default 1)")
     parser.add_argument("--ensemble-size", type=int, default=1,
@@ -101,19 +105,19 @@ def _run_one(name, data_dir, split_file, predictor, args, output, predictions) -
     from apdepth.evaluation.evaluate import evaluate
 
     dataset = get_dataset(name, data_dir, split_file=split_file)
-    if predictions is None and output is not None:
-        predictions = Path(output) / "predictions"
-    return evaluate(
-        predictor, dataset,
+    common = dict(
         alignment=args.alignment,
         processing_resolution=args.processing_res,
-        prediction_dir=predictions,
         output_dir=output,
         max_samples=args.max_samples,
         batch_size=args.batch_size,
         progress=not args.no_progress,
         num_workers=args.num_workers,
     )
+    if predictions is not None:  # the user's predictions: only read, never completed by the model
+        return evaluate(None, dataset, prediction_dir=predictions, predictions_read_only=True, **common)
+    cache = Path(output) / "predictions" if output is not None else None
+    return evaluate(predictor, dataset, prediction_dir=cache, **common)
 
 
 def suite_table(results: dict[str, dict | None]) -> str:

@@ -104,6 +104,7 @@ def evaluate(
     batch_size: int = 1,
     progress: bool = True,
     num_workers: int = 0,
+    predictions_read_only: bool = False,
 ) -> dict:
     """Evaluate ``predictor`` on ``dataset`` with Marigold's affine-invariant protocol.
 
@@ -119,9 +120,13 @@ def evaluate(
             default, 0 = native size.
         prediction_dir: cache of ``<rgb_relpath without ext>_depth.npy``; existing files are reused,
             new predictions are written there (so an interrupted run resumes).
+        predictions_read_only: ``prediction_dir`` holds the user's own predictions: every sample's file must
+            be there (checked before anything is scored; a ``ValueError`` names how many are missing and the
+            first expected path), none is computed or written, and ``predictor`` is not used.
         output_dir: if given, ``per_sample.csv``, ``summary.json`` and ``summary.md`` are written there.
         max_samples: evaluate only the first N samples.
-        batch_size: images per predictor call.
+        batch_size: images per predictor call; a predictor that takes a ``batch_size`` keyword (as
+            :class:`~apdepth.pipeline.ApDepthPipeline` does) also gets it, so the model sees whole batches.
         progress: show a progress bar.
         num_workers: DataLoader workers for reading samples.
 
@@ -141,6 +146,10 @@ def evaluate(
         raise ValueError(f"max_samples must be >= 1, got {max_samples}")
     if predictor is None and prediction_dir is None:
         raise ValueError("evaluate() needs a predictor or a prediction_dir with cached predictions")
+    if predictions_read_only:
+        if prediction_dir is None:
+            raise ValueError("predictions_read_only needs a prediction_dir")
+        predictor = None
 
     name = getattr(dataset, "name", type(dataset).__name__)
     min_depth = float(getattr(dataset, "min_depth", 0.0))
@@ -153,6 +162,9 @@ def evaluate(
 
     n_total = len(dataset)
     n = n_total if max_samples is None else min(max_samples, n_total)
+    if predictions_read_only:
+        _check_predictions_present(dataset, n, Path(prediction_dir))
+    batch_kw = {"batch_size": batch_size} if predictor is not None and _takes_batch_size(predictor) else {}
     loader = DataLoader(Subset(dataset, range(n)), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=_list_collate)
     bar = None
@@ -167,12 +179,13 @@ def evaluate(
     warned_resize = False
     for batch in loader:
         preds: list[np.ndarray | None] = [None] * len(batch)
+        cached: list[Path | None] = [None] * len(batch)
         missing = []
         for i, sample in enumerate(batch):
             if prediction_dir is not None:
                 path = prediction_path(prediction_dir, sample["rgb_relpath"])
                 if path.is_file():
-                    preds[i] = _load_prediction(path)
+                    preds[i], cached[i] = _load_prediction(path), path
                     continue
             missing.append(i)
         if missing:
@@ -181,7 +194,8 @@ def evaluate(
                 raise ValueError(f"no cached prediction {path} and no predictor to compute it")
             rgbs = [batch[i]["rgb"] for i in missing]
             with torch.no_grad():
-                out = predictor(rgbs, processing_resolution=res, match_input_resolution=True, output_type="np")
+                out = predictor(rgbs, processing_resolution=res, match_input_resolution=True, output_type="np",
+                                **batch_kw)
             depth_list = _as_depth_list(getattr(out, "depth", out), len(missing))
             for i, d in zip(missing, depth_list):
                 preds[i] = d
@@ -191,11 +205,14 @@ def evaluate(
                     save_npy(prediction_path(prediction_dir, batch[i]["rgb_relpath"]), d.astype(np.float32))
             n_predicted += len(missing)
 
-        for sample, pred in zip(batch, preds):
+        for sample, pred, source in zip(batch, preds, cached):
             gt = sample["depth"].numpy()
             valid = sample["valid"].numpy().astype(bool)
             if prepare is not None and pred.shape != gt.shape:
                 pred = prepare(pred)
+            if source is not None and _aspect_differs(pred.shape, gt.shape):
+                raise ValueError(f"prediction {source} has shape {pred.shape} but image {sample['rgb_relpath']} has "
+                                 f"{tuple(gt.shape)} (another aspect ratio): it is not a prediction of this image")
             if pred.shape != gt.shape:
                 if not warned_resize:
                     warnings.warn(f"{name}: prediction of shape {pred.shape} resized bilinearly to the GT's {gt.shape}",
@@ -228,6 +245,41 @@ def evaluate(
     if output_dir is not None:
         write_reports(result, output_dir)
     return result
+
+
+def _takes_batch_size(predictor) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(predictor).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "batch_size" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def _aspect_differs(a: tuple[int, ...], b: tuple[int, ...], tolerance: float = 0.02) -> bool:
+    ra, rb = a[0] / max(a[1], 1), b[0] / max(b[1], 1)
+    return abs(ra - rb) > tolerance * rb
+
+
+def _check_predictions_present(dataset, n: int, prediction_dir: Path) -> None:
+    """Raise a ValueError naming what is missing unless every one of the first ``n`` samples has its file."""
+    specs = getattr(dataset, "samples", None)
+    if specs is None:
+        rels = [dataset[i]["rgb_relpath"] for i in range(n)]
+    else:
+        rels = [s.rgb for s in specs[:n]]
+    absent = [prediction_path(prediction_dir, rel) for rel in rels]
+    absent = [p for p in absent if not p.is_file()]
+    if not absent:
+        return
+    present = sum(1 for _ in prediction_dir.rglob("*_depth.npy")) if prediction_dir.is_dir() else 0
+    raise ValueError(
+        f"--predictions {prediction_dir}: {len(absent)} of {n} predictions missing (first: {absent[0]}); "
+        f"{present} *_depth.npy file(s) found there. Each image's prediction must be <predictions>/<image path in "
+        "the dataset without extension>_depth.npy; the folder is only read. Leave out --predictions to have eval "
+        "compute the missing ones (cached under <output>/predictions)."
+    )
 
 
 def _evaluate_one(pred, gt, valid, relpath, alignment, min_depth, max_depth, max_res_fit, with_boundary) -> dict:
