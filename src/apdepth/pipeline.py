@@ -509,6 +509,14 @@ class ApDepthPipeline(DiffusionPipeline):
             uncertainty=_finish(uncertainty, output_type) if output_uncertainty else None,
         )
 
+    def predict_video(self, frames, **kwargs):
+        """Temporally consistent depth for a clip: see :func:`apdepth.video_depth.predict_video` (same arguments
+        after ``frames``: a video path, a (T,H,W,3) array or a list of frames). Returns a ``VideoDepthOutput``
+        whose ``depth`` is float32 (T,H,W) in [0, 1], 0 = near, with one affine map for the whole clip."""
+        from apdepth.video_depth import predict_video
+
+        return predict_video(self, frames, **kwargs)
+
     def _ensemble(self, images, res, first, ensemble_size, **kwargs):
         """Test-time ensemble: extra members (mirrored / rescaled), aligned to the first, median-combined."""
         members = [first]

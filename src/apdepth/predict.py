@@ -300,6 +300,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--near-far", type=float, nargs=2, default=(1.0, 10.0), metavar=("NEAR", "FAR"),
         help="place relative depth 0 at NEAR and 1 at FAR (default 1 10); only FAR/NEAR changes the shape",
     )
+    from apdepth.video_depth import add_video_arguments
+
+    add_video_arguments(p)  # video files (or --video frame folders) take the clip path of apdepth.video_depth
 
 
 def _distributed():
@@ -324,7 +327,10 @@ def run(args: argparse.Namespace) -> int:
 
     from apdepth.cli import pick_device, pick_dtype
     from apdepth.image_io import ImageReadError, read_image
+    from apdepth.video_depth import run_video, wants_video
 
+    if wants_video(args):
+        return run_video(args)
     color_map = None if str(args.color_map).lower() == "none" else args.color_map
     if args.batch_size < 1:
         print("error: --batch-size must be >= 1", file=sys.stderr)

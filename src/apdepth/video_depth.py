@@ -1,0 +1,508 @@
+"""Depth for video: per-frame predictions, co-aligned into one temporally consistent clip.
+
+Two passes over the clip, in constant memory whatever its length:
+
+1. **depth pass**: frames are decoded and run through the pipeline in windows of ``batch_size`` at the
+   processing resolution; each raw prediction is spilled to a temporary file on disk and, for the
+   co-alignment, paired with the previous frames (optical flow at processing resolution, see
+   :mod:`apdepth.temporal`);
+2. **write pass**: one scale and shift per frame from the global co-alignment, then ONE affine map for the
+   whole clip into [0, 1]; frames are upsampled back to the input size and written (depth video, side by
+   side, float stack, 16-bit PNGs), decoding the input a second time for the side-by-side view.
+
+Python: :func:`predict_video` (also ``ApDepthPipeline.predict_video``) returns the whole clip in memory;
+:func:`process_video` streams to files, as ``apdepth predict clip.mp4`` does. With ``consistent=False``
+each frame keeps its own [0, 1] normalisation (the naive per-frame output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from apdepth.temporal import DEFAULT_GAPS, CoAligner, normalise_clip
+from apdepth.video import Frame, VideoReadError, VideoSource, is_video_file
+
+
+@dataclass
+class VideoDepthOutput:
+    """A clip's depth.
+
+    depth: float32 (T, H, W) in [0, 1], 0 = near, 1 = far; with ``consistent=True`` ONE affine map
+        relates the whole clip to true depth (unknown, as for single images), else one per frame.
+    times: float64 (T,) presentation time of each frame in seconds from the first.
+    scale, shift: float64 (T,) the co-alignment: frame ``t``'s raw prediction ``d_t`` became
+        ``(scale[t] * d_t + shift[t] - lo) / (hi - lo)`` with ``(lo, hi) = clip_range``.
+    clip_range: the clip-wide normalisation ``(lo, hi)``.
+    fps: the clip's average frame rate in frames/s.
+    """
+
+    depth: np.ndarray
+    times: np.ndarray
+    scale: np.ndarray
+    shift: np.ndarray
+    clip_range: tuple[float, float]
+    fps: float
+    stats: dict = field(default_factory=dict)
+
+
+class _Spill:
+    """Raw per-frame predictions (h, w) float32, kept in memory or spilled to a file in ``folder``."""
+
+    def __init__(self, folder: str | os.PathLike | None):
+        self._frames: list[np.ndarray] = []
+        self._fh = None
+        self._path = None
+        self._shape = None
+        self.count = 0
+        if folder is not None:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            fd, self._path = tempfile.mkstemp(prefix=".apdepth-spill-", suffix=".raw", dir=folder)
+            self._fh = os.fdopen(fd, "w+b")
+
+    def append(self, d: np.ndarray) -> None:
+        d = np.ascontiguousarray(d, dtype=np.float32)
+        self._shape = d.shape
+        if self._fh is None:
+            self._frames.append(d)
+        else:
+            self._fh.write(d.tobytes())
+        self.count += 1
+
+    def frames(self) -> Iterator[np.ndarray]:
+        if self._fh is None:
+            yield from self._frames
+            return
+        self._fh.flush()
+        if self.count:
+            mm = np.memmap(self._path, dtype=np.float32, mode="r", shape=(self.count, *self._shape))
+            for t in range(self.count):
+                yield np.array(mm[t])
+            del mm
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path)
+        self._frames = []
+
+
+def _gray(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 (h, w) grey image at ``size`` = (h, w), for optical flow."""
+    import cv2
+
+    small = cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+
+
+def _upsample(d: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of (h, w) to ``size``, as the pipeline resizes its outputs."""
+    if d.shape == tuple(size):
+        return d
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(np.ascontiguousarray(d, dtype=np.float32))[None, None]
+    return F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def _batches(frames: Iterable[Frame], n: int) -> Iterator[list[Frame]]:
+    batch: list[Frame] = []
+    for f in frames:
+        batch.append(f)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _depth_pass(pipe, frames: Iterable[Frame], spill: _Spill, *, processing_resolution, batch_size, consistent,
+                flow, gaps, progress=None):
+    """Pass 1: raw predictions at processing resolution into ``spill``; correspondences into a CoAligner."""
+    aligner = None
+    if consistent:
+        if flow == "dis":
+            try:
+                import cv2  # noqa: F401
+            except ImportError as err:
+                raise ImportError('consistent video depth with flow="dis" needs OpenCV: pip install "apdepth[video]"') from err
+        aligner = CoAligner(gaps=gaps, flow=flow)
+    times: list[float] = []
+    size = None
+    for batch in _batches(frames, batch_size):
+        out = pipe([f.rgb for f in batch], processing_resolution=processing_resolution, match_input_resolution=False,
+                   batch_size=batch_size)
+        for f, d in zip(batch, out.depth):
+            d = np.asarray(d, dtype=np.float32)
+            size = f.rgb.shape[:2]
+            spill.append(d)
+            times.append(f.time_s)
+            if aligner is not None:
+                aligner.add_frame(d, _gray(f.rgb, d.shape) if flow == "dis" else None)
+        if progress is not None:
+            progress(len(batch))
+    if not times:
+        raise VideoReadError("the clip has no frames")
+    n = len(times)
+    if aligner is None:
+        a, c, lo, hi = np.ones(n), np.zeros(n), 0.0, 1.0
+    else:
+        a, c = aligner.solve()
+        lo, hi = normalise_clip(np.asarray(aligner.depth_min), np.asarray(aligner.depth_max), a, c)
+    return np.asarray(times), a, c, (lo, hi), size
+
+
+def _finish(d: np.ndarray, a: float, c: float, lo: float, hi: float, size) -> np.ndarray:
+    out = (a * d.astype(np.float64) + c - lo) / (hi - lo)
+    return np.clip(_upsample(out.astype(np.float32), size), 0.0, 1.0)
+
+
+def _frames_of(frames) -> tuple[Iterator[Frame] | None, VideoSource | None, float | None]:
+    if isinstance(frames, (str, os.PathLike)):
+        src = VideoSource(frames)
+        return None, src, src.info.fps
+    if isinstance(frames, np.ndarray):
+        if frames.ndim != 4 or frames.shape[-1] not in (1, 3, 4):
+            raise ValueError(f"a video array must be (T, H, W, 3), got {frames.shape}")
+        seq = list(frames)
+    else:
+        seq = list(frames)
+    if not seq:
+        raise ValueError("no frames given")
+    return (Frame(_as_uint8_rgb(im, k), float("nan"), k) for k, im in enumerate(seq)), None, None
+
+
+def _as_uint8_rgb(im, k: int) -> np.ndarray:
+    from PIL import Image
+
+    if isinstance(im, Image.Image):
+        im = np.asarray(im.convert("RGB"))
+    a = np.asarray(im)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    if a.ndim != 3 or a.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"frame {k}: expected (H, W, 3), got {a.shape}")
+    a = np.repeat(a, 3, axis=2) if a.shape[-1] == 1 else a[..., :3]
+    if a.dtype == np.uint8:
+        return np.ascontiguousarray(a)
+    if a.dtype == np.uint16:
+        return (a.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
+    a = a.astype(np.float32)
+    if a.size and (np.nanmin(a) < -1e-3 or np.nanmax(a) > 1 + 1e-3):
+        raise ValueError(f"frame {k}: float frames must be in [0, 1]; pass uint8 for 0..255 data")
+    return (np.clip(a, 0, 1) * 255.0 + 0.5).astype(np.uint8)
+
+
+def predict_video(pipe, frames, processing_resolution: int | None = None, batch_size: int = 4, consistent: bool = True,
+                  flow: str | None = "dis", gaps=DEFAULT_GAPS, fps: float | None = None,
+                  show_progress_bar: bool = False) -> VideoDepthOutput:
+    """Temporally consistent depth for a clip, in memory.
+
+    Args:
+        pipe: an :class:`~apdepth.pipeline.ApDepthPipeline` (on the device you chose).
+        frames: a video file or frame-folder path, a uint8/float (T, H, W, 3) array, or a list of frames
+            (PIL, numpy (H, W[, 3]) uint8 or float in [0, 1]) of one size.
+        processing_resolution: longer side the model runs at (``None`` = stored default).
+        batch_size: frames per forward pass.
+        consistent: co-align the frames (one scale/shift per frame from a global least-squares fit, then one
+            normalisation for the clip); ``False`` = naive per-frame output.
+        flow: ``"dis"`` (OpenCV optical flow pairs pixels between frames; for moving cameras) or ``None``
+            (pixels paired with themselves; for a static camera).
+        gaps: frame distances paired in the co-alignment.
+        fps: frame rate of an array/list input (frames/s, default 30); files carry their own.
+    Returns:
+        :class:`VideoDepthOutput` with ``depth`` float32 (T, H, W) in [0, 1], 0 = near.
+    Raises:
+        VideoReadError: unreadable video files; ValueError: bad arguments or frames of different sizes.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    it, src, file_fps = _frames_of(frames)
+    fps = file_fps or (30.0 if fps is None else float(fps))
+    if it is None:
+        it = src.frames()
+    if src is None:
+        it = _check_sizes(_retime(it, fps))
+    spill = _Spill(None)
+    try:
+        t0 = time.perf_counter()
+        times, a, c, (lo, hi), size = _depth_pass(
+            pipe, it, spill, processing_resolution=processing_resolution, batch_size=batch_size,
+            consistent=consistent, flow=flow, gaps=gaps)
+        depth = np.stack([_finish(d, a[t], c[t], lo, hi, size) for t, d in enumerate(spill.frames())])
+        elapsed = time.perf_counter() - t0
+    finally:
+        spill.close()
+    return VideoDepthOutput(depth, times, a, c, (lo, hi), fps, {"seconds": elapsed, "frames_per_s": len(times) / max(elapsed, 1e-9)})
+
+
+def _retime(frames: Iterator[Frame], fps: float) -> Iterator[Frame]:
+    for f in frames:
+        yield Frame(f.rgb, f.index / fps, f.index)
+
+
+def _check_sizes(frames: Iterator[Frame]) -> Iterator[Frame]:
+    size = None
+    for f in frames:
+        size = size or f.rgb.shape
+        if f.rgb.shape != size:
+            raise ValueError(f"frame {f.index} is {f.rgb.shape[:2]}, the first frame is {size[:2]}; frames must share one size")
+        yield f
+
+
+# ---------------------------------------------------------------------------------------------- to files
+
+
+@dataclass
+class VideoOutputOptions:
+    """What :func:`process_video` writes for a clip ``<stem>`` (all under ``out_dir``).
+
+    color_map: colour map of ``<stem>_depth.mp4`` (``None``: no depth video).
+    side_by_side: also ``<stem>_depth_sbs.mp4``, input and depth next to each other.
+    stack: ``"npy"`` / ``"npz"``: ``<stem>_depth.npy`` / ``.npz`` (key ``depth``), float32 (T, H, W) in
+        [0, 1], 0 = near; ``None``: none.
+    png_frames: also ``<stem>_depth_frames/000000.png ...``, 16-bit grey PNGs (value = depth × 65535).
+    """
+
+    color_map: str | None = "Spectral"
+    side_by_side: bool = False
+    stack: str | None = "npy"
+    png_frames: bool = False
+
+
+def video_output_paths(out_dir: Path, stem: str, opts: VideoOutputOptions) -> list[Path]:
+    """The files :func:`process_video` writes for ``stem`` (the PNG frame folder counts as one path)."""
+    paths = [out_dir / f"{stem}_video.json"]
+    if opts.color_map:
+        paths.append(out_dir / f"{stem}_depth.mp4")
+    if opts.side_by_side:
+        paths.append(out_dir / f"{stem}_depth_sbs.mp4")
+    if opts.stack:
+        paths.append(out_dir / f"{stem}_depth.{opts.stack}")
+    if opts.png_frames:
+        paths.append(out_dir / f"{stem}_depth_frames")
+    return paths
+
+
+def process_video(pipe, source: VideoSource, out_dir: str | os.PathLike, stem: str,
+                  opts: VideoOutputOptions | None = None, *, processing_resolution: int | None = None,
+                  batch_size: int = 4, consistent: bool = True, flow: str | None = "dis", gaps=DEFAULT_GAPS,
+                  show_progress: bool = True) -> dict:
+    """Depth for one clip, streamed to files in constant memory (see :class:`VideoOutputOptions`).
+
+    Raw predictions are spilled to a temporary file in ``out_dir`` (float32 at processing resolution, removed
+    at the end). Writes ``<stem>_video.json`` last: frame count, size, fps, timings, per-frame scale/shift.
+    Returns that record. Raises :class:`~apdepth.video.VideoReadError` for an unreadable clip; no partial
+    output files are left behind then.
+    """
+    from tqdm import tqdm
+
+    from apdepth.image_io import atomic_write, save_png, to_uint16_png_array
+    from apdepth.video import StackWriter, VideoWriter
+    from apdepth.visualize import colorize_depth
+
+    opts = opts or VideoOutputOptions()
+    out_dir = Path(out_dir)
+    info = source.info
+    total = info.num_frames
+    spill = _Spill(out_dir)
+    t_start = time.perf_counter()
+    try:
+        bar = tqdm(total=total, unit="frame", desc=f"{stem}: depth", disable=not show_progress, dynamic_ncols=True)
+
+        def progress(k):
+            bar.update(k)
+            bar.set_postfix_str(f"{bar.n / max(time.perf_counter() - t_start, 1e-9):.2f} frames/s")
+
+        times, a, c, (lo, hi), size = _depth_pass(
+            pipe, source.frames(), spill, processing_resolution=processing_resolution, batch_size=batch_size,
+            consistent=consistent, flow=flow, gaps=gaps, progress=progress)
+        bar.close()
+        t_depth = time.perf_counter() - t_start
+        n = len(times)
+
+        with contextlib.ExitStack() as stack:
+            depth_video = sbs_video = stack_writer = None
+            if opts.color_map:
+                depth_video = stack.enter_context(VideoWriter(out_dir / f"{stem}_depth.mp4", info.fps))
+            if opts.side_by_side:
+                sbs_video = stack.enter_context(VideoWriter(out_dir / f"{stem}_depth_sbs.mp4", info.fps))
+            if opts.stack:
+                stack_writer = stack.enter_context(StackWriter(out_dir / f"{stem}_depth.{opts.stack}"))
+            png_dir = out_dir / f"{stem}_depth_frames"
+            rgb_frames = source.frames() if sbs_video is not None else None
+            wbar = tqdm(total=n, unit="frame", desc=f"{stem}: write", disable=not show_progress, dynamic_ncols=True)
+            for t, d in enumerate(spill.frames()):
+                depth = _finish(d, a[t], c[t], lo, hi, size)
+                colored = colorize_depth(depth, cmap=opts.color_map or "Spectral") if (depth_video or sbs_video) else None
+                if depth_video is not None:
+                    depth_video.write(colored, times[t])
+                if sbs_video is not None:
+                    sbs_video.write(np.concatenate([next(rgb_frames).rgb, colored], axis=1), times[t])
+                if stack_writer is not None:
+                    stack_writer.write(depth)
+                if opts.png_frames:
+                    save_png(png_dir / f"{t:06d}.png", to_uint16_png_array(depth))
+                wbar.update(1)
+            wbar.close()
+        elapsed = time.perf_counter() - t_start
+        record = {
+            "input": str(info.path),
+            "frames": n,
+            "width": int(size[1]),
+            "height": int(size[0]),
+            "fps": info.fps,
+            "rotation": info.rotation,
+            "duration_s": float(times[-1]) + 1.0 / info.fps,
+            "consistent": consistent,
+            "flow": flow if consistent else None,
+            "processing_size": list(spill._shape) if spill._shape else None,
+            "seconds_depth_pass": round(t_depth, 3),
+            "seconds_total": round(elapsed, 3),
+            "frames_per_s": round(n / max(elapsed, 1e-9), 3),
+            "clip_range": [lo, hi],
+            "scale": [float(v) for v in a],
+            "shift": [float(v) for v in c],
+        }
+        with atomic_write(out_dir / f"{stem}_video.json", "w") as fh:
+            json.dump(record, fh, indent=1)
+        return record
+    finally:
+        spill.close()
+
+
+# ---------------------------------------------------------------------------------------------- CLI glue
+
+
+def add_video_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``apdepth predict`` options for clips (added to its parser)."""
+    g = p.add_argument_group("video (inputs that are video files, or folders of frames with --video)")
+    g.add_argument("--video", action="store_true", help="treat each folder input as the frames of one clip (natural order)")
+    g.add_argument("--fps", type=float, default=None, help="frame rate of frame folders (default 30); video files keep their own")
+    g.add_argument("--side-by-side", action="store_true", help="also write <stem>_depth_sbs.mp4: input | depth")
+    g.add_argument("--stack", default="npy", choices=["npy", "npz", "none"],
+                   help="float32 (T,H,W) depth stack <stem>_depth.npy/.npz in [0,1], 0 = near (default npy)")
+    g.add_argument("--png-frames", action="store_true", help="also write 16-bit PNG frames to <stem>_depth_frames/")
+    g.add_argument("--per-frame", action="store_true",
+                   help="naive per-frame depth (each frame normalised on its own) instead of the temporally consistent clip")
+    g.add_argument("--flow", default="dis", choices=["dis", "none"],
+                   help="pair pixels between frames by optical flow (dis, default) or by position (none: static camera)")
+
+
+def wants_video(args: argparse.Namespace) -> bool:
+    """True when ``apdepth predict`` should run the video path: ``--video`` or any input is a video file."""
+    return bool(getattr(args, "video", False)) or any(is_video_file(s) and not Path(s).is_dir() for s in args.inputs)
+
+
+def run_video(args: argparse.Namespace) -> int:
+    """``apdepth predict`` for clips: each input is a video file (or, with ``--video``, a folder of frames)."""
+    from apdepth.cli import pick_device, pick_dtype
+    from apdepth.image_io import atomic_write
+
+    color_map = None if str(args.color_map).lower() == "none" else args.color_map
+    stack = None if args.stack == "none" else args.stack
+    if args.batch_size < 1:
+        print("error: --batch-size must be >= 1", file=sys.stderr)
+        return 2
+    if args.fps is not None and not args.fps > 0:
+        print("error: --fps must be > 0", file=sys.stderr)
+        return 2
+    if args.processing_res is not None and args.processing_res < 0:
+        print("error: --processing-res must be >= 0 (0 = native size)", file=sys.stderr)
+        return 2
+    unsupported = [name for name, flag in (("--save-ply", "save_ply"), ("--ensemble-size", "ensemble_size"))
+                   if getattr(args, flag, None) not in (None, False, 1)]
+    if unsupported:
+        print(f"error: {', '.join(unsupported)} is not supported for video inputs", file=sys.stderr)
+        return 2
+    opts = VideoOutputOptions(color_map=color_map, side_by_side=args.side_by_side, stack=stack, png_frames=args.png_frames)
+    if color_map:
+        import matplotlib
+
+        if color_map not in matplotlib.colormaps:
+            print(f"error: unknown --color-map {color_map!r} (any matplotlib colour map, or 'none')", file=sys.stderr)
+            return 2
+    out_dir = Path(args.output)
+    failed: dict[str, str] = {}
+    clips: list[tuple[str, str]] = []  # (input, stem)
+    stems: dict[str, str] = {}
+    for spec in args.inputs:
+        p = Path(spec)
+        if p.is_dir() and not args.video:
+            failed[spec] = "a folder next to video inputs: pass --video to read it as the frames of one clip"
+        elif not p.exists():
+            failed[spec] = "no such file or folder"
+        elif p.is_file() and not is_video_file(p):
+            failed[spec] = f"not a video file (expected one of {', '.join(sorted(set(_exts())))}); images and clips go in separate runs"
+        else:
+            stem = p.name if p.is_dir() else p.stem
+            if stem in stems:
+                print(f"error: {stems[stem]} and {spec} would write the same outputs ({stem}_depth.*); rename one", file=sys.stderr)
+                return 2
+            stems[stem] = spec
+            clips.append((spec, stem))
+    done, skipped = [], []
+    todo = []
+    for spec, stem in clips:
+        if args.skip_existing and all(q.exists() for q in video_output_paths(out_dir, stem, opts)):
+            skipped.append(spec)
+        else:
+            todo.append((spec, stem))
+    records = {}
+    if todo:
+        from apdepth.pipeline import ApDepthPipeline
+        from apdepth.predict import _quiet_loading, configure_fast_path
+
+        device, dtype = pick_device(args.device), pick_dtype(args.dtype)
+        if args.quiet:
+            _quiet_loading()
+        try:
+            pipe = ApDepthPipeline.from_pretrained(args.checkpoint, prior=args.prior, torch_dtype=dtype, allow_pickle=args.allow_pickle)
+        except (OSError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        pipe.to(device)
+        pipe.set_progress_bar_config(disable=True)
+        configure_fast_path(pipe, device, compile=args.compile, vae_tiling=args.vae_tiling,
+                            compile_mode=args.compile_mode, cuda_graphs=args.cuda_graphs)
+        for spec, stem in todo:
+            try:
+                source = VideoSource(spec, fps=args.fps)
+                records[spec] = process_video(
+                    pipe, source, out_dir, stem, opts, processing_resolution=args.processing_res,
+                    batch_size=args.batch_size, consistent=not args.per_frame,
+                    flow=None if args.flow == "none" else args.flow, show_progress=not args.quiet)
+                done.append(spec)
+            except VideoReadError as err:
+                failed[spec] = str(err).split(": ", 1)[-1] if str(err).startswith(spec) else str(err)
+                print(f"failed: {err}", file=sys.stderr)
+    print(f"done: {len(done)}  skipped: {len(skipped)}  failed: {len(failed)}  ->  {out_dir}")
+    for spec in done:
+        r = records[spec]
+        print(f"  {spec}: {r['frames']} frames {r['width']}x{r['height']} at {r['fps']:.3g} fps, {r['frames_per_s']:.2f} frames/s")
+    for name, reason in sorted(failed.items()):
+        print(f"  failed: {name}: {reason}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out_dir / "predict_summary.json", "w") as fh:
+        json.dump({"done": sorted(done), "skipped": sorted(skipped), "failed": failed, "world_size": 1,
+                   "done_per_rank": {"0": len(done)}}, fh, indent=1)
+    return 1 if failed else 0
+
+
+def _exts():
+    from apdepth.video import VIDEO_EXTENSIONS
+
+    return VIDEO_EXTENSIONS

@@ -1,0 +1,233 @@
+"""Video: decoding/encoding round trips, rotation and VFR, bad files, co-alignment exactness, predict on clips."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+av = pytest.importorskip("av")
+pytest.importorskip("cv2")
+
+from apdepth.cli import main  # noqa: E402
+from apdepth.temporal import CoAligner, solve_coalignment  # noqa: E402
+from apdepth.video import StackWriter, VideoReadError, VideoSource, VideoWriter, read_video  # noqa: E402
+
+
+def moving_frames(n: int = 12, h: int = 48, w: int = 64) -> np.ndarray:
+    """A textured pattern translating 2 px per frame, plus a frame-index ramp: (n, h, w, 3) uint8."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = []
+    for t in range(n):
+        x = xx + 2 * t
+        r = 128 + 100 * np.sin(x / 5.0) * np.cos(yy / 7.0)
+        g = 128 + 100 * np.cos(x / 9.0 + yy / 11.0)
+        b = np.full_like(r, 10 + 15 * t)
+        out.append(np.clip(np.dstack([r, g, b]), 0, 255).astype(np.uint8))
+    return np.stack(out)
+
+
+def write_clip(path, frames, fps=24.0, times=None, rotation=None):
+    with VideoWriter(path, fps) as vw:
+        for k, f in enumerate(frames):
+            vw.write(f, None if times is None else times[k])
+    if rotation is not None:  # re-mux with a display matrix
+        src = av.open(str(path))
+        dst_path = path.with_name("rot_" + path.name)
+        dst = av.open(str(dst_path), "w")
+        s_in = src.streams.video[0]
+        s_out = dst.add_stream_from_template(s_in)
+        s_out.set_display_rotation(rotation)
+        for pkt in src.demux(s_in):
+            if pkt.dts is None:
+                continue
+            pkt.stream = s_out
+            dst.mux(pkt)
+        dst.close()
+        src.close()
+        return dst_path
+    return path
+
+
+def test_round_trip_frame_count_size_fps(tmp_path):
+    frames = moving_frames(12, 48, 64)
+    clip = write_clip(tmp_path / "clip.mp4", frames, fps=24.0)
+    got, times, info = read_video(clip)
+    assert got.shape == (12, 48, 64, 3) and got.dtype == np.uint8
+    assert info.fps == pytest.approx(24.0) and (info.width, info.height) == (64, 48) and info.num_frames == 12
+    np.testing.assert_allclose(times, np.arange(12) / 24.0, atol=1e-4)
+    # H.264 with 4:2:0 chroma is lossy on this busy pattern, but close, and the frames keep their order
+    assert np.abs(got.astype(float) - frames).mean() < 8.0
+    np.testing.assert_allclose(got[..., 2].mean(axis=(1, 2)), frames[..., 2].mean(axis=(1, 2)), atol=4.0)
+
+
+def test_odd_size_is_padded_and_vfr_timing_kept(tmp_path):
+    frames = moving_frames(6, 33, 41)
+    times = [0.0, 0.04, 0.1, 0.12, 0.3, 0.31]
+    clip = write_clip(tmp_path / "vfr.mp4", frames, times=times)
+    got, t, info = read_video(clip)
+    assert got.shape == (6, 34, 42, 3)  # one replicated row and column for 4:2:0 chroma
+    np.testing.assert_allclose(t, times, atol=1e-4)
+    assert info.fps == pytest.approx(6 / 0.31 * (0.31 / 0.31), rel=0.5)  # average rate, not a fixed 24
+
+
+def test_rotation_metadata_is_applied(tmp_path):
+    frames = np.zeros((3, 32, 48, 3), np.uint8)
+    frames[:, :8, :8] = 255  # a white block in the top-left corner of the stored frame
+    clip = write_clip(tmp_path / "c.mp4", frames, rotation=90)
+    got, _, info = read_video(clip)
+    assert info.rotation == 90 and (info.width, info.height) == (32, 48)
+    assert got.shape == (3, 48, 32, 3)
+    # 90 degrees counter-clockwise: the stored top-left corner ends up bottom-left
+    assert got[0, -8:, :8].mean() > 200 and got[0, :8, :8].mean() < 50
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"", "empty"),
+    (b"this is not a video at all" * 40, "not a readable video"),
+])
+def test_bad_video_files_fail_with_one_clear_error(tmp_path, content, reason):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(content)
+    with pytest.raises(VideoReadError, match=reason) as info:
+        VideoSource(bad)
+    assert str(bad) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_truncated_and_audio_only_files(tmp_path):
+    clip = write_clip(tmp_path / "clip.mp4", moving_frames(12))
+    data = clip.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 3])  # moov atom at the end is lost: unreadable
+    with pytest.raises(VideoReadError, match="cut.mp4"):
+        read_video(cut)
+    audio = tmp_path / "tone.m4a"
+    with av.open(str(audio), "w", format="mp4") as c:
+        s = c.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 8000, 0
+        for p in s.encode(frame):
+            c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    with pytest.raises(VideoReadError, match="no video stream"):
+        VideoSource(audio)
+
+
+def test_stack_writer_npy_and_npz(tmp_path):
+    data = np.random.default_rng(0).random((5, 7, 9)).astype(np.float32)
+    for name in ("s.npy", "s.npz"):
+        with StackWriter(tmp_path / name) as sw:
+            for d in data:
+                sw.write(d)
+        loaded = np.load(tmp_path / name)
+        arr = loaded if name.endswith(".npy") else loaded["depth"]
+        np.testing.assert_array_equal(arr, data)
+    assert not list(tmp_path.glob(".*"))  # no temporary files left
+
+
+def _affine_residual(out: np.ndarray, truth: np.ndarray) -> float:
+    """Largest error after ONE least-squares affine map of the whole clip onto the truth."""
+    A = np.stack([out.ravel(), np.ones(out.size)], 1)
+    coef, *_ = np.linalg.lstsq(A, truth.ravel(), rcond=None)
+    return float(np.abs(A @ coef - truth.ravel()).max())
+
+
+@pytest.mark.parametrize("dense_limit", [4000, 0])  # direct solve and conjugate gradients
+def test_coalignment_recovers_known_per_frame_scale_shift_exactly(dense_limit):
+    rng = np.random.default_rng(0)
+    T, H, W = 40, 40, 56
+    yy, xx = np.mgrid[0:H, 0:W]
+    truth = np.stack([1.0 + 2.0 * yy / H + 0.5 * np.sin(xx / 6.0) for _ in range(T)])
+    for t in range(T):  # a moving object whose depth follows no affine law: must be ignored
+        truth[t, 8:22, t : t + 12] = 1.2 + rng.random()
+    s, b = rng.uniform(0.3, 3.0, T), rng.uniform(-1.0, 1.0, T)
+    pred = s[:, None, None] * truth + b[:, None, None]
+    pred = (pred - pred.min()) / (pred.max() - pred.min()) * 0.9 + 0.05  # inside the model's (0, 1)
+    assert _affine_residual(pred, truth) > 0.3  # per-frame scale/shift really differ
+    al = CoAligner(flow=None, gaps=(1, 2, 4, 8))
+    for d in pred:
+        al.add_frame(d)
+    p = al._pairs
+    a, c = solve_coalignment(T, np.concatenate(p.i), np.concatenate(p.j), np.concatenate(p.x), np.concatenate(p.y),
+                             level=np.asarray(al.level), spread=np.asarray(al.spread), dense_limit=dense_limit)
+    aligned = a[:, None, None] * pred + c[:, None, None]
+    assert _affine_residual(aligned, truth) < 1e-6
+    # the recovered per-frame scales are the true ones up to one common factor
+    ratio = a / (1.0 / s)
+    np.testing.assert_allclose(ratio / ratio[0], 1.0, rtol=1e-6)
+
+
+def test_coalignment_with_flow_on_a_panning_clip():
+    frames = moving_frames(16, 48, 64)
+    rng = np.random.default_rng(1)
+    truth = []
+    yy, xx = np.mgrid[0:48, 0:64]
+    for t in range(16):
+        truth.append(0.3 + 0.4 * yy / 48 + 0.1 * np.sin((xx + 2 * t) / 5.0) * np.cos(yy / 7.0))
+    truth = np.stack(truth)
+    s, b = rng.uniform(0.6, 1.5, 16), rng.uniform(-0.1, 0.1, 16)
+    pred = s[:, None, None] * truth + b[:, None, None]
+    import cv2
+
+    al = CoAligner(flow="dis", gaps=(1, 2, 4))
+    for f, d in zip(frames, pred):
+        al.add_frame(d, cv2.cvtColor(f, cv2.COLOR_RGB2GRAY))
+    a, c = al.solve()
+    aligned = a[:, None, None] * pred + c[:, None, None]
+    # sub-pixel flow and bilinear sampling are not exact: close, and far better than per frame
+    assert _affine_residual(aligned[:, 4:-4, 4:-12], truth[:, 4:-4, 4:-12]) < 0.1 * _affine_residual(pred, truth)
+
+
+def test_predict_video_python_api(tiny_pipeline):
+    frames = moving_frames(10, 40, 56)
+    out = tiny_pipeline.predict_video(frames, processing_resolution=32, batch_size=4, fps=12)
+    assert out.depth.shape == (10, 40, 56) and out.depth.dtype == np.float32
+    assert 0.0 <= out.depth.min() and out.depth.max() <= 1.0
+    np.testing.assert_allclose(out.times, np.arange(10) / 12)
+    naive = tiny_pipeline.predict_video(frames, processing_resolution=32, batch_size=4, consistent=False)
+    single = tiny_pipeline(frames[3], processing_resolution=32).depth[0]
+    np.testing.assert_allclose(naive.depth[3], single, atol=1e-4)  # naive = the image pipeline frame by frame
+
+
+def test_predict_cli_clip(tmp_path, tiny_checkpoint, capsys):
+    clip = write_clip(tmp_path / "walk.mp4", moving_frames(10, 48, 64), fps=10.0)
+    out = tmp_path / "out"
+    code = main(["predict", str(clip), "--output", str(out), "--checkpoint", str(tiny_checkpoint), "--processing-res", "32",
+                 "--batch-size", "4", "--side-by-side", "--png-frames", "--quiet"])
+    assert code == 0
+    stack = np.load(out / "walk_depth.npy")
+    assert stack.shape == (10, 48, 64) and stack.dtype == np.float32 and 0 <= stack.min() and stack.max() <= 1
+    depth_video, times, info = read_video(out / "walk_depth.mp4")
+    assert depth_video.shape == (10, 48, 64, 3) and info.fps == pytest.approx(10.0)
+    sbs, _, _ = read_video(out / "walk_depth_sbs.mp4")
+    assert sbs.shape == (10, 48, 128, 3)
+    from apdepth.image_io import read_depth_png16
+
+    np.testing.assert_allclose(read_depth_png16(out / "walk_depth_frames" / "000004.png"), stack[4], atol=1 / 65535 + 1e-6)
+    record = json.loads((out / "walk_video.json").read_text())
+    assert record["frames"] == 10 and record["consistent"] and len(record["scale"]) == 10
+    assert "10 frames 64x48" in capsys.readouterr().out
+    assert not list(out.glob(".apdepth-spill-*"))
+
+
+def test_predict_cli_frame_folder_and_bad_clip(tmp_path, tiny_checkpoint, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for k, f in enumerate(moving_frames(5, 32, 40)):
+        Image.fromarray(f).save(folder / f"f{k + 1}.png")  # f1..f5: natural order, not f1, f10, f2
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00" * 500)
+    out = tmp_path / "out"
+    code = main(["predict", str(folder), str(bad), "--video", "--fps", "5", "--output", str(out),
+                 "--checkpoint", str(tiny_checkpoint), "--processing-res", "32", "--stack", "npz", "--quiet"])
+    assert code == 1
+    assert np.load(out / "shots_depth.npz")["depth"].shape == (5, 32, 40)
+    summary = json.loads((out / "predict_summary.json").read_text())
+    assert summary["done"] == [str(folder)] and "not a readable video" in summary["failed"][str(bad)]
+    assert not (out / "broken_depth.mp4").exists()
+    err = capsys.readouterr().err
+    assert "broken.mp4" in err and "Traceback" not in err
