@@ -82,7 +82,7 @@ def test_predict_argument_errors(tmp_path, tiny_checkpoint, capsys):
     assert "unknown --color-map" in capsys.readouterr().err
     Image.fromarray(random_rgb(16, 16)).save(tmp_path / "y.png")
     assert main(["predict", str(tmp_path / "y.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(tmp_path / "missing")]) == 2
-    assert "neither an existing folder" in capsys.readouterr().err
+    assert "no such folder" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "y.png"), "-o", str(tmp_path / "o"), "--cuda-graphs"]) == 2
     assert "--cuda-graphs needs --compile" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "y.png"), "-o", str(tmp_path / "o"), "--compile", "--cuda-graphs", "--device", "cpu"]) == 2

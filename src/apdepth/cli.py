@@ -22,8 +22,27 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class UsageError(Exception):
+    """A command-line value that cannot work; :func:`main` prints ``error: <message>`` and exits with 2."""
+
+
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+
+
 def pick_device(name: str = "auto"):
-    """Resolve ``auto|cpu|cuda|mps`` (or ``cuda:N``) to a ``torch.device``; auto prefers cuda, then mps."""
+    """Resolve ``auto|cpu|cuda|mps`` (or ``cuda:N``) to a ``torch.device``; auto prefers cuda, then mps.
+
+    Raises :class:`UsageError` for any other string (``0``, ``gpu``...) and for a device that is not there."""
+    import re
+
+    name = str(name).strip().lower()
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name):
+        hint = ""
+        if name.isdigit():
+            hint = f" (for GPU {name}: cuda:{name})"
+        elif name in ("gpu", "nvidia"):
+            hint = " (for a GPU: cuda)"
+        raise UsageError(f"unknown --device {name!r}: use {DEVICE_CHOICES}{hint}")
     import torch
 
     if name == "auto":
@@ -34,9 +53,11 @@ def pick_device(name: str = "auto"):
         return torch.device("cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda was requested but no CUDA device is available")
+        raise UsageError(f"--device {name} was requested but no CUDA device is available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {name} was requested but there are only {torch.cuda.device_count()} CUDA devices")
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise SystemExit("error: --device mps was requested but MPS is not available")
+        raise UsageError("--device mps was requested but MPS is not available")
     return dev
 
 
@@ -45,7 +66,7 @@ def pick_dtype(name: str):
 
     table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     if name not in table:
-        raise SystemExit(f"error: unknown dtype {name!r}; choose one of {', '.join(table)}")
+        raise UsageError(f"unknown dtype {name!r}; choose one of {', '.join(table)}")
     return table[name]
 
 
@@ -72,7 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

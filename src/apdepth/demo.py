@@ -380,7 +380,11 @@ def run(args: argparse.Namespace) -> int:
     from apdepth.pipeline import ApDepthPipeline
 
     device = pick_device(args.device)
-    pipe = ApDepthPipeline.from_pretrained(args.checkpoint, prior=args.prior, torch_dtype=pick_dtype(args.dtype))
+    try:
+        pipe = ApDepthPipeline.from_pretrained(args.checkpoint, prior=args.prior, torch_dtype=pick_dtype(args.dtype))
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     pipe.to(device)
     demo = build_demo(pipe, max_images=args.max_images, max_megapixels=args.max_megapixels)
     # gradio's own banner suggests share=True, which this command never does; print a plain line instead

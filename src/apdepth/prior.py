@@ -109,17 +109,16 @@ def load_prior(prior, torch_dtype=None, allow_pickle: bool = False, local_files_
         return prior
     from transformers import DepthAnythingForDepthEstimation
 
-    from apdepth.hub import friendly_load_error
+    from apdepth.hub import local_load_error, resolve_prior
 
-    kwargs = {"use_safetensors": True if not allow_pickle else None}
+    folder = resolve_prior(str(prior), allow_pickle, local_files_only)  # a Hub id is fetched (or found cached) first
+    kwargs = {"use_safetensors": True if not allow_pickle else None, "local_files_only": True}
     if torch_dtype is not None:
         kwargs["dtype"] = torch_dtype
-    if local_files_only is not None:
-        kwargs["local_files_only"] = local_files_only
     try:
-        return DepthAnythingForDepthEstimation.from_pretrained(str(prior), **kwargs)
+        return DepthAnythingForDepthEstimation.from_pretrained(str(folder), **kwargs)
     except (OSError, ValueError) as err:
-        raise friendly_load_error(str(prior), "depth prior", err, allow_pickle) from err
+        raise local_load_error(folder, "depth prior", err, allow_pickle) from err
 
 
 @torch.no_grad()

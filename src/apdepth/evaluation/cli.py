@@ -70,19 +70,21 @@ class LazyPredictor:
 
 
 def load_pipeline(args):
-    from apdepth.cli import pick_device, pick_dtype
+    from apdepth.cli import UsageError, pick_device, pick_dtype
 
     dtype = pick_dtype(args.dtype)
     device = pick_device(args.device)
     try:
         from apdepth.pipeline import ApDepthPipeline
     except ImportError as err:
-        raise SystemExit(f"error: cannot load the model ({err}); pass --predictions with cached predictions") from err
+        raise UsageError(f"cannot load the model ({err}); pass --predictions with cached predictions") from err
     kwargs = {"torch_dtype": dtype}
     if args.prior:
         kwargs["prior"] = args.prior
-    pipe = ApDepthPipeline.from_pretrained(args.checkpoint, **kwargs) if args.checkpoint \
-        else ApDepthPipeline.from_pretrained(**kwargs)
+    try:
+        pipe = ApDepthPipeline.from_pretrained(args.checkpoint, **kwargs)
+    except (OSError, ValueError) as err:
+        raise UsageError(str(err)) from err
     pipe = pipe.to(device)
     from apdepth.predict import configure_fast_path
 

@@ -21,7 +21,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="continue from a checkpoint folder, a run folder, or 'latest' in the run folder")
 
 
+# Modules of the ``train`` extra; without them training cannot start (checked before anything else runs).
+TRAIN_MODULES = {"omegaconf": "omegaconf", "yaml": "pyyaml", "tensorboard": "tensorboard"}
+
+
+def missing_train_modules() -> list[str]:
+    """Distribution names of the ``train`` extra that cannot be imported."""
+    import importlib
+
+    missing = []
+    for module, dist in TRAIN_MODULES.items():
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(dist)
+    return missing
+
+
 def run(args: argparse.Namespace) -> int:
+    missing = missing_train_modules()
+    if missing:
+        print(f"error: training needs the train extra: pip install 'apdepth[train]' (missing: {', '.join(missing)})",
+              file=sys.stderr)
+        return 2
     from apdepth.training.config import ConfigError, load_config
 
     overrides = list(args.overrides or [])
