@@ -1,43 +1,29 @@
-"""Reading images robustly and writing depth outputs atomically.
-
-Every writer goes through :func:`atomic_write`: data lands in a temporary file in the
-target folder and is renamed over the final name only once complete, so a killed run
-never leaves a half-written output behind.
+"""Reading images robustly (the one reader). Writing lives in :mod:`apdepth.writer` (the one writer); its
+functions are re-exported here for existing imports.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from apdepth.writer import (  # noqa: F401  (re-exported: the one writer)
+    OUTPUT_TEXT_KEY,
+    NonFiniteDepthError,
+    atomic_write,
+    save_depth_outputs,
+    save_npy,
+    save_png,
+    to_uint16_png_array,
+)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
 
 
 class ImageReadError(ValueError):
     """An input file is not a readable image; the message names the file and the reason."""
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb"):
-    """Open a temporary file next to ``path``; rename it to ``path`` on success, delete it on error."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -98,70 +84,9 @@ def pil_to_array(im, name: str = "image") -> np.ndarray:
     return np.asarray(im, dtype=np.uint8).astype(np.float32) / 255.0
 
 
-def to_uint16_png_array(depth01: np.ndarray) -> np.ndarray:
-    """[0,1] depth -> uint16 array (value × 65535, rounded)."""
-    return np.round(np.clip(depth01, 0.0, 1.0) * 65535.0).astype(np.uint16)
-
-
-# tEXt key marking the depth PNGs of ``save_depth_outputs``: a later ``apdepth predict`` over the same folder
-# recognises them as its own outputs and never takes them as inputs.
-OUTPUT_TEXT_KEY = "apdepth-output"
-
-
-def save_png(path: str | os.PathLike, array: np.ndarray, text: dict[str, str] | None = None) -> None:
-    """Write a uint8 (H,W[,3]) or uint16 (H,W) array as PNG, atomically; ``text`` becomes tEXt chunks."""
-    from PIL import Image, PngImagePlugin
-
-    array = np.ascontiguousarray(array)
-    if array.dtype == np.uint16:
-        if array.ndim != 2:
-            raise ValueError("16-bit PNGs must be single-channel (H, W)")
-        im = Image.fromarray(array)  # mode I;16
-    elif array.dtype == np.uint8:
-        im = Image.fromarray(array)
-    else:
-        raise ValueError(f"save_png expects uint8 or uint16, got {array.dtype}")
-    info = None
-    if text:
-        info = PngImagePlugin.PngInfo()
-        for key, value in text.items():
-            info.add_text(key, value)
-    buf = io.BytesIO()
-    im.save(buf, format="PNG", pnginfo=info)
-    with atomic_write(path) as fh:
-        fh.write(buf.getvalue())
-
-
-def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write a .npy file atomically."""
-    with atomic_write(path) as fh:
-        np.save(fh, array)
-
-
 def read_depth_png16(path: str | os.PathLike) -> np.ndarray:
     """Read a 16-bit PNG written by :func:`save_depth_png16` back to float32 in [0, 1]."""
     from PIL import Image
 
     with Image.open(path) as im:
         return np.asarray(im, dtype=np.uint16).astype(np.float32) / 65535.0
-
-
-def save_depth_outputs(
-    out_dir: str | os.PathLike,
-    stem: str,
-    depth01: np.ndarray,
-    color_map: str | None = "Spectral",
-) -> list[Path]:
-    """Write ``<stem>_depth.npy`` (float32 [0,1]), ``<stem>_depth.png`` (16-bit, value×65535) and,
-    unless ``color_map`` is None, ``<stem>_depth_colored.png``. Returns the written paths."""
-    from apdepth.visualize import colorize_depth
-
-    out_dir = Path(out_dir)
-    depth01 = np.asarray(depth01, dtype=np.float32)
-    paths = [out_dir / f"{stem}_depth.npy", out_dir / f"{stem}_depth.png"]
-    save_npy(paths[0], depth01)
-    save_png(paths[1], to_uint16_png_array(depth01), text={OUTPUT_TEXT_KEY: "depth"})
-    if color_map:
-        paths.append(out_dir / f"{stem}_depth_colored.png")
-        save_png(paths[2], colorize_depth(depth01, cmap=color_map), text={OUTPUT_TEXT_KEY: "depth_colored"})
-    return paths

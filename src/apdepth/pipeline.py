@@ -48,7 +48,8 @@ class ApDepthOutput(BaseOutput):
 
     depth:
         Affine-invariant depth in [0, 1] (0 = near, 1 = far; unknown scale and shift). ``np.ndarray`` or
-        ``torch.Tensor`` of shape (N, H, W) when all outputs share a size, else a list of (H, W) arrays.
+        ``torch.Tensor`` of shape (N, H, W) when all outputs share a size, else a list of (H, W) arrays. NaN
+        where the model's output was not finite (broken weights, fp16 overflow): check before use.
     prior_depth:
         The prior's prediction shown the same way ([0, 1], 0 = near, min/max normalised per image), at the
         same resolution as ``depth``; ``None`` unless ``output_prior=True``.
@@ -413,7 +414,11 @@ class ApDepthPipeline(DiffusionPipeline):
     def decode_depth(self, latent: torch.Tensor) -> torch.Tensor:
         """Depth latent (B,C,h,w) -> depth (B,h*f,w*f) in [0,1], 0 = near (f = :attr:`vae_scale_factor`)."""
         rgb = self.vae.decode(latent.to(self.vae.dtype) / self.vae.config.scaling_factor).sample  # (B,3,H,W)
-        return (rgb.float().mean(dim=1).clamp(-1.0, 1.0) + 1.0) / 2.0
+        mean = rgb.float().mean(dim=1)
+        # Overflow (e.g. fp16) must not pass for a valid depth: clamp would turn +-inf into 1 or 0, so it becomes
+        # NaN, which the clamp keeps and callers (predict's writer) detect.
+        mean = torch.where(torch.isinf(mean), torch.nan, mean)
+        return (mean.clamp(-1.0, 1.0) + 1.0) / 2.0
 
     def prior_disparity(self, rgb: torch.Tensor) -> torch.Tensor:
         """rgb (B,3,H,W) in [0,1] at processing size -> prior disparity (B,H,W), resized back to (H,W)."""
@@ -558,7 +563,10 @@ class ApDepthPipeline(DiffusionPipeline):
             if getattr(self, "_cuda_graphs", False):
                 torch.compiler.cudagraph_mark_step_begin()  # a new pass: the graphs may reuse the last one's buffers
             # 2. Resize so the longer side is the processing resolution: (B,3,ph,pw).
-            rgb = torch.stack([images[i] for i in idx]).to(device=device, dtype=torch.float32)
+            rgb = torch.stack([images[i] for i in idx])
+            if device.type == "cuda":  # pinned host memory: the copy runs asynchronously, the host goes on
+                rgb = rgb.pin_memory()
+            rgb = rgb.to(device=device, dtype=torch.float32, non_blocking=True)
             if rgb.shape[-2:] != (ph, pw):
                 rgb = F.interpolate(rgb, size=(ph, pw), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
             if getattr(self, "_static_batches", False) and len(idx) < batch_size:

@@ -25,7 +25,7 @@ import glob
 import json
 import os
 import sys
-import time
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -322,12 +322,11 @@ def _distributed():
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
     from tqdm import tqdm
 
     from apdepth.cli import pick_device, pick_dtype
-    from apdepth.image_io import ImageReadError, read_image
     from apdepth.video_depth import run_video, wants_video
+    from apdepth.writer import remove_stale_temps
 
     if wants_video(args):
         return run_video(args)
@@ -377,6 +376,9 @@ def run(args: argparse.Namespace) -> int:
             summary.skipped.append(str(it.path))
         else:
             todo.append(it)
+    # Hidden temporary files a killed run left (kill -9 mid-write) are removed; each rank cleans its own inputs'
+    # outputs, which no other process writes. "Done" above only ever looks at final names.
+    remove_stale_temps(p for it in mine for p in output_paths(out_dir, it.rel, "colored", True))
 
     if todo:
         from apdepth.pipeline import ApDepthPipeline
@@ -398,30 +400,11 @@ def run(args: argparse.Namespace) -> int:
         configure_fast_path(pipe, device, compile=args.compile, vae_tiling=args.vae_tiling,
                             compile_mode=args.compile_mode, cuda_graphs=args.cuda_graphs)
 
-        start = time.perf_counter()
         bar = tqdm(total=len(todo), unit="img", disable=args.quiet or rank != 0 and world > 1, dynamic_ncols=True)
-        for k in range(0, len(todo), args.batch_size):
-            batch = todo[k : k + args.batch_size]
-            ready: list[tuple[InputItem, np.ndarray]] = []
-            for it in batch:
-                try:
-                    ready.append((it, read_image(it.path)))
-                except ImageReadError as err:
-                    _fail(summary, it.path, _reason(err, it.path))
-            if ready:
-                try:
-                    _predict_and_write(pipe, ready, args, out_dir, color_map, save_ply, summary)
-                except _OutputUnwritable as err:
-                    # A full or read-only disk fails every later input the same way: stop, and say so once.
-                    summary.stopped = f"cannot write to {out_dir}: {err.strerror}"
-                    for it in todo[k:]:
-                        if str(it.path) not in summary.done and str(it.path) not in summary.failed:
-                            summary.failed[str(it.path)] = "not processed: the run stopped (output not writable)"
-                    break
-            bar.update(len(batch))
-            elapsed = time.perf_counter() - start
-            bar.set_postfix_str(f"{(k + len(batch)) / max(elapsed, 1e-9):.2f} img/s")
-        bar.close()
+        try:
+            _stream(pipe, todo, args, out_dir, color_map, save_ply, summary, bar)
+        finally:
+            bar.close()
 
     summary.done_per_rank[rank] = len(summary.done)
     if world > 1:
@@ -430,10 +413,6 @@ def run(args: argparse.Namespace) -> int:
         if not _print_summary(summary, out_dir, world):
             return 1
     return 1 if summary.failed or summary.stopped else 0
-
-
-class _OutputUnwritable(OSError):
-    """Writing an output failed for a reason that will fail every later write too (disk full, read-only...)."""
 
 
 # errno values after which no later write can succeed: disk full, quota, read-only file system, no permission.
@@ -488,35 +467,125 @@ def configure_fast_path(pipe, device, compile: bool = False, vae_tiling: bool = 
         pipe.enable_compile(mode=compile_mode, cuda_graphs=cuda_graphs)
 
 
-def _predict_and_write(pipe, ready, args, out_dir, color_map, save_ply, summary) -> None:
-    """Run one batch; if the batch fails, retry image by image so that the culprit is named."""
-    from apdepth.image_io import save_depth_outputs
+def _stream(pipe, todo: list[InputItem], args, out_dir: Path, color_map, save_ply: bool, summary: Summary, bar) -> None:
+    """The streaming run: reader threads decode the next images while the model runs on the current batch, and
+    a bounded pool of writer threads encodes and writes, so the slowest stage sets the pace. Queues are bounded
+    (a few batches of images in flight, whatever the number of inputs); the progress bar counts finished images
+    (written or failed). A write error that will fail every later write too (disk full, read-only) stops the
+    run: queued writes are dropped and the inputs not finished are listed as not processed."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
 
-    def write(it, depth, rgb):
+    from apdepth.image_io import ImageReadError, read_image
+    from apdepth.writer import WriterPool
+
+    lock = threading.Lock()
+    stop: list[OSError] = []
+
+    def finished(it: InputItem, _result, err: BaseException | None) -> None:
+        with lock:
+            if err is None:
+                summary.done.append(str(it.path))
+            elif isinstance(err, OSError):
+                _fail(summary, it.path, f"cannot write its outputs: {err.strerror or err}")
+                if err.errno in _FATAL_WRITE_ERRNOS:
+                    stop.append(err)
+            else:  # non-finite depth, inference errors: this input fails, the run goes on
+                _fail(summary, it.path, str(err))
+            bar.update(1)
+
+    readers = max(1, min(4, os.cpu_count() or 1))
+    ahead = max(2 * args.batch_size, 2 * readers)  # images decoded (or being decoded) ahead of the model
+    pending: deque = deque()
+    items = iter(todo)
+    with ThreadPoolExecutor(readers, thread_name_prefix="apdepth-reader") as read_pool:
+        writers = WriterPool(max_pending=max(2 * args.batch_size, 4), on_done=finished)
         try:
-            save_depth_outputs(out_dir / it.rel.parent, it.rel.name, depth, color_map=color_map)
-            if save_ply:
-                _write_ply(out_dir / it.rel.parent / f"{it.rel.name}.ply", depth, rgb, args)
-        except OSError as err:
-            reason = f"cannot write its outputs: {err.strerror or err}"
-            summary.failed[str(it.path)] = reason
-            if err.errno in _FATAL_WRITE_ERRNOS:
-                raise _OutputUnwritable(err.errno, err.strerror or str(err)) from err
-            _fail(summary, it.path, reason)
-            return
-        summary.done.append(str(it.path))
+            def refill() -> None:
+                while len(pending) < ahead:
+                    it = next(items, None)
+                    if it is None:
+                        return
+                    pending.append((it, read_pool.submit(read_image, it.path)))
 
+            refill()
+            while pending and not stop:
+                batch = [pending.popleft() for _ in range(min(args.batch_size, len(pending)))]
+                refill()  # the readers work on the next images while this batch runs
+                ready: list[tuple[InputItem, object]] = []
+                for it, fut in batch:
+                    try:
+                        ready.append((it, fut.result()))
+                    except ImageReadError as err:
+                        with lock:
+                            _fail(summary, it.path, _reason(err, it.path))
+                            bar.update(1)
+                if ready:
+                    _predict_and_queue(pipe, ready, args, out_dir, color_map, save_ply, writers, finished)
+        except BaseException:
+            writers.close(cancel=True)
+            raise
+        writers.close(cancel=bool(stop))
+        if stop:
+            for _, fut in pending:
+                fut.cancel()
+    if stop:
+        summary.stopped = f"cannot write to {out_dir}: {stop[0].strerror or stop[0]}"
+        for it in todo:
+            if str(it.path) not in summary.done and str(it.path) not in summary.failed:
+                summary.failed[str(it.path)] = "not processed: the run stopped (output not writable)"
+
+
+def _predict_and_queue(pipe, ready, args, out_dir, color_map, save_ply, writers, finished) -> None:
+    """Run one batch and queue its writes; if the batch fails, retry image by image so that the culprit is named."""
     try:
         out = pipe([a for _, a in ready], processing_resolution=args.processing_res, batch_size=args.batch_size,
-                   ensemble_size=getattr(args, "ensemble_size", 1))
-        for (it, rgb), depth in zip(ready, out.depth):
-            write(it, depth, rgb)
+                   ensemble_size=getattr(args, "ensemble_size", 1), output_type="pt")
+        # start every device->host copy before the first write waits on one (no per-image synchronisation here)
+        hosts = [_to_host(d) for d in out.depth]
     except (ValueError, RuntimeError) as err:
         if len(ready) == 1:
-            _fail(summary, ready[0][0].path, f"inference failed: {err}")
+            finished(ready[0][0], None, _InferenceError(f"inference failed: {err}"))
             return
         for one in ready:
-            _predict_and_write(pipe, [one], args, out_dir, color_map, save_ply, summary)
+            _predict_and_queue(pipe, [one], args, out_dir, color_map, save_ply, writers, finished)
+        return
+    for (it, rgb), host in zip(ready, hosts):
+        writers.submit(it, _write_one, it, host, rgb if save_ply else None, args, out_dir, color_map)
+
+
+class _InferenceError(ValueError):
+    pass
+
+
+def _to_host(depth):
+    """Start copying one (H,W) depth tensor to host memory. On CUDA: an asynchronous copy into pinned memory and
+    an event the writer thread waits on, so the main thread goes on to the next batch at once."""
+    import torch
+
+    if depth.device.type == "cpu":
+        return depth, None
+    if depth.device.type == "cuda":
+        host = torch.empty(depth.shape, dtype=depth.dtype, pin_memory=True)
+        host.copy_(depth, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return host, done
+    return depth.cpu(), None
+
+
+def _write_one(it: InputItem, host, rgb, args, out_dir: Path, color_map) -> None:
+    """One image's outputs, in a writer thread: depth maps (colour map applied here) and the optional cloud."""
+    from apdepth.writer import check_finite_depth, save_depth_outputs
+
+    tensor, done = host
+    if done is not None:
+        done.synchronize()
+    depth = tensor.numpy()
+    check_finite_depth(depth)  # NaN weights or fp16 overflow: this input fails by name, nothing is written
+    save_depth_outputs(out_dir / it.rel.parent, it.rel.name, depth, color_map=color_map)
+    if rgb is not None:
+        _write_ply(out_dir / it.rel.parent / f"{it.rel.name}.ply", depth, rgb, args)
 
 
 def _write_ply(path, depth, rgb, args) -> None:
@@ -558,9 +627,9 @@ def _print_summary(summary: Summary, out_dir: Path, world_size: int = 1) -> bool
     record = {
         "done": sorted(summary.done),
         "skipped": sorted(summary.skipped),
-        "failed": summary.failed,
-        "ignored": summary.ignored,
-        "renamed": summary.renamed,
+        "failed": dict(sorted(summary.failed.items())),
+        "ignored": dict(sorted(summary.ignored.items())),
+        "renamed": dict(sorted(summary.renamed.items())),
         "stopped": summary.stopped,
         "world_size": world_size,
         "done_per_rank": {str(k): v for k, v in sorted(summary.done_per_rank.items())},
