@@ -486,10 +486,15 @@ def _stream(pipe, todo: list[InputItem], args, out_dir: Path, color_map, save_pl
         with lock:
             if err is None:
                 summary.done.append(str(it.path))
+            elif isinstance(err, _RunStopped):
+                summary.failed[str(it.path)] = _NOT_PROCESSED
             elif isinstance(err, OSError):
-                _fail(summary, it.path, f"cannot write its outputs: {err.strerror or err}")
-                if err.errno in _FATAL_WRITE_ERRNOS:
+                reason = f"cannot write its outputs: {err.strerror or err}"
+                if err.errno in _FATAL_WRITE_ERRNOS:  # said once, when the run stops
+                    summary.failed[str(it.path)] = reason
                     stop.append(err)
+                else:
+                    _fail(summary, it.path, reason)
             else:  # non-finite depth, inference errors: this input fails, the run goes on
                 _fail(summary, it.path, str(err))
             bar.update(1)
@@ -521,7 +526,7 @@ def _stream(pipe, todo: list[InputItem], args, out_dir: Path, color_map, save_pl
                             _fail(summary, it.path, _reason(err, it.path))
                             bar.update(1)
                 if ready:
-                    _predict_and_queue(pipe, ready, args, out_dir, color_map, save_ply, writers, finished)
+                    _predict_and_queue(pipe, ready, args, out_dir, color_map, save_ply, writers, finished, stop)
         except BaseException:
             writers.close(cancel=True)
             raise
@@ -533,10 +538,17 @@ def _stream(pipe, todo: list[InputItem], args, out_dir: Path, color_map, save_pl
         summary.stopped = f"cannot write to {out_dir}: {stop[0].strerror or stop[0]}"
         for it in todo:
             if str(it.path) not in summary.done and str(it.path) not in summary.failed:
-                summary.failed[str(it.path)] = "not processed: the run stopped (output not writable)"
+                summary.failed[str(it.path)] = _NOT_PROCESSED
 
 
-def _predict_and_queue(pipe, ready, args, out_dir, color_map, save_ply, writers, finished) -> None:
+_NOT_PROCESSED = "not processed: the run stopped (output not writable)"
+
+
+class _RunStopped(ValueError):
+    """A queued write dropped because an earlier one found the output unwritable."""
+
+
+def _predict_and_queue(pipe, ready, args, out_dir, color_map, save_ply, writers, finished, stop) -> None:
     """Run one batch and queue its writes; if the batch fails, retry image by image so that the culprit is named."""
     try:
         out = pipe([a for _, a in ready], processing_resolution=args.processing_res, batch_size=args.batch_size,
@@ -548,10 +560,10 @@ def _predict_and_queue(pipe, ready, args, out_dir, color_map, save_ply, writers,
             finished(ready[0][0], None, _InferenceError(f"inference failed: {err}"))
             return
         for one in ready:
-            _predict_and_queue(pipe, [one], args, out_dir, color_map, save_ply, writers, finished)
+            _predict_and_queue(pipe, [one], args, out_dir, color_map, save_ply, writers, finished, stop)
         return
     for (it, rgb), host in zip(ready, hosts):
-        writers.submit(it, _write_one, it, host, rgb if save_ply else None, args, out_dir, color_map)
+        writers.submit(it, _write_one, it, host, rgb if save_ply else None, args, out_dir, color_map, stop)
 
 
 class _InferenceError(ValueError):
@@ -574,10 +586,13 @@ def _to_host(depth):
     return depth.cpu(), None
 
 
-def _write_one(it: InputItem, host, rgb, args, out_dir: Path, color_map) -> None:
-    """One image's outputs, in a writer thread: depth maps (colour map applied here) and the optional cloud."""
+def _write_one(it: InputItem, host, rgb, args, out_dir: Path, color_map, stop: list) -> None:
+    """One image's outputs, in a writer thread: depth maps (colour map applied here) and the optional cloud.
+    Not started once an earlier write found the output unwritable (``stop`` non-empty)."""
     from apdepth.writer import check_finite_depth, save_depth_outputs
 
+    if stop:
+        raise _RunStopped()
     tensor, done = host
     if done is not None:
         done.synchronize()
