@@ -70,6 +70,14 @@ def pick_dtype(name: str):
     return table[name]
 
 
+def _plain(text: str) -> str:
+    """Docstring markup (``code``, :role:`target`) as plain text for --help."""
+    import re
+
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+    return text.replace("``", "")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from apdepth import __version__
 
@@ -81,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         module = importlib.import_module(module_name)
-        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip().split("\n\n")[0])
+        description = _plain((module.__doc__ or help_text).strip().split("\n\n")[0])
+        p = sub.add_parser(name, help=help_text, description=description)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser

@@ -16,6 +16,7 @@ reported as such, naming the file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -38,6 +39,31 @@ def looks_like_path(name: str) -> bool:
     if name.count("/") != 1 or not _HUB_ID.match(name):
         return True
     return Path(name.split("/", 1)[0]).is_dir()
+
+
+@contextlib.contextmanager
+def no_loading_bars():
+    """Hide transformers' and diffusers' per-file "Loading weights" bars while weights are read from disk
+    (a bar on every start says nothing); the previous settings, download bars included, are restored."""
+    from diffusers.utils import logging as diffusers_logging
+    from huggingface_hub import utils as hub_utils
+    from transformers.utils import logging as transformers_logging
+
+    d_on, t_on = diffusers_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled()
+    hub_off = hub_utils.are_progress_bars_disabled()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if d_on:
+            diffusers_logging.enable_progress_bar()
+        if t_on:
+            transformers_logging.enable_progress_bar()
+        if hub_off:
+            hub_utils.disable_progress_bars()
+        else:
+            hub_utils.enable_progress_bars()
 
 
 def _first_line(err: BaseException) -> str:

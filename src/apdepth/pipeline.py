@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
-from apdepth.hub import CheckpointNotFoundError, friendly_load_error, resolve_checkpoint
+from apdepth.hub import CheckpointNotFoundError, friendly_load_error, no_loading_bars, resolve_checkpoint
 from apdepth.models.text_embedding import EmptyTextEmbedding
 from apdepth.prior import (
     IMAGENET_MEAN,
@@ -161,9 +161,10 @@ def _as_image_list(images) -> tuple[list[torch.Tensor], bool]:
 def _load_component(klass, root: Path, sub: str, torch_dtype, allow_pickle: bool):
     """Load one diffusers component from ``root/sub`` (safetensors only unless ``allow_pickle``)."""
     try:
-        return klass.from_pretrained(
-            root, subfolder=sub, torch_dtype=torch_dtype, use_safetensors=True if not allow_pickle else None
-        )
+        with no_loading_bars():
+            return klass.from_pretrained(
+                root, subfolder=sub, torch_dtype=torch_dtype, use_safetensors=True if not allow_pickle else None
+            )
     except (OSError, ValueError) as err:
         raise friendly_load_error(str(root / sub), sub, err, allow_pickle) from err
 
@@ -220,6 +221,13 @@ class ApDepthPipeline(DiffusionPipeline):
             prior_image_std=list(prior_image_std),
         )
         self.fuse_vae_encode = True  # one encoder call for image and prior (same result: GroupNorm is per sample)
+
+    def to(self, *args, **kwargs):
+        """Move/cast every component (diffusers' ``DiffusionPipeline.to``). diffusers warns that fp16 pipelines
+        "will fail" on a CPU, once per component; this pipeline's operations do run in fp16 on a CPU (slowly),
+        so that warning is silenced (pass ``silence_dtype_warnings=False`` to see it)."""
+        kwargs.setdefault("silence_dtype_warnings", True)
+        return super().to(*args, **kwargs)
 
     # ------------------------------------------------------------------ loading
 
@@ -301,8 +309,10 @@ class ApDepthPipeline(DiffusionPipeline):
             from transformers import CLIPTextModel, CLIPTokenizer
 
             try:
-                encoder = CLIPTextModel.from_pretrained(root, subfolder="text_encoder", use_safetensors=True if not allow_pickle else None)
-                tokenizer = CLIPTokenizer.from_pretrained(root, subfolder="tokenizer")
+                with no_loading_bars():
+                    encoder = CLIPTextModel.from_pretrained(root, subfolder="text_encoder",
+                                                            use_safetensors=True if not allow_pickle else None)
+                    tokenizer = CLIPTokenizer.from_pretrained(root, subfolder="tokenizer")
             except (OSError, ValueError) as err:
                 raise friendly_load_error(str(root / "text_encoder"), "text encoder", err, allow_pickle) from err
             # Encode the empty prompt once; the encoder itself is dropped right after.

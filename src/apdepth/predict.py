@@ -276,7 +276,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="depth prior for checkpoints that do not include one, e.g. depth-anything/Depth-Anything-V2-Small-hf "
         "(Apache-2.0; the Base/Large/Giant priors are non-commercial)",
     )
-    p.add_argument("--processing-res", type=int, default=None, help="longer side the model runs at (0 = native; default: stored with the model)")
+    p.add_argument("--processing-res", type=int, default=None, help="longer side the model runs at (0 = native: time and memory grow with the pixel count; default: stored with the model)")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
     p.add_argument("--ensemble-size", type=int, default=1,
                    help="test-time ensemble of N members (mirror image, 0.75x/1.25x/0.5x resolution; 1 = off, max 8)")
@@ -380,6 +380,11 @@ def run(args: argparse.Namespace) -> int:
     # outputs, which no other process writes. "Done" above only ever looks at final names.
     remove_stale_temps(p for it in mine for p in output_paths(out_dir, it.rel, "colored", True))
 
+    if todo and args.processing_res == 0 and not args.quiet and rank == 0:
+        note = native_size_note(todo)
+        if note:
+            print(note, file=sys.stderr)
+
     if todo:
         from apdepth.pipeline import ApDepthPipeline
 
@@ -417,6 +422,36 @@ def run(args: argparse.Namespace) -> int:
 
 # errno values after which no later write can succeed: disk full, quota, read-only file system, no permission.
 _FATAL_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+NATIVE_NOTE_MEGAPIXELS = 4.0  # above this, --processing-res 0 gets a note on the cost
+
+
+def native_size_note(items: list[InputItem], megapixels: float | None = None) -> str | None:
+    """With ``--processing-res 0``: a note naming how many inputs exceed ``megapixels`` and the largest one,
+    with its pixel count relative to a 768 px run (time and memory grow at least linearly with it); None if
+    none does. Only image headers are read."""
+    from PIL import Image
+
+    megapixels = NATIVE_NOTE_MEGAPIXELS if megapixels is None else megapixels
+    big: list[tuple[int, int, int, Path]] = []
+    for it in items:
+        try:
+            with Image.open(it.path) as im:
+                w, h = im.size
+        except Exception:  # unreadable inputs are reported when they are read
+            continue
+        if w * h > megapixels * 1e6:
+            big.append((w * h, w, h, it.path))
+    if not big:
+        return None
+    pixels, w, h, path = max(big)
+    scale = 768 / max(w, h)
+    ratio = pixels / (round(w * scale) * round(h * scale))
+    return (f"note: --processing-res 0 runs at native size; {len(big)} input(s) exceed {megapixels:g} MP, the largest "
+            f"{path} at {w}x{h} ({pixels / 1e6:.1f} MP, {ratio:.0f}x the pixels of --processing-res 768). Time and "
+            "memory grow at least in proportion, so expect minutes per image on a CPU and many GB of memory; "
+            "pass --processing-res N to bound it (--vae-tiling bounds the VAE's memory).")
 
 
 def _check_writable(out_dir: Path) -> str | None:

@@ -109,14 +109,15 @@ def load_prior(prior, torch_dtype=None, allow_pickle: bool = False, local_files_
         return prior
     from transformers import DepthAnythingForDepthEstimation
 
-    from apdepth.hub import local_load_error, resolve_prior
+    from apdepth.hub import local_load_error, no_loading_bars, resolve_prior
 
     folder = resolve_prior(str(prior), allow_pickle, local_files_only)  # a Hub id is fetched (or found cached) first
     kwargs = {"use_safetensors": True if not allow_pickle else None, "local_files_only": True}
     if torch_dtype is not None:
         kwargs["dtype"] = torch_dtype
     try:
-        return DepthAnythingForDepthEstimation.from_pretrained(str(folder), **kwargs)
+        with no_loading_bars():
+            return DepthAnythingForDepthEstimation.from_pretrained(str(folder), **kwargs)
     except (OSError, ValueError) as err:
         raise local_load_error(folder, "depth prior", err, allow_pickle) from err
 
