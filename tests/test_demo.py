@@ -56,7 +56,8 @@ def test_process_images_writes_every_output(tiny_pipeline, uploads, tmp_path):
     "make, message",
     [
         (lambda up: [up / "broken.jpg"], "broken.jpg: not a recognised image format"),
-        (lambda up: [up / "a" / "photo.png", up / "cut.jpg"], r"cut.jpg: cannot read the image"),
+        (lambda up: [up / "broken.jpg", up / "cut.jpg"],
+         r"^broken.jpg: not a recognised image format; cut.jpg: cannot read the image"),
         (lambda up: [], "Upload at least one image"),
         (lambda up: [up / "a" / "photo.png"] * 3, "at most 2"),
     ],
@@ -98,3 +99,76 @@ def test_click_handler_turns_errors_into_gradio_messages(tiny_pipeline, uploads,
     assert "1 image" in status
     # a failed request leaves no output folder behind; the good one left exactly one
     assert len(list((tmp_path / "work").iterdir())) == 1
+
+
+def test_one_bad_file_does_not_block_the_good_ones(tiny_pipeline, uploads, tmp_path):
+    results = process_images(tiny_pipeline, [uploads / "a" / "photo.png", uploads / "cut.jpg", uploads / "b" / "photo.png"],
+                             tmp_path / "o", processing_resolution=32)
+    assert [r.shape for r in results] == [(30, 40), (24, 20)]
+    assert list(results.failed) == ["cut.jpg"] and results.failed["cut.jpg"].startswith("cannot read the image")
+
+    class FailsOnSmall:
+        prior, config = tiny_pipeline.prior, tiny_pipeline.config
+
+        def __call__(self, image, **k):
+            if image.shape[0] < 30:
+                raise RuntimeError("out of memory")
+            return tiny_pipeline(image, **k)
+
+    results = process_images(FailsOnSmall(), [uploads / "a" / "photo.png", uploads / "b" / "photo.png"], tmp_path / "p")
+    assert len(results) == 1 and results.failed == {"photo.png": "depth estimation failed (out of memory)"}
+
+
+def test_errors_stay_on_screen_and_partial_failures_are_listed(tiny_pipeline, uploads, tmp_path, monkeypatch):
+    demo = build_demo(tiny_pipeline, work_dir=tmp_path / "work", examples_dir=None)
+    handler = next(f.fn for f in demo.fns.values() if f.name == "on_run")
+    noop = lambda *a, **k: None  # noqa: E731
+    with pytest.raises(gr.Error) as info:
+        handler([str(uploads / "broken.jpg")], 32, "Spectral", 60, 10, progress=noop)
+    assert info.value.duration is None  # stays until closed (it vanished after 10 s)
+    warnings = []
+    monkeypatch.setattr(gr, "Warning", lambda message, duration=10, **k: warnings.append((message, duration)))
+    *_, status = handler([str(uploads / "a" / "photo.png"), str(uploads / "broken.jpg")], 32, "Spectral", 60, 10,
+                         progress=noop)
+    assert "**1 image**" in status and "**Not processed (1):**\n- broken.jpg: not a recognised image format" in status
+    assert warnings == [("1 of 2 files could not be processed: broken.jpg: not a recognised image format", None)]
+
+
+def test_ply_is_capped_and_outputs_are_removed_on_exit(tiny_pipeline, uploads, tmp_path):
+    results = process_images(tiny_pipeline, [uploads / "a" / "photo.png"], tmp_path / "o", processing_resolution=32,
+                             max_ply_points=300)
+    points, _ = read_ply(results[0].downloads[3])
+    assert 0 < len(points) == results[0].n_points <= 300  # 30x40 = 1200 pixels -> every second row and column
+    from apdepth.demo import _display_copy
+
+    assert _display_copy(np.zeros((30, 40, 3), np.uint8), max_side=20).shape == (15, 20, 3)  # the slider's copy
+
+    demo = build_demo(tiny_pipeline, work_dir=tmp_path / "work", examples_dir=None)
+    handler = next(f.fn for f in demo.fns.values() if f.name == "on_run")
+    handler([str(uploads / "a" / "photo.png")], 32, "Spectral", 60, 10, progress=lambda *a, **k: None)
+    (tmp_path / "work" / "keep.txt").write_text("not the demo's")
+    assert len(list((tmp_path / "work").glob("run-*"))) == 1
+    demo.apdepth_cleanup()  # registered with atexit
+    assert [p.name for p in (tmp_path / "work").iterdir()] == ["keep.txt"]
+    own = build_demo(tiny_pipeline, examples_dir=None)  # its own temporary folder: removed entirely
+    assert own.apdepth_work_dir.is_dir()
+    own.apdepth_cleanup()
+    assert not own.apdepth_work_dir.exists()
+    import apdepth.demo as demo_module
+
+    assert demo_module.GRADIO_DELETE_CACHE == (300, 900) and demo.delete_cache == (300, 900)
+
+
+def test_page_says_which_model_runs(tiny_checkpoint):
+    from apdepth.demo import model_description
+    from apdepth.pipeline import ApDepthPipeline
+
+    bundled = ApDepthPipeline.from_pretrained()
+    text = model_description(bundled)
+    assert text.startswith("**Model: the bundled small model**, trained only on this project's synthetic scenes")
+    assert "`apdepth demo --checkpoint developy/ApDepth --prior depth-anything/Depth-Anything-V2-Small-hf`" in text
+    assert model_description(ApDepthPipeline.from_pretrained(tiny_checkpoint)) == f"**Model:** `{tiny_checkpoint}`."
+    demo = build_demo(bundled, examples_dir=None)
+    header = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "apdepth-header")
+    assert "the bundled small model" in header.value
+    demo.apdepth_cleanup()

@@ -6,7 +6,7 @@ the command line writes. It listens on 127.0.0.1 by default and never creates a 
 
 Per image it offers for download the 16-bit depth PNG (value / 65535 = affine-invariant depth in
 [0, 1], 0 = near), the float32 ``.npy`` of the same, the colour PNG and a coloured point cloud as
-binary PLY. The point cloud needs a metric-like depth: the demo maps ``d`` in [0, 1] to
+binary PLY (at most 2 M points). The point cloud needs a metric-like depth: the demo maps ``d`` in [0, 1] to
 ``1 + d * (ratio - 1)`` with the user's far/near ratio (see :mod:`apdepth.pointcloud`).
 
 ``build_demo(pipeline)`` returns the ``gr.Blocks`` app, so tests launch it with a tiny model;
@@ -16,6 +16,7 @@ binary PLY. The point cloud needs a metric-like depth: the demo maps ``d`` in [0
 from __future__ import annotations
 
 import argparse
+import atexit
 import ipaddress
 import math
 import re
@@ -32,10 +33,15 @@ import numpy as np
 DEFAULT_MAX_IMAGES = 8
 DEFAULT_MAX_MEGAPIXELS = 40.0
 DEFAULT_MAX_FILE_SIZE = "50mb"
-DISPLAY_MAX_POINTS = 250_000  # the browser viewer slows down beyond this; the PLY download keeps every point
+DISPLAY_MAX_POINTS = 250_000  # the browser viewer slows down beyond this
+# The PLY download is subsampled to at most this many points (15 bytes each: about 30 MB); one point per pixel of
+# a 6000x4000 photo was a 343 MB file per upload.
+DEFAULT_MAX_PLY_POINTS = 2_000_000
 COLOR_MAPS = ("Spectral", "Spectral_r", "magma", "inferno", "viridis", "plasma", "turbo", "gray", "gray_r")
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "examples"
-_OUTPUT_TTL_S = 3600.0
+_OUTPUT_TTL_S = 900.0  # a request's outputs are removed on a later request after this long, and on exit
+# Gradio's own copies of uploads and outputs: every 5 minutes, remove those older than 15 (and all on exit).
+GRADIO_DELETE_CACHE = (300, 900)
 
 CSS = """
 #apdepth-header h1 {margin-bottom: 0.2em;}
@@ -55,6 +61,30 @@ class DemoResult:
     glb_path: Path
     downloads: list[Path] = field(default_factory=list)
     n_points: int = 0
+
+
+class DemoResults(list):
+    """The :class:`DemoResult` of every image that worked, plus ``failed``: ``{upload name: reason}`` for the
+    ones that did not (a bad file never blocks the good ones)."""
+
+    def __init__(self, results=(), failed: dict[str, str] | None = None):
+        super().__init__(results)
+        self.failed: dict[str, str] = dict(failed or {})
+
+
+def model_description(pipeline) -> str:
+    """One Markdown line saying which model runs; for the bundled small model, what to expect and how to load
+    the published weights instead."""
+    source = getattr(pipeline, "loaded_from", None)
+    if not source:
+        return "**Model:** a pipeline passed in from Python."
+    if source.get("bundled"):
+        return ("**Model: the bundled small model**, trained only on this project's synthetic scenes so that the "
+                "demo works offline. On real photos it recovers a coarse layout and blurs object edges; that is "
+                "the model, not your photo. For the published paper weights (internet needed once), restart with "
+                "`apdepth demo --checkpoint developy/ApDepth --prior depth-anything/Depth-Anything-V2-Small-hf`.")
+    prior = f", prior `{source['prior']}`" if source.get("prior") else ""
+    return f"**Model:** `{source['checkpoint']}`{prior}."
 
 
 def _safe_stem(name: str) -> str:
@@ -104,6 +134,21 @@ def _cleanup_old(root: Path, ttl_s: float = _OUTPUT_TTL_S) -> None:
             pass
 
 
+DISPLAY_MAX_SIDE = 2048  # the input shown in the comparison slider (display only, never a download)
+
+
+def _display_copy(rgb8: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+    """A copy of an (H, W, 3) uint8 image no larger than ``max_side`` on its longer side, for display."""
+    from PIL import Image
+
+    h, w = rgb8.shape[:2]
+    if max(h, w) <= max_side:
+        return rgb8
+    scale = max_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(rgb8).resize(size, Image.BILINEAR))
+
+
 def _display_cloud(depth_z: np.ndarray, rgb: np.ndarray, fov_deg: float, max_points: int):
     """Unproject a strided copy of the depth so the browser gets at most ~``max_points`` points."""
     from apdepth.pointcloud import depth_to_points, focal_from_fov
@@ -126,7 +171,8 @@ def process_images(
     max_images: int = DEFAULT_MAX_IMAGES,
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
     progress=None,
-) -> list[DemoResult]:
+    max_ply_points: int = DEFAULT_MAX_PLY_POINTS,
+) -> DemoResults:
     """Run the pipeline on uploaded image files and write everything the page shows.
 
     ``processing_resolution``: longer side in px the model runs at (None = the model's stored
@@ -134,8 +180,11 @@ def process_images(
     ``far_near_ratio`` (> 1): depth 0 is placed at 1 and depth 1 at this value. ``progress`` is
     an optional callable ``progress(fraction, desc=...)`` (e.g. ``gr.Progress``).
 
-    All inputs are validated before any inference, so a bad file costs no compute; problems
-    raise ``ValueError`` with a message naming the file.
+    All inputs are read before any inference, so a bad file costs no compute. A file that cannot be read or
+    whose inference fails is listed in the result's ``failed`` (``{upload name: reason}``) and the others are
+    processed; ``ValueError`` is raised (naming every file) only when no image works, or for a bad request
+    (no files, too many, bad settings). The PLY download holds at most ``max_ply_points`` points (a
+    regular subsample of the pixels).
     """
     from apdepth.image_io import save_depth_outputs, save_png
     from apdepth.pointcloud import relative_to_metric, save_depth_ply, write_glb_points
@@ -157,14 +206,22 @@ def process_images(
     if color_map not in matplotlib.colormaps:
         raise ValueError(f"Unknown colour map {color_map!r}.")
 
-    images = [load_upload(p, max_megapixels) for p in paths]
+    failed: dict[str, str] = {}
+    readable: list[tuple[Path, np.ndarray]] = []
+    for p in paths:
+        try:
+            readable.append((p, load_upload(p, max_megapixels)))
+        except ValueError as err:
+            failed[p.name] = str(err).split(": ", 1)[-1] if str(err).startswith(f"{p.name}: ") else str(err)
+    if not readable:
+        raise ValueError("; ".join(f"{name}: {reason}" for name, reason in failed.items()))
     out_dir = Path(out_dir)
     want_prior = getattr(pipeline, "prior", None) is not None
-    results: list[DemoResult] = []
+    results = DemoResults(failed=failed)
     used: set[str] = set()
-    for i, (path, rgb01) in enumerate(zip(paths, images)):
+    for i, (path, rgb01) in enumerate(readable):
         if progress is not None:
-            progress(i / len(paths), desc=f"Estimating depth: {path.name} ({i + 1}/{len(paths)})")
+            progress(i / len(readable), desc=f"Estimating depth: {path.name} ({i + 1}/{len(readable)})")
         stem = _safe_stem(path.name)
         base, k = stem, 1
         while stem in used:  # two uploads called image.png must not overwrite each other
@@ -175,20 +232,23 @@ def process_images(
             out = pipeline(rgb01, processing_resolution=processing_resolution, output_type="np",
                            output_prior=want_prior)
         except (RuntimeError, ValueError) as err:
-            raise ValueError(f"{path.name}: depth estimation failed ({err})") from err
+            results.failed[path.name] = f"depth estimation failed ({err})"
+            continue
         depth = np.asarray(out.depth[0], dtype=np.float32)
         prior = None if out.prior_depth is None else np.asarray(out.prior_depth[0], dtype=np.float32)
 
         rgb8 = (np.clip(rgb01, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         rgb_path = out_dir / f"{stem}_input.png"
-        save_png(rgb_path, rgb8)
+        save_png(rgb_path, _display_copy(rgb8))
         npy, png16, colored = save_depth_outputs(out_dir, stem, depth, color_map=color_map)
         prior_path = None
         if prior is not None:
             prior_path = out_dir / f"{stem}_prior_colored.png"
             save_png(prior_path, colorize_depth(prior, cmap=color_map))
         ply_path = out_dir / f"{stem}.ply"
-        n_points = save_depth_ply(ply_path, depth, rgb8, fov_deg=fov_deg, near=1.0, far=far_near_ratio)
+        step = max(1, math.ceil(math.sqrt(depth.size / max_ply_points)))  # a regular subsample keeps the geometry
+        n_points = save_depth_ply(ply_path, depth[::step, ::step], rgb8[::step, ::step], fov_deg=fov_deg,
+                                  near=1.0, far=far_near_ratio)
         pts, cols = _display_cloud(relative_to_metric(depth, 1.0, far_near_ratio), rgb8, fov_deg, DISPLAY_MAX_POINTS)
         glb_path = write_glb_points(out_dir / f"{stem}_view.glb", pts, cols)
         results.append(DemoResult(
@@ -196,6 +256,8 @@ def process_images(
             prior_colored_path=prior_path, glb_path=glb_path,
             downloads=[png16, npy, colored, ply_path], n_points=n_points,
         ))
+    if not results:
+        raise ValueError("; ".join(f"{name}: {reason}" for name, reason in results.failed.items()))
     if progress is not None:
         progress(1.0, desc="Done")
     return results
@@ -217,15 +279,27 @@ def build_demo(
     """Build the Gradio app around ``pipeline`` (any object with the ApDepthPipeline call API).
 
     ``work_dir`` receives one sub-folder of outputs per request (default: a fresh folder in the
-    system temp dir); folders older than an hour are removed on later requests. Launch the result
+    system temp dir); folders older than 15 minutes are removed on later requests, and at exit the demo
+    removes its folders (the whole default folder). Gradio's copies are removed after 15 minutes too. Launch the result
     with :func:`launch` so that theme, upload limit and the no-share policy apply.
     """
     import gradio as gr
 
     from apdepth.image_io import IMAGE_EXTENSIONS
 
+    own_root = work_dir is None
     work_root = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="apdepth-demo-"))
     work_root.mkdir(parents=True, exist_ok=True)
+
+    def cleanup() -> None:
+        """Remove this demo's outputs: the whole work folder if the demo made it, else its run-* folders."""
+        if own_root:
+            shutil.rmtree(work_root, ignore_errors=True)
+        else:
+            for run in work_root.glob("run-*"):
+                shutil.rmtree(run, ignore_errors=True)
+
+    atexit.register(cleanup)
     config = getattr(pipeline, "config", None)
     default_res = int(getattr(config, "processing_resolution", 768) or 0)
     has_prior = getattr(pipeline, "prior", None) is not None
@@ -250,11 +324,13 @@ def build_demo(
             )
         except ValueError as err:
             shutil.rmtree(out_dir, ignore_errors=True)
-            raise gr.Error(str(err), print_exception=False) from None
+            # duration=None: the message stays until closed (the default vanished after 10 s, leaving a bare badge)
+            raise gr.Error(str(err), duration=None, print_exception=False) from None
         except Exception as err:  # a stack trace helps the operator, not the visitor
             traceback.print_exc(file=sys.stderr)
             shutil.rmtree(out_dir, ignore_errors=True)
-            raise gr.Error(f"Depth estimation failed: {type(err).__name__}: {err}", print_exception=False) from None
+            raise gr.Error(f"Depth estimation failed: {type(err).__name__}: {err}", duration=None,
+                           print_exception=False) from None
         seconds = time.perf_counter() - t0
         state = [
             {"name": r.name, "rgb": str(r.rgb_path), "colored": str(r.colored_path),
@@ -267,16 +343,22 @@ def build_demo(
         status = (f"**{len(results)} image{'s' if len(results) > 1 else ''}** in {seconds:.1f} s on "
                   f"`{_device_label(pipeline)}`, processing resolution {int(resolution) or 'native'}; "
                   f"first image {w}×{h} px, {results[0].n_points:,} points in its PLY.")
+        if results.failed:
+            lines = "\n".join(f"- {name}: {reason}" for name, reason in results.failed.items())
+            status += f"\n\n**Not processed ({len(results.failed)}):**\n{lines}"
+            gr.Warning(f"{len(results.failed)} of {len(paths)} files could not be processed: "
+                       + "; ".join(f"{n}: {r}" for n, r in results.failed.items()), duration=None)
         slider, prior_img, glb = view(state, names[0])
         return (slider, prior_img, glb, downloads, state,
                 gr.update(choices=names, value=names[0], visible=len(names) > 1), status)
 
-    with gr.Blocks(title="ApDepth demo", delete_cache=(1800, 3600)) as demo:
+    with gr.Blocks(title="ApDepth demo", delete_cache=GRADIO_DELETE_CACHE) as demo:
         state = gr.State([])
         gr.Markdown(
             "# ApDepth: monocular depth estimation\n"
             "Upload one or more photos to get their depth from a single diffusion step conditioned on a "
-            "depth prior. Depth is *relative*: 0 = near, 1 = far, with unknown scale and shift.",
+            "depth prior. Depth is *relative*: 0 = near, 1 = far, with unknown scale and shift.\n\n"
+            + model_description(pipeline),
             elem_id="apdepth-header",
         )
         with gr.Row(equal_height=False):
@@ -323,6 +405,7 @@ def build_demo(
         )
         pick.change(view, inputs=[state, pick], outputs=[slider, prior_img, model3d])
     demo.apdepth_work_dir = work_root
+    demo.apdepth_cleanup = cleanup
     return demo
 
 

@@ -272,6 +272,12 @@ class ApDepthPipeline(DiffusionPipeline):
         if overrides:
             pipe.register_to_config(**overrides)
             pipe._validate_config()
+        # What was loaded, for the people looking at the results (the demo names it on its page).
+        pipe.loaded_from = {
+            "checkpoint": str(pretrained_model_name_or_path),
+            "prior": None if prior is None else str(prior) if isinstance(prior, (str, os.PathLike)) else type(prior).__name__,
+            "bundled": Path(pretrained_model_name_or_path).resolve() == BUNDLED_MODEL_DIR.resolve(),
+        }
         return pipe
 
     @classmethod
