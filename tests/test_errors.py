@@ -132,3 +132,29 @@ def test_corrupt_local_weights_are_reported_as_corrupt(tmp_path, tiny_pipeline, 
                           "or truncated (")
     assert msg.endswith("copy or download it again.")
     assert "Hub" not in msg and "allow_pickle" not in msg and "download it on" not in msg
+
+
+def test_every_command_checks_its_output_folder_first(tmp_path, capsys):
+    (tmp_path / "file").write_text("a file, not a folder")
+    bad = tmp_path / "file" / "out"
+    assert main(["synth", "--out", str(bad), "--num", "1", "--size", "32x32"]) == 2
+    assert capsys.readouterr().err == f"error: cannot write to --out {bad}: Not a directory\n"
+    # eval: before any sample is read (the data folder does not even exist)
+    assert main(["eval", "--dataset", "nyu", "--data-dir", str(tmp_path / "none"), "--output", str(bad)]) == 2
+    assert capsys.readouterr().err == f"error: cannot write to --output {bad}: Not a directory\n"
+
+
+def test_unforeseen_file_system_errors_are_one_line(monkeypatch, capsys):
+    import errno
+    import os
+
+    from apdepth import cli
+
+    def disk_full(args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/data/out/x_depth.npy")
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["synth"].set_defaults(_run=disk_full)
+    assert cli.main(["synth", "--out", "x"]) == 1
+    assert capsys.readouterr().err == "error: No space left on device: /data/out/x_depth.npy\n"

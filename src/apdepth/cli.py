@@ -107,6 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        if getattr(err, "filename", None) is None or err.errno is None:
+            raise
+        # A file-system failure the command did not foresee (a disk filling up, permissions changing under it):
+        # one line naming the file, not a traceback.
+        print(f"error: {err.strerror}: {err.filename}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -26,6 +26,21 @@ class ImageReadError(ValueError):
     """An input file is not a readable image; the message names the file and the reason."""
 
 
+def unwritable_reason(folder: str | os.PathLike) -> str | None:
+    """None if files can be created in ``folder`` (created if missing), else the reason ("Permission denied",
+    "Not a directory", ...). Commands call it on their output folder before any long work starts."""
+    import tempfile
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as RGB float32 in [0, 1], shape (H, W, 3).
 

@@ -456,15 +456,9 @@ def native_size_note(items: list[InputItem], megapixels: float | None = None) ->
 
 def _check_writable(out_dir: Path) -> str | None:
     """None if files can be created in ``out_dir`` (created if missing), else the reason, before any model loads."""
-    import tempfile
+    from apdepth.image_io import unwritable_reason
 
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out_dir):
-            pass
-    except OSError as err:
-        return err.strerror or str(err)
-    return None
+    return unwritable_reason(out_dir)
 
 
 def _reason(err: BaseException, path: Path) -> str:

@@ -181,6 +181,12 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--num must be >= 1, got {args.num}")
         if args.out is None and args.contact_sheet is None:
             raise ValueError("give --out DIR (a dataset) and/or --contact-sheet PNG")
+        from apdepth.image_io import unwritable_reason
+
+        for flag, folder in (("--out", args.out), ("--contact-sheet", args.contact_sheet and Path(args.contact_sheet).parent)):
+            reason = folder is not None and unwritable_reason(folder)
+            if reason:
+                raise ValueError(f"cannot write to {flag} {folder}: {reason}")
         if args.contact_sheet is not None:
             sheet = contact_sheet(range(args.seed, args.seed + args.num), height, width, args.scene, args.columns)
             save_png(args.contact_sheet, sheet)

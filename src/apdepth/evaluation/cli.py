@@ -149,6 +149,13 @@ def run(args) -> int:
     if args.processing_res is not None and args.processing_res < 0:
         print("error: --processing-res must be >= 0 (0 = native)", file=sys.stderr)
         return 2
+    if args.output:
+        from apdepth.image_io import unwritable_reason
+
+        reason = unwritable_reason(args.output)
+        if reason:  # checked before any sample is read or predicted
+            print(f"error: cannot write to --output {args.output}: {reason}", file=sys.stderr)
+            return 2
     predictor = LazyPredictor(args)
 
     if args.dataset:
