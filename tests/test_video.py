@@ -231,3 +231,59 @@ def test_predict_cli_frame_folder_and_bad_clip(tmp_path, tiny_checkpoint, capsys
     assert not (out / "broken_depth.mp4").exists()
     err = capsys.readouterr().err
     assert "broken.mp4" in err and "Traceback" not in err
+
+
+def test_synth_video_sequences_reproject_exactly(tmp_path):
+    from apdepth.data.synthetic.video import reproject
+
+    out = tmp_path / "seqs"
+    assert main(["synth", "--video", "--out", str(out), "--num", "2", "--frames", "5", "--size", "30x40",
+                 "--seed", "950000", "--trajectory", "walk", "--fps", "12"]) == 0
+    assert (out / "sequences.txt").read_text().split() == ["00950000", "00950001"]
+    seq = out / "00950000"
+    meta = json.loads((seq / "meta.json").read_text())
+    assert meta["trajectory"] == "walk" and meta["frames"] == 5 and meta["fps"] == 12
+    gt = np.load(seq / "gt.npz")
+    assert gt["depth"].shape == (5, 30, 40) and gt["valid"].shape == (5, 30, 40) and gt["poses"].shape == (5, 4, 4)
+    frames, times, info = read_video(seq / "frames", fps=12)
+    assert frames.shape == (5, 30, 40, 3) and info.fps == 12
+    assert not np.allclose(gt["poses"][0], gt["poses"][-1])  # the camera moved
+    # the exact GT of frame t, moved with the true poses, lands on frame t+1's GT
+    for t in range(4):
+        u, v, z, _ = reproject(gt["depth"][t], gt["K"], gt["poses"][t], gt["poses"][t + 1])
+        ui, vi = np.round(u).astype(int), np.round(v).astype(int)
+        ok = (ui >= 0) & (ui < 40) & (vi >= 0) & (vi < 30) & (z > 0)
+        d1 = gt["depth"][t + 1][vi[ok], ui[ok]]
+        assert np.median(np.abs(z[ok] - d1)[d1 > 0] / d1[d1 > 0]) < 0.01
+
+
+def test_video_metrics_on_ground_truth_and_jitter(tmp_path):
+    from apdepth.data.synthetic.video import render_sequence
+    from apdepth.evaluation.video_metrics import video_metrics
+
+    s = render_sequence(950002, 6, 30, 40, "indoor", "pan")
+    g, v, K, P = s["depth"], s["valid"], s["intrinsics"], s["poses"]
+    perfect = video_metrics(0.5 * g + 3.0, g, v, K, P)  # an affine image of GT: one alignment undoes it
+    assert perfect["abs_rel"] < 1e-6 and perfect["delta1"] == 1.0 and perfect["tae"] < 0.01 and perfect["flicker"] < 0.005
+    rng = np.random.default_rng(0)
+    jitter = g * rng.uniform(0.8, 1.2, (6, 1, 1)) + rng.uniform(-0.3, 0.3, (6, 1, 1))
+    seq = video_metrics(jitter, g, v, K, P)
+    per_frame = video_metrics(jitter, g, v, K, P, per_frame_alignment=True)
+    assert seq["tae"] > 5 * perfect["tae"] and seq["abs_rel"] > 0.02
+    assert per_frame["abs_rel"] < 1e-6  # per-frame alignment hides exactly what one alignment per clip shows
+
+
+def test_demo_video_core(tiny_pipeline, tmp_path):
+    from apdepth.demo_video import process_clip
+
+    clip = write_clip(tmp_path / "my clip.mp4", moving_frames(6, 32, 48), fps=6.0)
+    res = process_clip(tiny_pipeline, clip, tmp_path / "out", processing_resolution=32)
+    sbs, _, info = read_video(res["side_by_side"])
+    assert sbs.shape == (6, 32, 96, 3) and info.fps == pytest.approx(6.0)
+    assert np.load(res["stack"])["depth"].shape == (6, 32, 48)
+    with pytest.raises(ValueError, match="up to 0.5 s"):
+        process_clip(tiny_pipeline, clip, tmp_path / "out2", processing_resolution=32, max_seconds=0.5)
+    bad = tmp_path / "x.mp4"
+    bad.write_bytes(b"nope" * 100)
+    with pytest.raises(ValueError, match="x.mp4"):
+        process_clip(tiny_pipeline, bad, tmp_path / "out3")

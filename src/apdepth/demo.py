@@ -361,49 +361,54 @@ def build_demo(
             + model_description(pipeline),
             elem_id="apdepth-header",
         )
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=2, min_width=300):
-                files = gr.File(
-                    label="Images", file_count="multiple", file_types=list(IMAGE_EXTENSIONS),
-                    elem_id="apdepth-input", height=180,
-                )
-                resolution = gr.Slider(
-                    0, 2048, value=default_res, step=8, label="Processing resolution (px, 0 = native)",
-                    info="Longer side the model runs at; higher is sharper and slower.",
-                )
-                cmap = gr.Dropdown(list(COLOR_MAPS), value="Spectral", label="Colour map",
-                                   info="Spectral: red = near, blue = far.")
-                with gr.Accordion("Point cloud", open=False):
-                    fov = gr.Slider(20, 120, value=60, step=1, label="Horizontal field of view (degrees)")
-                    ratio = gr.Slider(1.5, 50, value=10, step=0.5, label="Far / near depth ratio",
-                                      info="Relative depth has no scale; this sets how deep the 3D view looks.")
-                run_btn = gr.Button("Estimate depth", variant="primary", elem_id="apdepth-run")
-                status = gr.Markdown(elem_id="apdepth-status")
-                ex_dir = Path(examples_dir) if examples_dir is not None else None
-                if ex_dir is not None and ex_dir.is_dir():
-                    ex = sorted(p for p in ex_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-                    if ex:
-                        gr.Examples([[[str(p)]] for p in ex], inputs=[files], label="Examples")
-            with gr.Column(scale=3, min_width=400):
-                pick = gr.Dropdown([], label="Show result for", visible=False, elem_id="apdepth-pick")
-                with gr.Row():
-                    slider = gr.ImageSlider(label="Image | depth (drag to compare)", type="filepath",
-                                            format="png", elem_id="apdepth-slider", scale=3, height=340)
-                    prior_img = gr.Image(label="Prior's depth", type="filepath", format="png",
-                                         interactive=False, elem_id="apdepth-prior", visible=has_prior, scale=2,
-                                         height=340)
-                model3d = gr.Model3D(label="Point cloud (drag to rotate, scroll to zoom)", display_mode="point_cloud",
-                                     camera_position=(90, 90, None), height=420, elem_id="apdepth-3d")
-                downloads = gr.File(label="Downloads: 16-bit PNG (value/65535), .npy (float32 [0,1]), colour PNG, "
-                                    "PLY point cloud", file_count="multiple", interactive=False,
-                                    elem_id="apdepth-downloads")
+        with gr.Tab("Images"):
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=2, min_width=300):
+                    files = gr.File(
+                        label="Images", file_count="multiple", file_types=list(IMAGE_EXTENSIONS),
+                        elem_id="apdepth-input", height=180,
+                    )
+                    resolution = gr.Slider(
+                        0, 2048, value=default_res, step=8, label="Processing resolution (px, 0 = native)",
+                        info="Longer side the model runs at; higher is sharper and slower.",
+                    )
+                    cmap = gr.Dropdown(list(COLOR_MAPS), value="Spectral", label="Colour map",
+                                       info="Spectral: red = near, blue = far.")
+                    with gr.Accordion("Point cloud", open=False):
+                        fov = gr.Slider(20, 120, value=60, step=1, label="Horizontal field of view (degrees)")
+                        ratio = gr.Slider(1.5, 50, value=10, step=0.5, label="Far / near depth ratio",
+                                          info="Relative depth has no scale; this sets how deep the 3D view looks.")
+                    run_btn = gr.Button("Estimate depth", variant="primary", elem_id="apdepth-run")
+                    status = gr.Markdown(elem_id="apdepth-status")
+                    ex_dir = Path(examples_dir) if examples_dir is not None else None
+                    if ex_dir is not None and ex_dir.is_dir():
+                        ex = sorted(p for p in ex_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+                        if ex:
+                            gr.Examples([[[str(p)]] for p in ex], inputs=[files], label="Examples")
+                with gr.Column(scale=3, min_width=400):
+                    pick = gr.Dropdown([], label="Show result for", visible=False, elem_id="apdepth-pick")
+                    with gr.Row():
+                        slider = gr.ImageSlider(label="Image | depth (drag to compare)", type="filepath",
+                                                format="png", elem_id="apdepth-slider", scale=3, height=340)
+                        prior_img = gr.Image(label="Prior's depth", type="filepath", format="png",
+                                             interactive=False, elem_id="apdepth-prior", visible=has_prior, scale=2,
+                                             height=340)
+                    model3d = gr.Model3D(label="Point cloud (drag to rotate, scroll to zoom)", display_mode="point_cloud",
+                                         camera_position=(90, 90, None), height=420, elem_id="apdepth-3d")
+                    downloads = gr.File(label="Downloads: 16-bit PNG (value/65535), .npy (float32 [0,1]), colour PNG, "
+                                        "PLY point cloud", file_count="multiple", interactive=False,
+                                        elem_id="apdepth-downloads")
 
-        run_btn.click(
-            on_run, inputs=[files, resolution, cmap, fov, ratio],
-            outputs=[slider, prior_img, model3d, downloads, state, pick, status],
-            concurrency_limit=1,  # one model, one device: requests queue instead of competing for memory
-        )
-        pick.change(view, inputs=[state, pick], outputs=[slider, prior_img, model3d])
+            run_btn.click(
+                on_run, inputs=[files, resolution, cmap, fov, ratio],
+                outputs=[slider, prior_img, model3d, downloads, state, pick, status],
+                concurrency_limit=1,  # one model, one device: requests queue instead of competing for memory
+            )
+            pick.change(view, inputs=[state, pick], outputs=[slider, prior_img, model3d])
+        with gr.Tab("Video"):
+            from apdepth.demo_video import video_tab
+
+            video_tab(pipeline, work_root, default_res, COLOR_MAPS)
     demo.apdepth_work_dir = work_root
     demo.apdepth_cleanup = cleanup
     return demo

@@ -45,6 +45,8 @@ class VideoDepthOutput:
         ``(scale[t] * d_t + shift[t] - lo) / (hi - lo)`` with ``(lo, hi) = clip_range``.
     clip_range: the clip-wide normalisation ``(lo, hi)``.
     fps: the clip's average frame rate in frames/s.
+    per_frame: with ``output_per_frame=True``, the naive per-frame output (T, H, W) of the same model
+        pass (each frame's own [0, 1] normalisation); else ``None``.
     """
 
     depth: np.ndarray
@@ -54,6 +56,7 @@ class VideoDepthOutput:
     clip_range: tuple[float, float]
     fps: float
     stats: dict = field(default_factory=dict)
+    per_frame: np.ndarray | None = None
 
 
 class _Spill:
@@ -208,7 +211,7 @@ def _as_uint8_rgb(im, k: int) -> np.ndarray:
 
 def predict_video(pipe, frames, processing_resolution: int | None = None, batch_size: int = 4, consistent: bool = True,
                   flow: str | None = "dis", gaps=DEFAULT_GAPS, fps: float | None = None,
-                  show_progress_bar: bool = False) -> VideoDepthOutput:
+                  output_per_frame: bool = False) -> VideoDepthOutput:
     """Temporally consistent depth for a clip, in memory.
 
     Args:
@@ -223,6 +226,7 @@ def predict_video(pipe, frames, processing_resolution: int | None = None, batch_
             (pixels paired with themselves; for a static camera).
         gaps: frame distances paired in the co-alignment.
         fps: frame rate of an array/list input (frames/s, default 30); files carry their own.
+        output_per_frame: also return the naive per-frame output of the same model pass (``per_frame``).
     Returns:
         :class:`VideoDepthOutput` with ``depth`` float32 (T, H, W) in [0, 1], 0 = near.
     Raises:
@@ -243,10 +247,12 @@ def predict_video(pipe, frames, processing_resolution: int | None = None, batch_
             pipe, it, spill, processing_resolution=processing_resolution, batch_size=batch_size,
             consistent=consistent, flow=flow, gaps=gaps)
         depth = np.stack([_finish(d, a[t], c[t], lo, hi, size) for t, d in enumerate(spill.frames())])
+        naive = np.stack([_finish(d, 1.0, 0.0, 0.0, 1.0, size) for d in spill.frames()]) if output_per_frame else None
         elapsed = time.perf_counter() - t0
     finally:
         spill.close()
-    return VideoDepthOutput(depth, times, a, c, (lo, hi), fps, {"seconds": elapsed, "frames_per_s": len(times) / max(elapsed, 1e-9)})
+    stats = {"seconds": elapsed, "frames_per_s": len(times) / max(elapsed, 1e-9)}
+    return VideoDepthOutput(depth, times, a, c, (lo, hi), fps, stats, naive)
 
 
 def _retime(frames: Iterator[Frame], fps: float) -> Iterator[Frame]:

@@ -13,6 +13,14 @@ Layout of ``--out DIR``::
     intrinsics/<id>.json    {"K": 3x3 pinhole matrix in pixels, "height", "width", "seed", "scene", ...}
     split.txt               one sample per line: "rgb/<id>.png depth/<id>.png mask/<id>.png"
     meta.json               the generator settings
+
+With ``--video``, ``--num`` sequences of ``--frames`` frames along camera trajectories (walk, pan, dolly)::
+
+    <id>/frames/000000.png  8-bit RGB frames (read them as a clip: apdepth predict <id>/frames --video)
+    <id>/gt.npz             depth (T,H,W) float32 metres (0 = invalid), valid (T,H,W), K (3,3), poses (T,4,4)
+                            camera-to-world with the OpenCV camera frame
+    <id>/meta.json          seed, scene, trajectory, frames, size, fps
+    sequences.txt           one sequence id per line
 """
 
 from __future__ import annotations
@@ -56,6 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--contact-sheet", type=Path, metavar="PNG",
                         help="write a contact sheet (RGB next to coloured depth) of --num scenes to this PNG")
     parser.add_argument("--columns", type=int, default=3, help="scenes per row of the contact sheet (default 3)")
+    g = parser.add_argument_group("video (--video): camera trajectories with per-frame depth, intrinsics and poses")
+    g.add_argument("--video", action="store_true", help="render --num sequences instead of still images")
+    g.add_argument("--frames", type=int, default=48, help="frames per sequence (default 48)")
+    g.add_argument("--trajectory", choices=["walk", "pan", "dolly", "mixed"], default="mixed",
+                   help="camera motion (default mixed: one per seed)")
+    g.add_argument("--fps", type=float, default=24.0, help="frame rate stored with each sequence (default 24)")
 
 
 def _sample_paths(sid: str, depth_format: str) -> tuple[str, str, str]:
@@ -148,6 +162,73 @@ def write_dataset(root, num: int, height: int, width: int, seed: int = 0, scene:
     return split
 
 
+def write_sequence(root: Path, seed: int, frames: int, height: int, width: int, scene: str, trajectory: str | None,
+                   fps: float) -> str:
+    """Render sequence ``seed`` and write it under ``root/<id>/``; returns ``<id>``.
+
+    ``frames/000000.png ...`` (8-bit RGB), ``gt.npz`` (``depth`` float32 (T,H,W) metres with 0 = invalid,
+    ``valid`` bool (T,H,W), ``K`` (3,3) pinhole intrinsics in pixels, ``poses`` (T,4,4) float64
+    camera-to-world, OpenCV camera frame) and ``meta.json`` (written last: marks a complete sequence)."""
+    import io
+
+    from apdepth.data.synthetic.video import render_sequence
+
+    out = render_sequence(seed, frames, height, width, scene, trajectory)
+    sid = f"{seed:08d}"
+    seq = root / sid
+    for t, rgb in enumerate(out["rgb"]):
+        save_png(seq / "frames" / f"{t:06d}.png", rgb)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, depth=out["depth"], valid=out["valid"], K=out["intrinsics"], poses=out["poses"])
+    with atomic_write(seq / "gt.npz") as fh:
+        fh.write(buf.getvalue())
+    meta = {"seed": seed, "scene": scene, "trajectory": out["trajectory"], "frames": frames, "height": height,
+            "width": width, "fps": fps, "depth": "planar z-depth", "depth_unit": "m",
+            "poses": "camera-to-world, OpenCV camera frame (x right, y down, z forward)"}
+    with atomic_write(seq / "meta.json", "w") as fh:
+        json.dump(meta, fh, indent=1)
+    return sid
+
+
+def write_video_dataset(root, num: int, frames: int, height: int, width: int, seed: int = 0, scene: str = "mixed",
+                        trajectory: str = "mixed", fps: float = 24.0, skip_existing: bool = False,
+                        progress: bool = True, workers: int = 1) -> Path:
+    """Write sequences ``seed .. seed+num-1`` (see :func:`write_sequence`) and ``sequences.txt`` (one id a line);
+    returns that file's path."""
+    from tqdm import tqdm
+
+    if num < 1 or frames < 2:
+        raise ValueError(f"--num must be >= 1 and --frames >= 2, got {num} and {frames}")
+    if seed < 0 or workers < 1 or not fps > 0:
+        raise ValueError("--seed must be >= 0, --workers >= 1 and --fps > 0")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    traj = None if trajectory == "mixed" else trajectory
+    todo = [s for s in range(seed, seed + num) if not (skip_existing and (root / f"{s:08d}" / "meta.json").exists())]
+    bar = tqdm(total=num, initial=num - len(todo), desc="synth --video", unit="seq", disable=not progress or None)
+    args = [(root, s, frames, height, width, scene, traj, fps) for s in todo]
+    if workers == 1 or len(todo) < 2:
+        for a in args:
+            write_sequence(*a)
+            bar.update()
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx, initializer=_init_worker) as pool:
+            for fut in [pool.submit(write_sequence, *a) for a in args]:
+                fut.result()
+                bar.update()
+    bar.close()
+    listing = root / "sequences.txt"
+    old = listing.read_text().split() if listing.exists() else []
+    ids = sorted(set(old) | {f"{s:08d}" for s in range(seed, seed + num)})
+    with atomic_write(listing, "w") as fh:
+        fh.write("\n".join(ids) + "\n")
+    return listing
+
+
 def contact_sheet(seeds, height: int, width: int, scene: str = "mixed", columns: int = 3) -> np.ndarray:
     """A uint8 image: for each seed, its RGB next to its depth coloured by colorize_depth (2-98%
     stretch, invalid pixels black), ``columns`` scenes per row, separated by white gaps."""
@@ -191,6 +272,13 @@ def run(args: argparse.Namespace) -> int:
             sheet = contact_sheet(range(args.seed, args.seed + args.num), height, width, args.scene, args.columns)
             save_png(args.contact_sheet, sheet)
             print(f"wrote {args.contact_sheet} ({args.num} scenes)")
+        if args.video:
+            if args.out is None:
+                raise ValueError("--video needs --out DIR")
+            listing = write_video_dataset(args.out, args.num, args.frames, height, width, args.seed, args.scene,
+                                          args.trajectory, args.fps, args.skip_existing, workers=args.workers)
+            print(f"wrote {args.num} sequences of {args.frames} frames to {args.out} (list {listing})")
+            return 0
         if args.out is not None:
             split = write_dataset(args.out, args.num, height, width, args.seed, args.scene, args.depth_format,
                                   args.skip_existing, workers=args.workers)
