@@ -121,11 +121,9 @@ def parse_args(argv=None):
 
 
 def _load(checkpoint: str, device, dtype):
-    from apdepth.pipeline import ApDepthPipeline
+    from apdepth.runtime import load_pipeline
 
-    pipe = ApDepthPipeline.from_pretrained(checkpoint, torch_dtype=dtype).to(device)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return load_pipeline(checkpoint, device=device, dtype=dtype, fast_path=False)
 
 
 def _check_cache(cache: Path, source: dict) -> None:
@@ -166,7 +164,7 @@ def _check_roles(checkpoints: dict[str, str], has_prior) -> None:
 
 def score(args, dataset, cache_root: Path) -> list[dict]:
     """Evaluate the four rows; returns one dict per row (label, checkpoint, alignment, metrics, ...)."""
-    from apdepth.cli import pick_device, pick_dtype
+    from apdepth.runtime import pick_device, pick_dtype
     from apdepth.evaluation.evaluate import evaluate
 
     device, dtype = pick_device(args.device), pick_dtype(args.dtype)

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from apdepth.image_io import read_image
-from apdepth.pipeline import ApDepthPipeline
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
 
@@ -35,14 +34,15 @@ def main(argv=None) -> int:
     p.add_argument("--skip-compile", action="store_true")
     p.add_argument("--compile-mode", default="default", choices=["default", "max-autotune"])
     args = p.parse_args(argv)
-    from apdepth.cli import pick_device
+    from apdepth.runtime import load_pipeline, pick_device
 
     device = pick_device(args.device)
     paths = [Path(x) for x in args.images] if args.images else sorted(q for q in EXAMPLES.iterdir() if q.suffix in (".png", ".jpg"))
     images = [read_image(q) for q in paths]
 
     def load(dtype=torch.float32):
-        return ApDepthPipeline.from_pretrained(args.checkpoint, prior=args.prior, torch_dtype=dtype).to(device)
+        # the plain pipeline: each fast path is switched on explicitly below
+        return load_pipeline(args.checkpoint, prior=args.prior, device=device, dtype=dtype, fast_path=False)
 
     def run(pipe):
         t0 = time.perf_counter()

@@ -146,14 +146,11 @@ def reset_peak(device):
 
 
 def load(args, device, dtype):
-    from apdepth.pipeline import ApDepthPipeline
+    from apdepth.runtime import load_pipeline
 
-    if args.checkpoint:
-        pipe = ApDepthPipeline.from_pretrained(args.checkpoint, prior=args.prior, torch_dtype=dtype)
-    elif args.bundled:
-        pipe = ApDepthPipeline.from_pretrained(torch_dtype=dtype)
-    else:
-        pipe = build_pipeline(args.preset, seed=0).to(dtype=dtype)
+    if args.checkpoint or args.bundled:  # fast paths are set per row by the caller
+        return load_pipeline(args.checkpoint or None, prior=args.prior, device=device, dtype=dtype, fast_path=False)
+    pipe = build_pipeline(args.preset, seed=0).to(dtype=dtype)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -203,7 +200,7 @@ def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from apdepth.cli import pick_device, pick_dtype
+    from apdepth.runtime import pick_device, pick_dtype
 
     device, dtype = pick_device(args.device), pick_dtype(args.dtype)
     if args.flops_only:

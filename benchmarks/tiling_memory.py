@@ -50,7 +50,7 @@ def _peak_rss_gb() -> float:
 
 
 def child(args) -> dict:
-    from apdepth.cli import pick_device, pick_dtype
+    from apdepth.runtime import pick_device, pick_dtype
     from apdepth.image_io import read_image
     from apdepth.prior import normalize_prior_disparity
 

@@ -136,3 +136,15 @@ def test_training_steps_bf16(tmp_path):
     assert all(np.isfinite(r["loss"]) and "freq" in r for r in steps[3:])  # stage 2 reached
     run = json.loads((out / "run_info.json").read_text())
     assert run["device"].startswith(DEVICE.type) and run["mixed_precision"] == "bf16"
+
+
+@cuda_only
+def test_model_cpu_offload_matches_plain(fp32_on_device, rgb):
+    plain = fp32_on_device(rgb).depth[0]
+    offloaded = ApDepthPipeline.from_pretrained()
+    offloaded.enable_model_cpu_offload(device=DEVICE)
+    out = offloaded(rgb).depth[0]
+    assert _rel(out, plain) < 1e-3
+    # After the call every model is back on the CPU; a second call runs again on the GPU.
+    assert offloaded.unet.device.type == "cpu" and offloaded.vae.device.type == "cpu"
+    assert _rel(offloaded(rgb).depth[0], plain) < 1e-3

@@ -2,8 +2,10 @@
 
 Each sub-command lives next to the code it drives and exposes two functions,
 ``add_arguments(parser)`` and ``run(args) -> int``; this module only wires them
-together, so ``apdepth --help`` lists everything in one place. The device is
-chosen here (``pick_device``) and nowhere in library code.
+together, so ``apdepth --help`` lists everything in one place. It is a pure
+dispatcher: nothing in the package imports it (the shared device choice, model
+flags, pipeline loading and :class:`~apdepth.runtime.UsageError` live in
+:mod:`apdepth.runtime`).
 """
 
 from __future__ import annotations
@@ -20,54 +22,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("apdepth.evaluation.cli", "evaluate on NYUv2/KITTI/ETH3D/ScanNet/DIODE/synthetic"),
     "demo": ("apdepth.demo", "start the web demo on localhost"),
 }
-
-
-class UsageError(Exception):
-    """A command-line value that cannot work; :func:`main` prints ``error: <message>`` and exits with 2."""
-
-
-DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
-
-
-def pick_device(name: str = "auto"):
-    """Resolve ``auto|cpu|cuda|mps`` (or ``cuda:N``) to a ``torch.device``; auto prefers cuda, then mps.
-
-    Raises :class:`UsageError` for any other string (``0``, ``gpu``...) and for a device that is not there."""
-    import re
-
-    name = str(name).strip().lower()
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name):
-        hint = ""
-        if name.isdigit():
-            hint = f" (for GPU {name}: cuda:{name})"
-        elif name in ("gpu", "nvidia"):
-            hint = " (for a GPU: cuda)"
-        raise UsageError(f"unknown --device {name!r}: use {DEVICE_CHOICES}{hint}")
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name} was requested but no CUDA device is available")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UsageError(f"--device {name} was requested but there are only {torch.cuda.device_count()} CUDA devices")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError("--device mps was requested but MPS is not available")
-    return dev
-
-
-def pick_dtype(name: str):
-    import torch
-
-    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-    if name not in table:
-        raise UsageError(f"unknown dtype {name!r}; choose one of {', '.join(table)}")
-    return table[name]
 
 
 def _plain(text: str) -> str:
@@ -102,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    from apdepth.runtime import UsageError
+
     try:
         return int(args._run(args) or 0)
     except UsageError as err:

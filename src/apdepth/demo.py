@@ -442,10 +442,9 @@ def launch(demo, host: str = "127.0.0.1", port: int | None = 7860, *, block: boo
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    p.add_argument("--checkpoint", default=None, help="pipeline folder or Hugging Face Hub id (default: the bundled model)")
-    p.add_argument("--prior", default=None, help="depth prior for checkpoints that do not include one")
-    p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps (default auto: cuda, then mps, then cpu)")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"], help="compute precision (default fp32)")
+    from apdepth.runtime import add_model_arguments
+
+    add_model_arguments(p)
     p.add_argument("--max-images", type=int, default=DEFAULT_MAX_IMAGES, help="images per request (default %(default)s)")
     p.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS,
                    help="largest accepted image in millions of pixels (default %(default)s)")
@@ -464,16 +463,14 @@ def run(args: argparse.Namespace) -> int:
     if args.max_images < 1 or args.max_megapixels <= 0:
         print("error: --max-images and --max-megapixels must be positive", file=sys.stderr)
         return 2
-    from apdepth.cli import pick_device, pick_dtype
-    from apdepth.pipeline import ApDepthPipeline
+    from apdepth.runtime import load_pipeline, model_options
 
-    device = pick_device(args.device)
     try:
-        pipe = ApDepthPipeline.from_pretrained(args.checkpoint, prior=args.prior, torch_dtype=pick_dtype(args.dtype))
+        pipe = load_pipeline(**model_options(args))
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    pipe.to(device)
+    device = pipe._execution_device
     demo = build_demo(pipe, max_images=args.max_images, max_megapixels=args.max_megapixels)
     # gradio's own banner suggests share=True, which this command never does; print a plain line instead
     print(f"ApDepth demo on http://{args.host}:{args.port}/ (device {device}); press Ctrl+C to stop", flush=True)

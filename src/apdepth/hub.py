@@ -140,8 +140,10 @@ def hub_unreachable() -> str | None:
 
 
 def hub_snapshot(name: str, what: str, patterns: list[str], local_files_only: bool | None = None,
-                 revision: str | None = None) -> Path:
-    """Download (or find in the local cache) the Hub repository ``name`` and return its local folder.
+                 revision: str | None = None, cache_dir: str | os.PathLike | None = None,
+                 token: str | bool | None = None) -> Path:
+    """Download (or find in the local cache) the Hub repository ``name`` and return its local folder
+    (``revision``, ``cache_dir`` and ``token`` as in ``huggingface_hub.snapshot_download``).
 
     With ``local_files_only`` or ``HF_HUB_OFFLINE=1`` only the cache is used; otherwise an unreachable Hub
     falls back to the cache at once, and the error (if it is not cached either) comes in seconds."""
@@ -156,7 +158,7 @@ def hub_snapshot(name: str, what: str, patterns: list[str], local_files_only: bo
             offline_reason = f"{unreachable}; not in the local cache either"
     try:
         return Path(snapshot_download(name, allow_patterns=patterns, local_files_only=offline_reason is not None,
-                                      revision=revision))
+                                      revision=revision, cache_dir=cache_dir, token=token))
     except Exception as err:  # huggingface_hub raises many types for offline/missing/auth cases
         raise hub_error(name, what, offline_reason or _first_line(err)) from err
 
@@ -166,9 +168,12 @@ def resolve_checkpoint(
     allow_pickle: bool = False,
     local_files_only: bool | None = None,
     revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | bool | None = None,
 ) -> Path:
     """A local folder is returned as is; a hub id is downloaded (weights filtered to safetensors unless
-    ``allow_pickle``) into the Hugging Face cache and its local path returned."""
+    ``allow_pickle``; ``revision``, ``cache_dir``, ``token`` as in ``snapshot_download``) into the Hugging Face
+    cache and its local path returned. Raises :class:`CheckpointNotFoundError`."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if not (path / "model_index.json").is_file():
@@ -185,10 +190,11 @@ def resolve_checkpoint(
             f"Checkpoint {name!r}: no such folder (it reads as a local path, so it is not looked up as a "
             "Hugging Face Hub id of the form 'owner/name')."
         )
-    return hub_snapshot(name, "checkpoint", _patterns(allow_pickle), local_files_only, revision)
+    return hub_snapshot(name, "checkpoint", _patterns(allow_pickle), local_files_only, revision, cache_dir, token)
 
 
-def resolve_prior(name_or_path: str, allow_pickle: bool = False, local_files_only: bool | None = None) -> Path:
+def resolve_prior(name_or_path: str, allow_pickle: bool = False, local_files_only: bool | None = None,
+                  cache_dir: str | os.PathLike | None = None, token: str | bool | None = None) -> Path:
     """Like :func:`resolve_checkpoint` for a depth prior (a transformers folder with ``config.json``)."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
@@ -200,7 +206,8 @@ def resolve_prior(name_or_path: str, allow_pickle: bool = False, local_files_onl
             f"Depth prior {str(name_or_path)!r}: no such folder (it reads as a local path, so it is not looked up "
             "as a Hugging Face Hub id of the form 'owner/name')."
         )
-    return hub_snapshot(str(name_or_path), "depth prior", _patterns(allow_pickle), local_files_only)
+    return hub_snapshot(str(name_or_path), "depth prior", _patterns(allow_pickle), local_files_only,
+                        cache_dir=cache_dir, token=token)
 
 
 def _patterns(allow_pickle: bool) -> list[str]:

@@ -25,13 +25,12 @@ import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
-from apdepth.hub import CheckpointNotFoundError, friendly_load_error, no_loading_bars, resolve_checkpoint
+from apdepth.hub import CheckpointNotFoundError, resolve_checkpoint
 from apdepth.models.text_embedding import EmptyTextEmbedding
 from apdepth.prior import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     PRIOR_NORMALIZATIONS,
-    load_prior,
     normalize_prior_disparity,
     prepare_prior_input,
     prior_disparity_to_depth01,
@@ -158,17 +157,6 @@ def _as_image_list(images) -> tuple[list[torch.Tensor], bool]:
     return [_to_chw_float(images, 0)], True
 
 
-def _load_component(klass, root: Path, sub: str, torch_dtype, allow_pickle: bool):
-    """Load one diffusers component from ``root/sub`` (safetensors only unless ``allow_pickle``)."""
-    try:
-        with no_loading_bars():
-            return klass.from_pretrained(
-                root, subfolder=sub, torch_dtype=torch_dtype, use_safetensors=True if not allow_pickle else None
-            )
-    except (OSError, ValueError) as err:
-        raise friendly_load_error(str(root / sub), sub, err, allow_pickle) from err
-
-
 class ApDepthPipeline(DiffusionPipeline):
     """Single-step, prior-conditioned latent-diffusion depth estimation.
 
@@ -239,6 +227,13 @@ class ApDepthPipeline(DiffusionPipeline):
         torch_dtype: torch.dtype | None = None,
         allow_pickle: bool = False,
         local_files_only: bool | None = None,
+        *,
+        variant: str | None = None,
+        revision: str | None = None,
+        use_safetensors: bool | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        token: str | bool | None = None,
+        strict: bool = True,
         **overrides,
     ) -> "ApDepthPipeline":
         """Load a pipeline folder or Hugging Face Hub id.
@@ -247,10 +242,30 @@ class ApDepthPipeline(DiffusionPipeline):
         The published layout (``model_index.json`` naming ``MarigoldDepthPipeline``, with ``unet/ vae/
         text_encoder/ tokenizer/``, as ``developy/ApDepth`` ships it) loads too; its prior is not inside and
         must be given as ``prior`` (hub id such as ``depth-anything/Depth-Anything-V2-Small-hf``, a folder, or
-        a module); it uses ``raw`` prior normalisation and timestep 1 unless overridden. Keyword ``overrides``
-        replace stored inference defaults (e.g. ``processing_resolution=512``). Only safetensors weights are
-        read unless ``allow_pickle=True``.
+        a module); it uses ``raw`` prior normalisation and timestep 1 unless overridden (see
+        :mod:`apdepth.checkpoint`). Keyword ``overrides`` replace stored inference defaults (e.g.
+        ``processing_resolution=512``).
+
+        ``variant``, ``revision``, ``use_safetensors``, ``cache_dir``, ``token`` and ``local_files_only`` mean what
+        they mean in diffusers and apply to every component (see :class:`apdepth.checkpoint.LoadOptions`). Only
+        safetensors weights are read unless ``allow_pickle=True``.
+
+        Raises:
+            CheckpointNotFoundError: the checkpoint or prior cannot be found, fetched or read.
+            CheckpointMismatchError: a weight is missing, unexpected or wrongly shaped (``strict=False`` allows it,
+                for deliberate conversions).
+            ValueError: an unknown inference setting in ``overrides``.
         """
+        from apdepth.checkpoint import LoadOptions, load_native, load_published
+
+        for key in overrides:
+            if key not in cls._config_keys():
+                raise ValueError(f"unknown pipeline setting {key!r}; known: {cls._config_keys()}")
+        opts = LoadOptions(
+            allow_pickle=allow_pickle, variant=variant, revision=revision, use_safetensors=use_safetensors,
+            cache_dir=None if cache_dir is None else str(cache_dir), token=token, local_files_only=local_files_only,
+            strict=strict,
+        )
         if pretrained_model_name_or_path is None:
             if not (BUNDLED_MODEL_DIR / "model_index.json").is_file():
                 raise CheckpointNotFoundError(
@@ -259,16 +274,12 @@ class ApDepthPipeline(DiffusionPipeline):
                     "--checkpoint developy/ApDepth --prior depth-anything/Depth-Anything-V2-Small-hf"
                 )
             pretrained_model_name_or_path = BUNDLED_MODEL_DIR
-        root = resolve_checkpoint(pretrained_model_name_or_path, allow_pickle=allow_pickle, local_files_only=local_files_only)
+        root = resolve_checkpoint(pretrained_model_name_or_path, allow_pickle=allow_pickle, **opts.hub_kwargs())
         index = json.loads((root / "model_index.json").read_text())
-        class_name = index.get("_class_name", "")
-        if class_name == cls.__name__:
-            pipe = cls._load_native(root, index, prior, torch_dtype, allow_pickle, local_files_only)
+        if index.get("_class_name", "") == cls.__name__:
+            pipe = load_native(cls, root, index, prior, torch_dtype, opts)
         else:
-            pipe = cls._load_published(root, index, prior, torch_dtype, allow_pickle, local_files_only, overrides)
-        for key, value in overrides.items():
-            if key not in cls._config_keys():
-                raise ValueError(f"unknown pipeline setting {key!r}; known: {cls._config_keys()}")
+            pipe = load_published(cls, root, index, prior, torch_dtype, opts)
         if overrides:
             pipe.register_to_config(**overrides)
             pipe._validate_config()
@@ -279,68 +290,6 @@ class ApDepthPipeline(DiffusionPipeline):
             "bundled": Path(pretrained_model_name_or_path).resolve() == BUNDLED_MODEL_DIR.resolve(),
         }
         return pipe
-
-    @classmethod
-    def _load_native(cls, root, index, prior, torch_dtype, allow_pickle, local_files_only):
-        from diffusers import AutoencoderKL, UNet2DConditionModel
-
-        def load(klass, sub):
-            return _load_component(klass, root, sub, torch_dtype, allow_pickle)
-
-        unet = load(UNet2DConditionModel, "unet")
-        vae = load(AutoencoderKL, "vae")
-        text_embedding = load(EmptyTextEmbedding, "text_embedding")
-        if prior is None and index.get("prior", [None, None])[0] is not None:
-            prior = root / "prior"
-        prior = load_prior(str(prior) if isinstance(prior, Path) else prior, torch_dtype, allow_pickle, local_files_only)
-        config = {k: index[k] for k in cls._config_keys() if k in index}
-        return cls(unet=unet, vae=vae, prior=prior, text_embedding=text_embedding, **config)
-
-    @classmethod
-    def _load_published(cls, root, index, prior, torch_dtype, allow_pickle, local_files_only, overrides):
-        from diffusers import AutoencoderKL, UNet2DConditionModel
-
-        missing = [sub for sub in ("unet", "vae") if not (root / sub).is_dir()]
-        if missing:
-            raise CheckpointNotFoundError(f"{root}: not a pipeline folder: missing sub-folder(s) {', '.join(missing)}")
-
-        def load(klass, sub):
-            return _load_component(klass, root, sub, torch_dtype, allow_pickle)
-
-        unet = load(UNet2DConditionModel, "unet")
-        vae = load(AutoencoderKL, "vae")
-        if (root / "text_embedding").is_dir():
-            text_embedding = load(EmptyTextEmbedding, "text_embedding")
-        elif (root / "text_encoder").is_dir() and (root / "tokenizer").is_dir():
-            from transformers import CLIPTextModel, CLIPTokenizer
-
-            try:
-                with no_loading_bars():
-                    encoder = CLIPTextModel.from_pretrained(root, subfolder="text_encoder",
-                                                            use_safetensors=True if not allow_pickle else None)
-                    tokenizer = CLIPTokenizer.from_pretrained(root, subfolder="tokenizer")
-            except (OSError, ValueError) as err:
-                raise friendly_load_error(str(root / "text_encoder"), "text encoder", err, allow_pickle) from err
-            # Encode the empty prompt once; the encoder itself is dropped right after.
-            text_embedding = EmptyTextEmbedding.from_text_encoder(encoder, tokenizer)
-            del encoder
-        else:
-            raise CheckpointNotFoundError(
-                f"{root}: no text_embedding/ and no text_encoder/ + tokenizer/ to compute the empty-prompt embedding from"
-            )
-        if torch_dtype is not None:
-            text_embedding.to(torch_dtype)
-        if unet.config.in_channels == 8 and prior is None:
-            raise CheckpointNotFoundError(
-                f"{root} ({index.get('_class_name', 'unknown pipeline')}) does not include its depth prior. Pass one, e.g. "
-                "prior='depth-anything/Depth-Anything-V2-Small-hf' (CLI: --prior ...), or a local folder holding it. "
-                "Depth Anything V2 Small is Apache-2.0; the Base/Large/Giant priors are non-commercial (CC-BY-NC-4.0)."
-            )
-        prior = load_prior(prior, torch_dtype, allow_pickle, local_files_only) if unet.config.in_channels == 8 else None
-        config = dict(prior_normalization="raw", timestep=1, channel_order="prior_first")
-        if "default_processing_resolution" in index and index["default_processing_resolution"]:
-            config["processing_resolution"] = int(index["default_processing_resolution"])
-        return cls(unet=unet, vae=vae, prior=prior, text_embedding=text_embedding, **config)
 
     @classmethod
     def _config_keys(cls) -> list[str]:
@@ -417,7 +366,8 @@ class ApDepthPipeline(DiffusionPipeline):
 
     @property
     def _exec_device(self) -> torch.device:
-        return self.unet.device
+        # With model CPU offload the weights rest on the CPU; diffusers' hooks know where they run.
+        return self._execution_device
 
     @property
     def _dtype(self) -> torch.dtype:
@@ -524,6 +474,7 @@ class ApDepthPipeline(DiffusionPipeline):
         uncertainty = None
         if ensemble_size > 1:
             depth_out, uncertainty = self._ensemble(images, res, depth_out, ensemble_size, **kwargs)
+        self.maybe_free_model_hooks()  # with model CPU offload: back to the CPU, hooks reset for the next call
         return ApDepthOutput(
             depth=_finish(depth_out, output_type),
             prior_depth=_finish(prior_out, output_type),

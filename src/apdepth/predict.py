@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from apdepth.image_io import IMAGE_EXTENSIONS
+from apdepth.runtime import add_model_arguments
 
 SUMMARY_NAME = "predict_summary.json"
 
@@ -269,22 +270,13 @@ def output_paths(out_dir: Path, rel: Path, color_map: str | None, save_ply: bool
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively) or glob patterns")
     p.add_argument("--output", "-o", required=True, help="output folder")
-    p.add_argument("--checkpoint", default=None, help="pipeline folder or Hugging Face Hub id (default: the bundled small model)")
-    p.add_argument(
-        "--prior",
-        default=None,
-        help="depth prior for checkpoints that do not include one, e.g. depth-anything/Depth-Anything-V2-Small-hf "
-        "(Apache-2.0; the Base/Large/Giant priors are non-commercial)",
-    )
+    add_model_arguments(p)
     p.add_argument("--processing-res", type=int, default=None, help="longer side the model runs at (0 = native: time and memory grow with the pixel count; default: stored with the model)")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
     p.add_argument("--ensemble-size", type=int, default=1,
                    help="test-time ensemble of N members (mirror image, 0.75x/1.25x/0.5x resolution; 1 = off, max 8)")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"], help="compute precision (default fp32)")
-    p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps (default auto: cuda, then mps, then cpu)")
     p.add_argument("--color-map", default="Spectral", help="matplotlib colour map for *_depth_colored.png, 'none' to skip")
     p.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs all exist already")
-    p.add_argument("--allow-pickle", action="store_true", help="allow loading pickled (.bin) weights; only for checkpoints you trust")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (slow first batch, faster afterwards; cached on disk)")
     p.add_argument("--compile-mode", default="default", choices=["default", "max-autotune"],
                    help="with --compile: Inductor's tuning level; max-autotune compiles much longer, usually runs faster (default: default)")
@@ -324,7 +316,6 @@ def _distributed():
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from apdepth.cli import pick_device, pick_dtype
     from apdepth.video_depth import run_video, wants_video
     from apdepth.writer import remove_stale_temps
 
@@ -386,24 +377,20 @@ def run(args: argparse.Namespace) -> int:
             print(note, file=sys.stderr)
 
     if todo:
-        from apdepth.pipeline import ApDepthPipeline
+        from apdepth.runtime import load_pipeline, model_options, pick_device
 
-        device = state.device if (state is not None and args.device == "auto") else pick_device(args.device)
-        dtype = pick_dtype(args.dtype)
-        if args.quiet or (rank != 0 and world > 1):
-            _quiet_loading()
+        options = model_options(args)
+        options["device"] = state.device if (state is not None and args.device == "auto") else pick_device(args.device)
+        if args.cuda_graphs and options["device"].type != "cuda":
+            print(f"error: --cuda-graphs needs a CUDA device (running on {options['device']})", file=sys.stderr)
+            return 2
         try:
-            pipe = ApDepthPipeline.from_pretrained(args.checkpoint, prior=args.prior, torch_dtype=dtype, allow_pickle=args.allow_pickle)
+            pipe = load_pipeline(**options, compile=args.compile, compile_mode=args.compile_mode,
+                                 cuda_graphs=args.cuda_graphs, vae_tiling=args.vae_tiling,
+                                 quiet=args.quiet or (rank != 0 and world > 1))
         except (OSError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        if args.cuda_graphs and device.type != "cuda":
-            print(f"error: --cuda-graphs needs a CUDA device (running on {device})", file=sys.stderr)
-            return 2
-        pipe.to(device)
-        pipe.set_progress_bar_config(disable=True)
-        configure_fast_path(pipe, device, compile=args.compile, vae_tiling=args.vae_tiling,
-                            compile_mode=args.compile_mode, cuda_graphs=args.cuda_graphs)
 
         bar = tqdm(total=len(todo), unit="img", disable=args.quiet or rank != 0 and world > 1, dynamic_ncols=True)
         try:
@@ -473,27 +460,6 @@ def _fail(summary: Summary, path: Path, reason: str) -> None:
 
     summary.failed[str(path)] = reason
     tqdm.write(f"failed: {path}: {reason}", file=sys.stderr)
-
-
-def _quiet_loading() -> None:
-    """No weight-loading progress bars from transformers/diffusers (with --quiet, and on ranks other than 0)."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
-
-
-def configure_fast_path(pipe, device, compile: bool = False, vae_tiling: bool = False, compile_mode: str = "default",
-                        cuda_graphs: bool = False) -> None:
-    """The CLI's speed choices. On a CPU, channels_last makes oneDNN's convolutions several times faster
-    (on GPUs it only pays off together with torch.compile, so it is tied to --compile there)."""
-    if device.type == "cpu" or compile:
-        pipe.enable_channels_last()
-    if vae_tiling:
-        pipe.enable_vae_tiling()
-    if compile:
-        pipe.enable_compile(mode=compile_mode, cuda_graphs=cuda_graphs)
 
 
 def _stream(pipe, todo: list[InputItem], args, out_dir: Path, color_map, save_ply: bool, summary: Summary, bar) -> None:

@@ -103,25 +103,6 @@ def prior_disparity_to_depth01(disparity: torch.Tensor) -> torch.Tensor:
     return 1.0 - (disparity.float() - lo) / (hi - lo).clamp_min(1e-12)
 
 
-def load_prior(prior, torch_dtype=None, allow_pickle: bool = False, local_files_only: bool | None = None):
-    """Return a prior module from a module, a local folder or a Hugging Face Hub id."""
-    if prior is None or isinstance(prior, torch.nn.Module):
-        return prior
-    from transformers import DepthAnythingForDepthEstimation
-
-    from apdepth.hub import local_load_error, no_loading_bars, resolve_prior
-
-    folder = resolve_prior(str(prior), allow_pickle, local_files_only)  # a Hub id is fetched (or found cached) first
-    kwargs = {"use_safetensors": True if not allow_pickle else None, "local_files_only": True}
-    if torch_dtype is not None:
-        kwargs["dtype"] = torch_dtype
-    try:
-        with no_loading_bars():
-            return DepthAnythingForDepthEstimation.from_pretrained(str(folder), **kwargs)
-    except (OSError, ValueError) as err:
-        raise local_load_error(folder, "depth prior", err, allow_pickle) from err
-
-
 @torch.no_grad()
 def condition_prior_output_range(prior: torch.nn.Module, pixel_values: torch.Tensor, low: float = 1.0, high: float = 2.0) -> tuple[float, float]:
     """Fold an affine map into the prior's last convolution so that its output spans about [low, high].

@@ -415,7 +415,6 @@ def wants_video(args: argparse.Namespace) -> bool:
 
 def run_video(args: argparse.Namespace) -> int:
     """``apdepth predict`` for clips: each input is a video file (or, with ``--video``, a folder of frames)."""
-    from apdepth.cli import pick_device, pick_dtype
     from apdepth.image_io import atomic_write
 
     color_map = None if str(args.color_map).lower() == "none" else args.color_map
@@ -469,21 +468,14 @@ def run_video(args: argparse.Namespace) -> int:
             todo.append((spec, stem))
     records = {}
     if todo:
-        from apdepth.pipeline import ApDepthPipeline
-        from apdepth.predict import _quiet_loading, configure_fast_path
+        from apdepth.runtime import load_pipeline, model_options
 
-        device, dtype = pick_device(args.device), pick_dtype(args.dtype)
-        if args.quiet:
-            _quiet_loading()
         try:
-            pipe = ApDepthPipeline.from_pretrained(args.checkpoint, prior=args.prior, torch_dtype=dtype, allow_pickle=args.allow_pickle)
+            pipe = load_pipeline(**model_options(args), compile=args.compile, compile_mode=args.compile_mode,
+                                 cuda_graphs=args.cuda_graphs, vae_tiling=args.vae_tiling, quiet=args.quiet)
         except (OSError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        pipe.to(device)
-        pipe.set_progress_bar_config(disable=True)
-        configure_fast_path(pipe, device, compile=args.compile, vae_tiling=args.vae_tiling,
-                            compile_mode=args.compile_mode, cuda_graphs=args.cuda_graphs)
         for spec, stem in todo:
             try:
                 source = VideoSource(spec, fps=args.fps)

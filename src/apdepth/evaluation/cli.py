@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+from apdepth.runtime import add_model_arguments
+
 SUITE = ("nyu", "kitti", "eth3d", "scannet", "diode")
 SUITE_TITLES = {"nyu": "NYUv2", "kitti": "KITTI", "eth3d": "ETH3D", "scannet": "ScanNet", "diode": "DIODE"}
 EVAL_DATASETS = ("nyu", "kitti", "eth3d", "scannet", "diode", "synthetic", "hypersim", "vkitti")
@@ -31,8 +33,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split-file", help="with --dataset: list of samples (default: every sample found)")
     parser.add_argument("--split-dir", help="with --suite: folder of split lists (e.g. a copy of Marigold's "
                         "data_split/); datasets without one are enumerated")
-    parser.add_argument("--checkpoint", help="pipeline folder or Hub id (default: the bundled model)")
-    parser.add_argument("--prior", help="prior model id or folder, overriding the checkpoint's")
     parser.add_argument("--output", help="write per_sample.csv, summary.json, summary.md here "
                         "(--suite: one sub-folder per dataset plus suite.md / suite.json)")
     parser.add_argument("--alignment", choices=("depth", "disparity"), default="depth",
@@ -48,8 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ensemble-size", type=int, default=1,
                         help="test-time ensemble members per image (1 = off, up to 8; see apdepth predict --help). Cached predictions are reused as they are: use a fresh --output")
     parser.add_argument("--num-workers", type=int, default=0, help="data loading workers (default 0)")
-    parser.add_argument("--device", default="auto", help="auto|cpu|cuda|mps (default auto)")
-    parser.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"), help="model precision")
+    add_model_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -62,36 +61,18 @@ class LazyPredictor:
 
     def __call__(self, *a, **kw):
         if self._pipe is None:
-            self._pipe = load_pipeline(self.args)
+            from apdepth.runtime import UsageError, load_pipeline, model_options
+
+            try:
+                self._pipe = load_pipeline(**model_options(self.args))
+            except ImportError as err:
+                raise UsageError(f"cannot load the model ({err}); pass --predictions with cached predictions") from err
+            except OSError as err:  # checkpoint missing or unreadable: one line, exit code 2
+                raise UsageError(str(err)) from err
         ensemble = getattr(self.args, "ensemble_size", 1)
         if ensemble > 1:
             kw["ensemble_size"] = ensemble
         return self._pipe(*a, **kw)
-
-
-def load_pipeline(args):
-    from apdepth.cli import UsageError, pick_device, pick_dtype
-
-    dtype = pick_dtype(args.dtype)
-    device = pick_device(args.device)
-    try:
-        from apdepth.pipeline import ApDepthPipeline
-    except ImportError as err:
-        raise UsageError(f"cannot load the model ({err}); pass --predictions with cached predictions") from err
-    kwargs = {"torch_dtype": dtype}
-    if args.prior:
-        kwargs["prior"] = args.prior
-    try:
-        pipe = ApDepthPipeline.from_pretrained(args.checkpoint, **kwargs)
-    except (OSError, ValueError) as err:
-        raise UsageError(str(err)) from err
-    pipe = pipe.to(device)
-    from apdepth.predict import configure_fast_path
-
-    configure_fast_path(pipe, device)  # same speed choices as `apdepth predict`
-    if hasattr(pipe, "set_progress_bar_config"):
-        pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def _find_split(split_dir: str | None, split_names: tuple[str, ...]) -> Path | None:

@@ -33,13 +33,15 @@ def component_dir(path: str, sub: str) -> Path:
 def _load_vae(path: str, allow_pickle: bool):
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL.from_pretrained(component_dir(path, "vae"), use_safetensors=None if allow_pickle else True)
+    from apdepth.checkpoint import LoadOptions, load_component
+
+    return load_component(AutoencoderKL, component_dir(path, "vae"), None, None, LoadOptions(allow_pickle=allow_pickle), "VAE")
 
 
 def _load_prior(path: str, allow_pickle: bool):
-    from apdepth.prior import load_prior
+    from apdepth.checkpoint import LoadOptions, load_prior
 
-    return load_prior(str(component_dir(path, "prior")), allow_pickle=allow_pickle)
+    return load_prior(str(component_dir(path, "prior")), opts=LoadOptions(allow_pickle=allow_pickle))
 
 
 def _freeze(module):
@@ -114,7 +116,6 @@ def build_apdepth_pipeline(cfg: TrainConfig):
         settings["processing_resolution"] = m.processing_resolution
     if m.prior_input_size is not None:
         settings["prior_input_size"] = m.prior_input_size
-    use_safetensors = None if m.allow_pickle else True
     if m.init_from:
         root = Path(m.init_from).expanduser()
         index_path = root / "model_index.json"
@@ -130,13 +131,17 @@ def build_apdepth_pipeline(cfg: TrainConfig):
             from diffusers import AutoencoderKL, UNet2DConditionModel
             from transformers import CLIPTextModel, CLIPTokenizer
 
-            unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", use_safetensors=use_safetensors)
+            from apdepth.checkpoint import LoadOptions, load_component
+
+            opts = LoadOptions(allow_pickle=m.allow_pickle)
+            # Loaded strictly as Stable Diffusion's parts; the widening of conv_in below is the deliberate conversion.
+            unet = load_component(UNet2DConditionModel, root, "unet", None, opts, "U-Net")
             if unet.config.in_channels != 4:
                 raise ConfigError(f"model.init_from: expected a 4-channel Stable Diffusion U-Net, found {unet.config.in_channels}")
             if m.use_prior:
                 widen_conv_in(unet, 8)
-            vae = AutoencoderKL.from_pretrained(root, subfolder="vae", use_safetensors=use_safetensors)
-            encoder = CLIPTextModel.from_pretrained(root, subfolder="text_encoder", use_safetensors=use_safetensors)
+            vae = load_component(AutoencoderKL, root, "vae", None, opts, "VAE")
+            encoder = load_component(CLIPTextModel, root, "text_encoder", None, opts, "text encoder")
             tokenizer = CLIPTokenizer.from_pretrained(root, subfolder="tokenizer")
             text_embedding = EmptyTextEmbedding.from_text_encoder(encoder, tokenizer)
             del encoder
