@@ -128,7 +128,7 @@ def test_corrupt_local_weights_are_reported_as_corrupt(tmp_path, tiny_pipeline, 
     with pytest.raises(CheckpointNotFoundError) as info:
         ApDepthPipeline.from_pretrained(root)
     msg = str(info.value)
-    assert msg.startswith(f"Could not load the unet from {root / 'unet'}: the weights file {weights} is corrupt "
+    assert msg.startswith(f"Could not load the U-Net from {root / 'unet'}: the weights file {weights} is corrupt "
                           "or truncated (")
     assert msg.endswith("copy or download it again.")
     assert "Hub" not in msg and "allow_pickle" not in msg and "download it on" not in msg
