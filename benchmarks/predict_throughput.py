@@ -123,9 +123,8 @@ def predict_seconds(pipe, inputs: list[Path], out: Path, args) -> tuple[float, f
 
 
 def main(argv=None) -> int:
-    from apdepth.cli import pick_device, pick_dtype
     from apdepth.image_io import read_image
-    from apdepth.predict import configure_fast_path
+    from apdepth.runtime import configure_fast_path, pick_device, pick_dtype
 
     args = parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))

@@ -186,3 +186,25 @@ def test_writer_pool_bounds_pending_jobs_and_routes_errors():
     pool.submit("bug", lambda: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         pool.close()
+
+
+def test_synth_writes_through_the_pool_cleans_stale_temps_and_respects_the_umask(tmp_path):
+    from apdepth.data.synthetic_cli import write_dataset, write_sample
+
+    root = tmp_path / "ds"
+    (root / "rgb").mkdir(parents=True)
+    stale = root / "rgb" / ".00000003.png.k9x_2.tmp"  # a write a kill -9 cut short
+    stale.write_bytes(b"partial")
+    old = os.umask(0o022)
+    try:
+        write_dataset(root, 4, 32, 40, seed=1, progress=False, skip_existing=True)
+    finally:
+        os.umask(old)
+    assert not stale.exists()
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert len(files) == 4 * 4 + 2 and not [p for p in files if p.name.startswith(".")]
+    assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o644}
+    # the pooled writes are the same bytes as writing one sample at a time
+    write_sample(tmp_path / "one", 3, 32, 40, "mixed")
+    for sub in ("rgb/00000003.png", "depth/00000003.png", "mask/00000003.png", "intrinsics/00000003.json"):
+        assert (root / sub).read_bytes() == (tmp_path / "one" / sub).read_bytes(), sub

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from apdepth.image_io import atomic_write, save_npy, save_png
+from apdepth.writer import WriterPool, atomic_write, remove_stale_temps, save_npy, save_png
 
 PNG_MAX_DEPTH_M = 65.535  # largest depth a 16-bit millimetre PNG can hold
 
@@ -81,18 +81,32 @@ def write_sample(root: Path, seed: int, height: int, width: int, scene: str, dep
     from apdepth.data.synthetic import render_scene
 
     out = render_scene(seed, height, width, scene)
+    return _write_rendered(root, seed, _encode_depth(out, depth_format), out, height, width, scene, depth_format)
+
+
+def _encode_depth(out: dict, depth_format: str) -> np.ndarray:
+    """The depth as stored: uint16 millimetres (0 = invalid) for png, float32 metres for npy. Raises ValueError
+    when the depth does not fit a 16-bit millimetre PNG."""
+    depth, valid = out["depth"], out["valid"]
+    if depth_format != "png":
+        return depth.astype(np.float32)
+    if float(depth.max(initial=0)) > PNG_MAX_DEPTH_M:
+        raise ValueError(f"depth {depth.max():.2f} m does not fit a 16-bit millimetre PNG; use --depth-format npy")
+    mm = np.round(depth * 1000.0).astype(np.uint16)
+    mm[valid] = np.maximum(mm[valid], 1)  # keep "0 = invalid" unambiguous
+    return mm
+
+
+def _write_rendered(root: Path, seed: int, stored_depth: np.ndarray, out: dict, height: int, width: int, scene: str,
+                    depth_format: str) -> str:
+    """Write one rendered sample (in a writer thread or a worker process); returns its split-file line."""
     sid = f"{seed:08d}"
     rgb_p, depth_p, mask_p = _sample_paths(sid, depth_format)
-    depth, valid = out["depth"], out["valid"]
     if depth_format == "png":
-        if float(depth.max(initial=0)) > PNG_MAX_DEPTH_M:
-            raise ValueError(f"depth {depth.max():.2f} m does not fit a 16-bit millimetre PNG; use --depth-format npy")
-        mm = np.round(depth * 1000.0).astype(np.uint16)
-        mm[valid] = np.maximum(mm[valid], 1)  # keep "0 = invalid" unambiguous
-        save_png(root / depth_p, mm)
+        save_png(root / depth_p, stored_depth)
     else:
-        save_npy(root / depth_p, depth.astype(np.float32))
-    save_png(root / mask_p, (valid.astype(np.uint8) * 255))
+        save_npy(root / depth_p, stored_depth)
+    save_png(root / mask_p, (out["valid"].astype(np.uint8) * 255))
     meta = {"K": out["intrinsics"].tolist(), "height": height, "width": width, "seed": seed, "scene": scene,
             "depth": "planar z-depth", "depth_unit": "mm" if depth_format == "png" else "m"}
     with atomic_write(root / "intrinsics" / f"{sid}.json", "w") as fh:
@@ -116,6 +130,8 @@ def write_dataset(root, num: int, height: int, width: int, seed: int = 0, scene:
     that many spawned processes; the files are identical either way."""
     from tqdm import tqdm
 
+    from apdepth.data.synthetic import render_scene
+
     if num < 1:
         raise ValueError(f"--num must be >= 1, got {num}")
     if seed < 0:
@@ -133,11 +149,31 @@ def write_dataset(root, num: int, height: int, width: int, seed: int = 0, scene:
             lines.append(" ".join(paths))
         else:
             todo.append(s)
+    # hidden temporary files of a killed run (never counted as samples above) are removed
+    remove_stale_temps(root / p for s in range(seed, seed + num)
+                       for p in (*_sample_paths(f"{s:08d}", depth_format), f"intrinsics/{s:08d}.json"))
     bar = tqdm(total=num, initial=num - len(todo), desc="synth", unit="img", disable=not progress or None)
     if workers == 1 or len(todo) < 2:
-        for s in todo:
-            lines.append(write_sample(root, s, height, width, scene, depth_format))
-            bar.update()
+        # Render here, encode and write in a bounded pool of threads (PNG encoding held synth to a third of the
+        # renderer's pace when both ran in turn).
+        errors: list[BaseException] = []
+
+        def done(_seed, line, err):
+            if err is None:
+                lines.append(line)
+                bar.update()
+            else:
+                errors.append(err)
+
+        with WriterPool(on_done=done) as writers:
+            for s in todo:
+                if errors:
+                    break
+                out = render_scene(s, height, width, scene)
+                writers.submit(s, _write_rendered, root, s, _encode_depth(out, depth_format), out, height, width,
+                               scene, depth_format)
+        if errors:
+            raise errors[0]
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
