@@ -175,7 +175,7 @@ def stage_times(pipe, timer, res, batch, input_size=None):
         if pipe.prior is not None:
             t["prior"] = timer(lambda: pipe.prior_disparity(rgb))
             mark()
-            prior_in = normalize_prior_disparity(pipe.prior_disparity(rgb), pipe.config.prior_normalization).to(dtype)
+            prior_in = pipe.prior_condition(rgb).to(dtype)
             x = torch.cat([rgb, prior_in[:, None].expand(-1, 3, -1, -1)]).to(dtype) * 2 - 1
         else:
             x = rgb.to(dtype) * 2 - 1

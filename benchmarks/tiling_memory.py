@@ -52,7 +52,6 @@ def _peak_rss_gb() -> float:
 def child(args) -> dict:
     from apdepth.runtime import pick_device, pick_dtype
     from apdepth.image_io import read_image
-    from apdepth.prior import normalize_prior_disparity
 
     device, dtype = pick_device(args.device), pick_dtype(args.dtype)
     pipe = load(args, device, dtype)
@@ -61,7 +60,7 @@ def child(args) -> dict:
     img = torch.from_numpy(read_image(args.image)).permute(2, 0, 1)[None].float()
     rgb = F.interpolate(img, size=(args.size, args.size), mode="bilinear", align_corners=False).clamp(0, 1).to(device)
     with torch.no_grad():
-        prior_in = normalize_prior_disparity(pipe.prior_disparity(rgb), pipe.config.prior_normalization)
+        prior_in = pipe.prior_condition(rgb)
         x = torch.cat([rgb, prior_in[:, None].expand(-1, 3, -1, -1)]).to(dtype) * 2 - 1
         del rgb, prior_in
         if device.type == "cuda":

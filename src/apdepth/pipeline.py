@@ -9,6 +9,10 @@ Every weight-bearing part (unet, vae, prior, text_embedding) is a registered com
 ``save_pretrained``/``from_pretrained`` and offloading cover all of them; the inference defaults
 (processing resolution, timestep, channel order, prior normalisation and input size) are stored with the
 weights in ``model_index.json``.
+
+What is not inference lives next door: input/output conversion in :mod:`apdepth.image_processor`, reading
+weight folders (strict keys, the published layout's conversion) in :mod:`apdepth.checkpoint`, the prior's
+pre-processing and normalisation in :mod:`apdepth.prior`.
 """
 
 from __future__ import annotations
@@ -19,13 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
 from apdepth.hub import CheckpointNotFoundError, resolve_checkpoint
+from apdepth.image_processor import ApDepthImageProcessor, processing_size, to_output
 from apdepth.models.text_embedding import EmptyTextEmbedding
 from apdepth.prior import (
     IMAGENET_MEAN,
@@ -75,86 +79,6 @@ def _align_to(d: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     var = ((x - xm) ** 2).sum()
     scale = ((x - xm) * (y - ym)).sum() / var if var > 0 else torch.ones((), dtype=x.dtype, device=x.device)
     return (d.double() * scale + (ym - scale * xm)).to(d.dtype)
-
-
-def _finish(items, output_type: str):
-    """List of (H,W) tensors -> (N,H,W) array/tensor when sizes agree, else a list."""
-    if items is None or items[0] is None:
-        return None
-    same = all(t.shape == items[0].shape for t in items)
-    if output_type == "pt":
-        return torch.stack(items) if same else list(items)
-    arrays = [t.float().cpu().numpy() for t in items]
-    return np.stack(arrays) if same else arrays
-
-
-def _processing_size(h: int, w: int, resolution: int) -> tuple[int, int]:
-    """Longer side -> ``resolution`` keeping the aspect ratio; 0 keeps the native size."""
-    if resolution == 0:
-        return h, w
-    scale = resolution / max(h, w)
-    return max(1, int(round(h * scale))), max(1, int(round(w * scale)))
-
-
-def _to_chw_float(image, index: int) -> torch.Tensor:
-    """One input image (PIL, HxW[xC] numpy, (C,H,W) tensor) -> (3,H,W) float32 CPU tensor in [0,1]."""
-    from PIL import Image
-
-    from apdepth.image_io import pil_to_array
-
-    if isinstance(image, Image.Image):
-        return torch.from_numpy(pil_to_array(image, name=f"image {index}")).permute(2, 0, 1).contiguous()
-    if isinstance(image, np.ndarray):
-        arr = image
-        if arr.ndim == 2:
-            arr = arr[..., None]
-        if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
-            raise ValueError(f"image {index}: numpy images must be (H,W), (H,W,1), (H,W,3) or (H,W,4); got {arr.shape}")
-        if arr.dtype == np.uint8:
-            arr = arr.astype(np.float32) / 255.0
-        elif arr.dtype == np.uint16:
-            arr = arr.astype(np.float32) / 65535.0
-        else:
-            arr = arr.astype(np.float32)
-        t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
-    elif isinstance(image, torch.Tensor):
-        t = image.detach()
-        if t.ndim == 2:
-            t = t[None]
-        if t.ndim != 3 or t.shape[0] not in (1, 3, 4):
-            raise ValueError(f"image {index}: tensors must be (C,H,W) with C in 1/3/4; got {tuple(t.shape)}")
-        if t.dtype == torch.uint8:
-            t = t.float() / 255.0
-        t = t.float().cpu()
-    else:
-        raise ValueError(f"image {index}: unsupported type {type(image).__name__}; use PIL, numpy or torch")
-    if t.shape[0] == 1:
-        t = t.expand(3, -1, -1)
-    elif t.shape[0] == 4:
-        t = t[:3]
-    if t.shape[1] < 8 or t.shape[2] < 8:
-        raise ValueError(f"image {index}: too small ({t.shape[1]}x{t.shape[2]}); at least 8x8 pixels are needed")
-    if not torch.isfinite(t).all():
-        raise ValueError(f"image {index}: contains NaN or infinite values")
-    if t.min() < -1e-3 or t.max() > 1 + 1e-3:
-        raise ValueError(
-            f"image {index}: float values must be in [0, 1] (got {t.min().item():.3g}..{t.max().item():.3g}); "
-            "pass uint8 arrays for 0..255 data"
-        )
-    return t.clamp(0, 1).contiguous()
-
-
-def _as_image_list(images) -> tuple[list[torch.Tensor], bool]:
-    """Normalise the accepted input forms to a list of (3,H,W) tensors; also says whether one image was given."""
-    if isinstance(images, (list, tuple)):
-        if len(images) == 0:
-            raise ValueError("no images given")
-        return [_to_chw_float(im, i) for i, im in enumerate(images)], False
-    if isinstance(images, torch.Tensor) and images.ndim == 4:
-        return [_to_chw_float(im, i) for i, im in enumerate(images)], False
-    if isinstance(images, np.ndarray) and images.ndim == 4:
-        return [_to_chw_float(im, i) for i, im in enumerate(images)], False
-    return [_to_chw_float(images, 0)], True
 
 
 class ApDepthPipeline(DiffusionPipeline):
@@ -386,8 +310,14 @@ class ApDepthPipeline(DiffusionPipeline):
         mean = torch.where(torch.isinf(mean), torch.nan, mean)
         return (mean.clamp(-1.0, 1.0) + 1.0) / 2.0
 
+    @property
+    def image_processor(self) -> ApDepthImageProcessor:
+        """Input/output handling (:mod:`apdepth.image_processor`) for this pipeline's VAE."""
+        return ApDepthImageProcessor(self.vae_scale_factor)
+
     def prior_disparity(self, rgb: torch.Tensor) -> torch.Tensor:
-        """rgb (B,3,H,W) in [0,1] at processing size -> prior disparity (B,H,W), resized back to (H,W)."""
+        """rgb (B,3,H,W) in [0,1] at processing size -> the prior's raw disparity (B,H,W) (larger = nearer),
+        resized back to (H,W)."""
         c = self.config
         # Resampling runs in fp32 (bicubic antialias has no half kernels on CPU); the prior in its own dtype.
         pixel_values = prepare_prior_input(
@@ -397,6 +327,19 @@ class ApDepthPipeline(DiffusionPipeline):
         if disp.shape[-2:] != rgb.shape[-2:]:
             disp = F.interpolate(disp[:, None].float(), size=rgb.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
         return disp.float()
+
+    def prior_condition(self, rgb: torch.Tensor, return_disparity: bool = False):
+        """The prior condition the U-Net sees, for inference and training alike.
+
+        rgb (B,3,H,W) in [0,1] at processing size -> the normalised prior (B,H,W) (``prior_normalization``:
+        ``quantile`` in [-1, 1], -1 = near; ``raw`` unbounded), or ``None`` for a pipeline without prior. With
+        ``return_disparity`` a pair (condition, raw disparity or None).
+        """
+        if self.prior is None:
+            return (None, None) if return_disparity else None
+        disp = self.prior_disparity(rgb)
+        cond = normalize_prior_disparity(disp, self.config.prior_normalization)
+        return (cond, disp) if return_disparity else cond
 
     def predict_latent(self, rgb: torch.Tensor, prior_input: torch.Tensor | None = None) -> torch.Tensor:
         """The model's forward pass on padded tensors; also used by training.
@@ -423,6 +366,32 @@ class ApDepthPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------ inference
 
+    def check_inputs(
+        self,
+        processing_resolution: int | None,
+        batch_size: int,
+        output_type: str,
+        output_prior: bool,
+        ensemble_size: int,
+        output_uncertainty: bool,
+    ) -> int:
+        """Validate :meth:`__call__`'s settings; returns the processing resolution to use. Raises ValueError
+        naming the argument."""
+        if output_type not in ("np", "pt"):
+            raise ValueError(f"output_type must be 'np' or 'pt', got {output_type!r}")
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if output_prior and self.prior is None:
+            raise ValueError("output_prior=True but this pipeline has no prior")
+        res = self.config.processing_resolution if processing_resolution is None else int(processing_resolution)
+        if res < 0:
+            raise ValueError("processing_resolution must be >= 0 (0 = native size)")
+        if not 1 <= ensemble_size <= len(ENSEMBLE_MEMBERS):
+            raise ValueError(f"ensemble_size must be between 1 and {len(ENSEMBLE_MEMBERS)}, got {ensemble_size}")
+        if output_uncertainty and ensemble_size < 2:
+            raise ValueError("output_uncertainty needs ensemble_size >= 2")
+        return res
+
     @torch.no_grad()
     def __call__(
         self,
@@ -439,11 +408,12 @@ class ApDepthPipeline(DiffusionPipeline):
         """Predict depth for one image or a list of images (sizes may differ).
 
         Args:
-            image: PIL image, numpy (H,W[,C]) (uint8, uint16 or float in [0,1]), torch (C,H,W) or (B,C,H,W),
-                or a list of these.
+            image: PIL image (EXIF orientation applied), numpy (H,W[,C]) (uint8, uint16 or float in [0,1]), torch
+                (C,H,W) or (B,C,H,W), or a list of these.
             processing_resolution: longer side the model runs at; ``None`` = the stored default, 0 = native.
             match_input_resolution: resize the prediction back to each input's size (else processing size).
-            batch_size: images per forward pass (images of the same processing size are batched together).
+            batch_size: images per forward pass (images of the same processing size are batched together,
+                whatever their input sizes).
             output_type: ``"np"`` (float32 numpy) or ``"pt"`` (torch tensors on the pipeline's device).
             output_prior: also return the prior's depth (``prior_depth``).
             ensemble_size: test-time ensemble of this many members (1 = off, at most 8): the image and its
@@ -452,33 +422,28 @@ class ApDepthPipeline(DiffusionPipeline):
             output_uncertainty: with an ensemble, also return the members' standard deviation.
         Returns:
             :class:`ApDepthOutput` with ``depth`` in [0, 1] (0 = near), (N,H,W) or a list for mixed sizes.
+        Raises:
+            ValueError: a bad setting (see :meth:`check_inputs`) or image (see :mod:`apdepth.image_processor`).
         """
-        if output_type not in ("np", "pt"):
-            raise ValueError(f"output_type must be 'np' or 'pt', got {output_type!r}")
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        if output_prior and self.prior is None:
-            raise ValueError("output_prior=True but this pipeline has no prior")
-        res = self.config.processing_resolution if processing_resolution is None else int(processing_resolution)
-        if res < 0:
-            raise ValueError("processing_resolution must be >= 0 (0 = native size)")
-        if not 1 <= ensemble_size <= len(ENSEMBLE_MEMBERS):
-            raise ValueError(f"ensemble_size must be between 1 and {len(ENSEMBLE_MEMBERS)}, got {ensemble_size}")
-        if output_uncertainty and ensemble_size < 2:
-            raise ValueError("output_uncertainty needs ensemble_size >= 2")
-
-        # 1. Inputs -> list of (3,H,W) float in [0,1].
-        images, _ = _as_image_list(image)
+        # 1. Check the settings.
+        res = self.check_inputs(processing_resolution, batch_size, output_type, output_prior, ensemble_size,
+                                output_uncertainty)
+        # 2. Images -> list of (3,H,W) float in [0,1].
+        images = self.image_processor.preprocess(image)
+        # 3. One forward pass per image, batched by processing size: resize, prior condition, encode, U-Net, decode.
         kwargs = dict(match_input_resolution=match_input_resolution, batch_size=batch_size, show_progress_bar=show_progress_bar)
         depth_out, prior_out = self._predict(images, res, output_prior=output_prior, **kwargs)
+        # 4. Test-time ensemble: more members, aligned to the first, median-combined.
         uncertainty = None
         if ensemble_size > 1:
             depth_out, uncertainty = self._ensemble(images, res, depth_out, ensemble_size, **kwargs)
-        self.maybe_free_model_hooks()  # with model CPU offload: back to the CPU, hooks reset for the next call
+        # 5. With model CPU offload: every model back to the CPU, hooks reset for the next call.
+        self.maybe_free_model_hooks()
+        # 6. Outputs as numpy or torch.
         return ApDepthOutput(
-            depth=_finish(depth_out, output_type),
-            prior_depth=_finish(prior_out, output_type),
-            uncertainty=_finish(uncertainty, output_type) if output_uncertainty else None,
+            depth=to_output(depth_out, output_type),
+            prior_depth=to_output(prior_out, output_type),
+            uncertainty=to_output(uncertainty, output_type) if output_uncertainty else None,
         )
 
     def predict_video(self, frames, **kwargs):
@@ -501,71 +466,44 @@ class ApDepthPipeline(DiffusionPipeline):
             members.append([o.flip(-1) if flip else o for o in out])
         depth, spread = [], []
         for i, ref in enumerate(first):
-            stack = []
-            for m in members:
-                d = m[i]
-                if d.shape != ref.shape:
-                    d = F.interpolate(d[None, None], size=ref.shape, mode="bilinear", align_corners=False)[0, 0]
-                stack.append(_align_to(d, ref))
-            stack = torch.stack(stack)  # (M,H,W)
-            depth.append(stack.median(dim=0).values.clamp(0, 1))
+            stack = torch.stack([_align_to(self.image_processor.resize_map(m[i], tuple(ref.shape)), ref) for m in members])
+            depth.append(stack.median(dim=0).values.clamp(0, 1))  # (H,W) from the (M,H,W) stack
             spread.append(stack.std(dim=0))
         return depth, spread
 
     def _predict(self, images, res, match_input_resolution=True, batch_size=1, output_prior=False, show_progress_bar=False):
-        """One forward pass per image (batched by processing size); lists of (H,W) tensors."""
-        n = len(images)
+        """Depth (and prior depth) for each image: lists of (H,W) tensors, in input order."""
+        processor = self.image_processor
         sizes = [tuple(im.shape[-2:]) for im in images]
-        proc_sizes = [_processing_size(h, w, res) for h, w in sizes]
-
-        # Images sharing a processing size are batched together; order is restored at the end.
+        # Images sharing a processing size are batched together (each resized on its own first).
         groups: dict[tuple[int, int], list[int]] = {}
-        for i, ps in enumerate(proc_sizes):
-            groups.setdefault(ps, []).append(i)
-        depth_out: list[torch.Tensor | None] = [None] * n
-        prior_out: list[torch.Tensor | None] = [None] * n
+        for i, (h, w) in enumerate(sizes):
+            groups.setdefault(processing_size(h, w, res), []).append(i)
+        depth_out: list[torch.Tensor | None] = [None] * len(images)
+        prior_out: list[torch.Tensor | None] = [None] * len(images)
         device, dtype = self._exec_device, self._dtype
         chunks = [(ps, idx[k : k + batch_size]) for ps, idx in groups.items() for k in range(0, len(idx), batch_size)]
         for (ph, pw), idx in self.progress_bar(chunks) if show_progress_bar else chunks:
             if getattr(self, "_cuda_graphs", False):
                 torch.compiler.cudagraph_mark_step_begin()  # a new pass: the graphs may reuse the last one's buffers
-            # 2. Resize so the longer side is the processing resolution: (B,3,ph,pw).
-            rgb = torch.stack([images[i] for i in idx])
-            if device.type == "cuda":  # pinned host memory: the copy runs asynchronously, the host goes on
-                rgb = rgb.pin_memory()
-            rgb = rgb.to(device=device, dtype=torch.float32, non_blocking=True)
-            if rgb.shape[-2:] != (ph, pw):
-                rgb = F.interpolate(rgb, size=(ph, pw), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+            rgb = processor.stack([images[i] for i in idx], (ph, pw), device)  # (B,3,ph,pw)
             if getattr(self, "_static_batches", False) and len(idx) < batch_size:
                 # Compiled for fixed shapes: a short batch is padded with copies of its last image (every image is
                 # processed on its own: GroupNorm is per sample) instead of compiling, and capturing, a new shape.
                 rgb = torch.cat([rgb, rgb[-1:].expand(batch_size - len(idx), -1, -1, -1)])
-            # 3-4. Prior disparity at processing size (B,ph,pw), normalised per the config.
-            disp = prior_in = None
-            if self.prior is not None:
-                disp = self.prior_disparity(rgb)
-                prior_in = normalize_prior_disparity(disp, self.config.prior_normalization)
-            # Pad to a multiple of the VAE's downsampling factor, replicating the border.
-            f = self.vae_scale_factor
-            pad_h, pad_w = (-ph) % f, (-pw) % f
-            rgb_p = F.pad(rgb, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else rgb
-            if prior_in is not None and (pad_h or pad_w):
-                prior_in = F.pad(prior_in[:, None], (0, pad_w, 0, pad_h), mode="replicate")[:, 0]
-            # 5-6. Encode both, one U-Net call: (B,2C,h,w) -> clean depth latent (B,C,h,w).
-            latent = self.predict_latent(rgb_p.to(dtype), None if prior_in is None else prior_in.to(dtype))
-            # 7. Decode: mean over channels, clip to [-1,1], map to [0,1]: (B,H',W').
-            depth = self.decode_depth(latent)[:, :ph, :pw]
-            # 8. Back to the input size.
+            prior_in, disp = self.prior_condition(rgb, return_disparity=True)  # (B,ph,pw) each, or None
+            rgb_p, _ = processor.pad(rgb)
+            prior_p = None if prior_in is None else processor.pad(prior_in)[0]
+            latent = self.predict_latent(rgb_p.to(dtype), None if prior_p is None else prior_p.to(dtype))
+            depth = self.decode_depth(latent)[:, :ph, :pw]  # (B,ph,pw) in [0,1]
             for j, i in enumerate(idx):
                 d = depth[j]
                 p = prior_disparity_to_depth01(disp[j : j + 1])[0] if output_prior else None
-                if match_input_resolution and sizes[i] != (ph, pw):
-                    d = F.interpolate(d[None, None], size=sizes[i], mode="bilinear", align_corners=False)[0, 0]
-                    if p is not None:
-                        p = F.interpolate(p[None, None], size=sizes[i], mode="bilinear", align_corners=False)[0, 0]
+                if match_input_resolution:
+                    d = processor.resize_map(d, sizes[i])
+                    p = None if p is None else processor.resize_map(p, sizes[i])
                 depth_out[i] = d.clamp(0, 1)
                 prior_out[i] = None if p is None else p.clamp(0, 1)
-
         return depth_out, prior_out
 
 

@@ -33,11 +33,22 @@ def _ceil_to(x: int, m: int) -> int:
     return int(math.ceil(x / m) * m)
 
 
+#: ``quantile`` mode: the prior's longer side is at most this many times ``prior_input_size``, so an extreme aspect
+#: ratio (an 8x1024 strip) cannot blow its input up (to 518x66304 px) while every usual photo keeps the shorter
+#: side at ``prior_input_size``.
+MAX_PRIOR_ASPECT = 4
+
+
 def prior_input_size(height: int, width: int, normalization: str, input_size: int) -> tuple[int, int]:
-    """The (H, W) the prior runs at for an image of the given processing size."""
+    """The (H, W), multiples of 14, the prior runs at for an image of the given processing size.
+
+    ``raw``: the processing size rounded up to multiples of 14. ``quantile``: the shorter side becomes
+    ``input_size`` unless the longer side would then exceed ``MAX_PRIOR_ASPECT * input_size``; then the longer
+    side is that bound. Both sides are therefore bounded for any aspect ratio.
+    """
     if normalization == "raw":
         return _ceil_to(height, PATCH), _ceil_to(width, PATCH)
-    scale = input_size / min(height, width)
+    scale = min(input_size / min(height, width), MAX_PRIOR_ASPECT * input_size / max(height, width))
     return (
         max(PATCH, int(round(height * scale / PATCH)) * PATCH),
         max(PATCH, int(round(width * scale / PATCH)) * PATCH),

@@ -200,11 +200,7 @@ class ApDepthTask(Task):
         with torch.no_grad():
             # Target: the VAE encoding of the normalised depth repeated to 3 channels (B,4,h,w).
             z_gt = pipe.encode(depth_norm[:, None].expand(-1, 3, -1, -1)).float()
-            prior_in = None
-            if pipe.prior is not None:
-                from apdepth.prior import normalize_prior_disparity
-
-                prior_in = normalize_prior_disparity(pipe.prior_disparity(rgb), pipe.config.prior_normalization)
+            prior_in = pipe.prior_condition(rgb)  # (B,H,W) exactly as inference computes it; None without prior
         pred = model(rgb, prior_in).float()  # (B,4,h,w)
         mask = L.latent_valid_mask(valid, pipe.vae_scale_factor)
         terms = {}
