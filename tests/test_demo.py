@@ -148,8 +148,12 @@ def test_ply_is_capped_and_outputs_are_removed_on_exit(tiny_pipeline, uploads, t
     handler([str(uploads / "a" / "photo.png")], 32, "Spectral", 60, 10, progress=lambda *a, **k: None)
     (tmp_path / "work" / "keep.txt").write_text("not the demo's")
     assert len(list((tmp_path / "work").glob("run-*"))) == 1
+    cached = tmp_path / "gradio-copy.png"  # a file Gradio copied into its cache for this app
+    cached.write_bytes(b"x")
+    demo.temp_file_sets[0].add(str(cached))
     demo.apdepth_cleanup()  # registered with atexit
     assert [p.name for p in (tmp_path / "work").iterdir()] == ["keep.txt"]
+    assert not cached.exists()
     own = build_demo(tiny_pipeline, examples_dir=None)  # its own temporary folder: removed entirely
     assert own.apdepth_work_dir.is_dir()
     own.apdepth_cleanup()

@@ -49,9 +49,17 @@ def test_loading_leaves_the_users_progress_bar_settings_alone(tiny_checkpoint):
 
     from apdepth.pipeline import ApDepthPipeline
 
-    assert transformers_logging.is_progress_bar_enabled() and diffusers_logging.is_progress_bar_enabled()
-    ApDepthPipeline.from_pretrained(tiny_checkpoint)
-    assert transformers_logging.is_progress_bar_enabled() and diffusers_logging.is_progress_bar_enabled()
+    before = transformers_logging.is_progress_bar_enabled(), diffusers_logging.is_progress_bar_enabled()
+    try:
+        for enabled in (True, False):
+            for module in (transformers_logging, diffusers_logging):
+                module.enable_progress_bar() if enabled else module.disable_progress_bar()
+            ApDepthPipeline.from_pretrained(tiny_checkpoint)
+            assert transformers_logging.is_progress_bar_enabled() is enabled
+            assert diffusers_logging.is_progress_bar_enabled() is enabled
+    finally:
+        for module, on in zip((transformers_logging, diffusers_logging), before):
+            module.enable_progress_bar() if on else module.disable_progress_bar()
 
 
 def test_native_resolution_warns_about_the_cost(tmp_path, tiny_checkpoint, capsys, monkeypatch):

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import ipaddress
 import math
+import os
 import re
 import shutil
 import sys
@@ -291,13 +293,21 @@ def build_demo(
     work_root = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="apdepth-demo-"))
     work_root.mkdir(parents=True, exist_ok=True)
 
+    built: dict = {}
+
     def cleanup() -> None:
-        """Remove this demo's outputs: the whole work folder if the demo made it, else its run-* folders."""
+        """Remove this demo's outputs: the whole work folder if the demo made it, else its run-* folders, and
+        the copies Gradio keeps of uploads and outputs (also when the server did not shut down cleanly)."""
         if own_root:
             shutil.rmtree(work_root, ignore_errors=True)
         else:
             for run in work_root.glob("run-*"):
                 shutil.rmtree(run, ignore_errors=True)
+        for files in getattr(built.get("demo"), "temp_file_sets", ()):
+            for name in list(files):
+                with contextlib.suppress(OSError):
+                    os.remove(name)
+            files.clear()
 
     atexit.register(cleanup)
     config = getattr(pipeline, "config", None)
@@ -409,6 +419,7 @@ def build_demo(
             from apdepth.demo_video import video_tab
 
             video_tab(pipeline, work_root, default_res, COLOR_MAPS)
+    built["demo"] = demo
     demo.apdepth_work_dir = work_root
     demo.apdepth_cleanup = cleanup
     return demo
