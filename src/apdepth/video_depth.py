@@ -255,6 +255,24 @@ def predict_video(pipe, frames, processing_resolution: int | None = None, batch_
     return VideoDepthOutput(depth, times, a, c, (lo, hi), fps, stats, naive)
 
 
+def coalign_clip(raw: np.ndarray, frames: np.ndarray, flow: str | None = "dis", gaps=DEFAULT_GAPS) -> VideoDepthOutput:
+    """The co-alignment step alone, on per-frame predictions already computed (what :func:`predict_video`
+    does after the model): ``raw`` float (T, h, w) the pipeline's per-frame depth at processing resolution
+    (``match_input_resolution=False``), ``frames`` uint8 (T, H, W, 3) the clip. Returns the consistent clip
+    at the frames' size (``times`` are frame indices; ``fps`` is 0)."""
+    raw = np.asarray(raw, dtype=np.float32)
+    if raw.ndim != 3 or len(raw) != len(frames):
+        raise ValueError(f"raw must be (T, h, w) with one map per frame; got {raw.shape} for {len(frames)} frames")
+    aligner = CoAligner(gaps=gaps, flow=flow)
+    for rgb, d in zip(frames, raw):
+        aligner.add_frame(d, _gray(rgb, d.shape) if flow == "dis" else None)
+    a, c = aligner.solve()
+    lo, hi = normalise_clip(np.asarray(aligner.depth_min), np.asarray(aligner.depth_max), a, c)
+    size = frames.shape[1:3]
+    depth = np.stack([_finish(d, a[t], c[t], lo, hi, size) for t, d in enumerate(raw)])
+    return VideoDepthOutput(depth, np.arange(len(raw), dtype=np.float64), a, c, (lo, hi), 0.0)
+
+
 def _retime(frames: Iterator[Frame], fps: float) -> Iterator[Frame]:
     for f in frames:
         yield Frame(f.rgb, f.index / fps, f.index)
