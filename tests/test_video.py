@@ -189,6 +189,11 @@ def test_predict_video_python_api(tiny_pipeline):
     naive = tiny_pipeline.predict_video(frames, processing_resolution=32, batch_size=4, consistent=False)
     single = tiny_pipeline(frames[3], processing_resolution=32).depth[0]
     np.testing.assert_allclose(naive.depth[3], single, atol=1e-4)  # naive = the image pipeline frame by frame
+    # the co-alignment step alone, on the same per-frame predictions, gives the same clip
+    from apdepth.video_depth import coalign_clip
+
+    raw = tiny_pipeline(list(frames), processing_resolution=32, match_input_resolution=False, batch_size=4).depth
+    np.testing.assert_allclose(coalign_clip(raw, frames).depth, out.depth, atol=1e-4)
 
 
 def test_predict_cli_clip(tmp_path, tiny_checkpoint, capsys):
