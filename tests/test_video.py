@@ -292,3 +292,25 @@ def test_demo_video_core(tiny_pipeline, tmp_path):
     bad.write_bytes(b"nope" * 100)
     with pytest.raises(ValueError, match="x.mp4"):
         process_clip(tiny_pipeline, bad, tmp_path / "out3")
+
+
+def test_eval_synthetic_video(tmp_path, tiny_checkpoint, capsys):
+    seqs = tmp_path / "seqs"
+    assert main(["synth", "--video", "--out", str(seqs), "--num", "2", "--frames", "6", "--size", "24x32",
+                 "--seed", "950000"]) == 0
+    out = tmp_path / "eval"
+    args = ["eval", "--dataset", "synthetic-video", "--data-dir", str(seqs), "--output", str(out),
+            "--checkpoint", str(tiny_checkpoint), "--processing-res", "32", "--no-progress"]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {(r["method"], r["alignment"]): r for r in summary["rows"]}
+    assert set(rows) == {("naive", "per frame"), ("naive", "per sequence"), ("consistent", "per sequence"), ("ground truth", "-")}
+    assert rows[("ground truth", "-")]["tae"] < 0.01 and rows[("naive", "per sequence")]["tae"] > rows[("ground truth", "-")]["tae"]
+    assert np.load(out / "raw" / "00950000.npy").shape == (6, 24, 32)
+    assert "| consistent | per sequence |" in capsys.readouterr().out
+    assert (out / "per_sequence.csv").read_text().count("\n") == 1 + 2 * 4
+    # rescoring reuses the cached per-frame predictions: same numbers, no model needed
+    assert main(args[:-3] + ["--checkpoint", str(tmp_path / "missing"), "--no-progress"]) == 0
+    assert json.loads((out / "summary.json").read_text())["rows"] == summary["rows"]
+    assert main(["eval", "--dataset", "synthetic-video", "--data-dir", str(tmp_path), "--output", str(out)]) == 2
+    assert "no sequences.txt" in capsys.readouterr().err

@@ -2,6 +2,8 @@
 
 One dataset:  apdepth eval --dataset nyu --data-dir nyuv2/nyu_labeled_extracted.tar --output out/nyu
 All five:     apdepth eval --suite all --data-root DATA --output out
+Clips:        apdepth eval --dataset synthetic-video --data-dir SEQS --output out/video   (apdepth synth --video;
+              naive per-frame vs temporally consistent depth, temporal metrics: docs/video.md)
 
 Predictions are cached as ``<output>/predictions/<rgb path without extension>_depth.npy`` (the layout of
 ``apdepth predict``); with every prediction present no model is loaded at all. ``--predictions DIR`` scores
@@ -20,7 +22,7 @@ from apdepth.runtime import add_model_arguments
 
 SUITE = ("nyu", "kitti", "eth3d", "scannet", "diode")
 SUITE_TITLES = {"nyu": "NYUv2", "kitti": "KITTI", "eth3d": "ETH3D", "scannet": "ScanNet", "diode": "DIODE"}
-EVAL_DATASETS = ("nyu", "kitti", "eth3d", "scannet", "diode", "synthetic", "hypersim", "vkitti")
+EVAL_DATASETS = ("nyu", "kitti", "eth3d", "scannet", "diode", "synthetic", "hypersim", "vkitti", "synthetic-video")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -121,6 +123,23 @@ def suite_table(results: dict[str, dict | None]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _run_video(args, predictor) -> int:
+    from apdepth.evaluation.video_eval import evaluate_video_sequences, summary_markdown
+
+    if not args.output:
+        print("error: --dataset synthetic-video needs --output (per-frame predictions and reports go there)", file=sys.stderr)
+        return 2
+    try:
+        summary = evaluate_video_sequences(predictor, args.data_dir, args.output, max_sequences=args.max_samples,
+                                           processing_resolution=args.processing_res, batch_size=args.batch_size,
+                                           reuse_predictions=True, progress=not args.no_progress)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(summary_markdown(summary))
+    return 0
+
+
 def run(args) -> int:
     from apdepth.evaluation.evaluate import summary_markdown
 
@@ -143,6 +162,8 @@ def run(args) -> int:
         if not args.data_dir:
             print("error: --dataset needs --data-dir (the dataset's tar or folder)", file=sys.stderr)
             return 2
+        if args.dataset == "synthetic-video":  # clips: naive vs consistent, temporal metrics (docs/video.md)
+            return _run_video(args, predictor)
         try:
             result = _run_one(args.dataset, args.data_dir, args.split_file, predictor, args, args.output,
                               args.predictions)
