@@ -66,7 +66,8 @@ def main(argv=None) -> int:
     summary = evaluate_video_sequences(predictor, args.data, args.out, max_sequences=args.num, max_frames=args.frames,
                                        processing_resolution=args.processing_res, batch_size=args.batch_size,
                                        reuse_predictions=args.reuse_predictions,
-                                       sequence_ids=[f"{s:08d}" for s in range(args.seed, args.seed + args.num)])
+                                       sequence_ids=[f"{s:08d}" for s in range(args.seed, args.seed + args.num)],
+                                       model_id=str(args.checkpoint or "bundled"))
     summary["command"] = "python benchmarks/video_consistency.py " + " ".join(sys.argv[1:] if argv is None else argv)
     summary["checkpoint"] = args.checkpoint or "bundled"
     summary["render_seconds"] = round(t_render, 1)

@@ -309,8 +309,10 @@ def test_eval_synthetic_video(tmp_path, tiny_checkpoint, capsys):
     assert np.load(out / "raw" / "00950000.npy").shape == (6, 24, 32)
     assert "| consistent | per sequence |" in capsys.readouterr().out
     assert (out / "per_sequence.csv").read_text().count("\n") == 1 + 2 * 4
-    # rescoring reuses the cached per-frame predictions: same numbers, no model needed
-    assert main(args[:-3] + ["--checkpoint", str(tmp_path / "missing"), "--no-progress"]) == 0
+    # rescoring reuses the cached per-frame predictions: same numbers; another model's cache is refused
+    assert main(args) == 0
     assert json.loads((out / "summary.json").read_text())["rows"] == summary["rows"]
+    assert main(args[:-3] + ["--no-progress"]) == 2  # another processing resolution
+    assert "use another output folder" in capsys.readouterr().err
     assert main(["eval", "--dataset", "synthetic-video", "--data-dir", str(tmp_path), "--output", str(out)]) == 2
     assert "no sequences.txt" in capsys.readouterr().err

@@ -132,7 +132,8 @@ def _run_video(args, predictor) -> int:
     try:
         summary = evaluate_video_sequences(predictor, args.data_dir, args.output, max_sequences=args.max_samples,
                                            processing_resolution=args.processing_res, batch_size=args.batch_size,
-                                           reuse_predictions=True, progress=not args.no_progress)
+                                           reuse_predictions=True, progress=not args.no_progress,
+                                           model_id=str(args.checkpoint or "bundled"))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

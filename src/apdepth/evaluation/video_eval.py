@@ -33,7 +33,7 @@ TRAJECTORY_ORDER = ("walk", "pan", "dolly")
 def evaluate_video_sequences(predictor, data_dir, out_dir, *, max_sequences: int | None = None,
                              max_frames: int | None = None, processing_resolution: int | None = None,
                              batch_size: int = 8, reuse_predictions: bool = False, progress: bool = True,
-                             sequence_ids: list[str] | None = None) -> dict:
+                             sequence_ids: list[str] | None = None, model_id: str = "bundled") -> dict:
     """Score every sequence listed in ``data_dir/sequences.txt``.
 
     Args:
@@ -43,7 +43,8 @@ def evaluate_video_sequences(predictor, data_dir, out_dir, *, max_sequences: int
             ``summary.json`` and ``summary.md``.
         max_sequences, max_frames: use only the first N sequences / frames.
         sequence_ids: score these sequences (default: all of ``sequences.txt``).
-        reuse_predictions: use ``out_dir/raw/<id>.npy`` when present instead of running the model.
+        reuse_predictions: use ``out_dir/raw/<id>.npy`` when present instead of running the model; predictions
+            cached for another ``model_id`` (checkpoint name) or processing resolution are refused.
     Returns:
         the summary dict (also written as ``summary.json``).
     Raises:
@@ -65,6 +66,16 @@ def evaluate_video_sequences(predictor, data_dir, out_dir, *, max_sequences: int
     if not ids:
         raise ValueError(f"{listing} lists no sequences")
     out_dir.mkdir(parents=True, exist_ok=True)
+    cache_meta = {"model": model_id, "processing_resolution": processing_resolution}
+    meta_path = out_dir / "raw" / "meta.json"
+    if meta_path.is_file():
+        old = json.loads(meta_path.read_text())
+        if reuse_predictions and old != cache_meta:
+            raise ValueError(f"{out_dir / 'raw'} holds predictions of {old}, not {cache_meta}: use another output folder")
+    elif reuse_predictions and any((out_dir / "raw").glob("*.npy")):
+        raise ValueError(f"{out_dir / 'raw'} holds predictions of an unknown model: use another output folder")
+    with atomic_write(meta_path, "w") as fh:
+        json.dump(cache_meta, fh)
     rows, model_seconds, align_seconds, frames_model, frames_all = [], 0.0, 0.0, 0, 0
     for sid in tqdm(ids, desc="sequences", unit="seq", disable=not progress):
         seq = data_dir / sid
