@@ -1,6 +1,6 @@
 """End-to-end speed and memory of ``apdepth predict`` on a 10-second 640x360 clip.
 
-Builds the clip once (a slow pan and zoom across ``assets/examples/synthetic_street_a.png``, 24 fps, H.264),
+Builds the clip once (a slow pan and zoom across ``assets/examples/synthetic_street_b.png``, 24 fps, H.264),
 then runs ``apdepth predict CLIP --output OUT --side-by-side`` in a child process and reports frames/s
 (decode, model, co-alignment, encode: the whole command) and the child's peak resident memory.
 
@@ -27,16 +27,16 @@ def make_clip(path: Path, seconds: float, fps: float = 24.0, size=(360, 640)) ->
 
     from apdepth.video import VideoWriter
 
-    src = Image.open(ROOT / "assets" / "examples" / "synthetic_street_a.png").convert("RGB")
+    src = Image.open(ROOT / "assets" / "examples" / "synthetic_street_b.png").convert("RGB")
     h, w = size
-    big = src.resize((int(w * 1.6), int(w * 1.6 * src.height / src.width)), Image.BICUBIC)
+    big = src.resize((2 * w, int(2 * w * src.height / src.width)), Image.BICUBIC)
     n = int(round(seconds * fps))
     with VideoWriter(path, fps) as vw:
         for k in range(n):
             u = k / max(n - 1, 1)
-            zoom = 1.0 + 0.25 * u  # dolly-like zoom in while panning right
-            cw, ch = w * 1.25 / zoom, h * 1.25 / zoom
-            x0 = (big.width - cw) * (0.1 + 0.8 * u)
+            cw = big.width * 0.85 / (1.0 + 0.2 * u)  # zoom in by 20% while panning across the image
+            ch = min(cw * h / w, big.height)
+            x0 = (big.width - cw) * u
             y0 = (big.height - ch) * 0.5
             crop = big.resize((w, h), Image.BILINEAR, box=(x0, y0, x0 + cw, y0 + ch))
             vw.write(np.asarray(crop), k / fps)
