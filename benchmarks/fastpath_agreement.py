@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     p.add_argument("--skip-compile", action="store_true")
     p.add_argument("--compile-mode", default="default", choices=["default", "max-autotune"])
     args = p.parse_args(argv)
-    from apdepth.runtime import load_pipeline, pick_device
+    from apdepth.runtime import default_compile_cache, load_pipeline, pick_device
 
     device = pick_device(args.device)
     paths = [Path(x) for x in args.images] if args.images else sorted(q for q in EXAMPLES.iterdir() if q.suffix in (".png", ".jpg"))
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
 
     def compiled(cuda_graphs=False):
         pipe = load()
-        pipe.enable_compile(mode=args.compile_mode, cuda_graphs=cuda_graphs)
+        pipe.enable_compile(mode=args.compile_mode, cuda_graphs=cuda_graphs, cache_dir=default_compile_cache())
         return pipe
 
     options += [("two VAE encoder calls instead of one", separate), ("channels_last", channels_last),

@@ -200,7 +200,7 @@ def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from apdepth.runtime import pick_device, pick_dtype
+    from apdepth.runtime import default_compile_cache, pick_device, pick_dtype
 
     device, dtype = pick_device(args.device), pick_dtype(args.dtype)
     if args.flops_only:
@@ -233,7 +233,7 @@ def main(argv=None) -> int:
     rows = []
     for variant, graphs in variants:
         if variant != "eager":
-            pipe.enable_compile(cuda_graphs=bool(graphs), mode=args.compile_mode)
+            pipe.enable_compile(cuda_graphs=bool(graphs), mode=args.compile_mode, cache_dir=default_compile_cache())
         for res in args.resolutions:
             flops = flops_at[res]
             for bs in args.batch_sizes:

@@ -61,8 +61,8 @@ def test_same_aspect_different_sizes_share_a_batch(tiny_pipeline):
         hook.remove()
     assert calls == [2]  # one U-Net call for both
     assert [d.shape for d in both] == [(300, 400), (150, 200)]
-    np.testing.assert_allclose(both[0], tiny_pipeline(big).depth[0], atol=1e-5)
-    np.testing.assert_allclose(both[1], tiny_pipeline(small).depth[0], atol=1e-5)
+    np.testing.assert_allclose(both[0], tiny_pipeline(big).depth[0], atol=1e-4)
+    np.testing.assert_allclose(both[1], tiny_pipeline(small).depth[0], atol=1e-4)
 
 
 def test_pil_exif_orientation_is_applied(tiny_pipeline):

@@ -64,7 +64,7 @@ def test_factor4_pipeline_round_trips_and_evaluates(pipe4, tmp_path):
     image = random_rgb(36, 28, seed=3)
     a = pipe4(image, processing_resolution=36).depth
     b = loaded(image, processing_resolution=36).depth
-    np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(a, b, atol=1e-4)
 
     dataset = list(SyntheticStream(36, 44, scene="indoor", seed=5, length=2))
     result = evaluate(loaded, dataset, processing_resolution=44, progress=False)

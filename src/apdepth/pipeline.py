@@ -259,14 +259,16 @@ class ApDepthPipeline(DiffusionPipeline):
                 (``"reduce-overhead"``, ``"max-autotune-no-cudagraphs"``) are accepted too; ``cuda_graphs=True`` turns a
                 mode into its CUDA-graph form, so ``mode="default", cuda_graphs=True`` is ``"reduce-overhead"``.
             dynamic: compile for dynamic shapes (fewer recompiles for mixed sizes, slower kernels).
+            cache_dir: folder for Inductor's on-disk cache. Inductor reads it only from the environment variable
+                ``TORCHINDUCTOR_CACHE_DIR``, so giving a folder sets that variable; ``None`` (default) leaves the
+                environment alone (torch's default folder, or the variable you set). The commands pass
+                :func:`apdepth.runtime.default_compile_cache`.
         """
         mode = _compile_mode(mode or "default", cuda_graphs)
         import torch._inductor.config as inductor_config
 
-        from apdepth import _USER_INDUCTOR_CACHE
-
-        cache = cache_dir or _USER_INDUCTOR_CACHE or os.path.expanduser("~/.cache/apdepth/inductor")
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # Inductor reads it on every lookup
+        if cache_dir is not None:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir)  # asked for explicitly; Inductor has no other knob
         inductor_config.fx_graph_cache = True
         modules = [self.unet, self.vae.encoder, self.vae.decoder] + ([self.prior] if self.prior is not None else [])
         for module in modules:

@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 
 PRIOR_NORMALIZATIONS = ("raw", "quantile")
-DEFAULT_PRIOR_ID = "depth-anything/Depth-Anything-V2-Small-hf"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PATCH = 14

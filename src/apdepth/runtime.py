@@ -115,7 +115,15 @@ def configure_fast_path(pipe, device, compile: bool = False, vae_tiling: bool = 
     if vae_tiling:
         pipe.enable_vae_tiling()
     if compile:
-        pipe.enable_compile(mode=compile_mode, cuda_graphs=cuda_graphs)
+        pipe.enable_compile(mode=compile_mode, cuda_graphs=cuda_graphs, cache_dir=default_compile_cache())
+
+
+def default_compile_cache() -> str:
+    """Where the commands keep compiled graphs: ``TORCHINDUCTOR_CACHE_DIR`` as the user set it before torch ran,
+    else ``~/.cache/apdepth/inductor`` (persistent, unlike torch's default in the temporary folder)."""
+    from apdepth import _USER_INDUCTOR_CACHE
+
+    return _USER_INDUCTOR_CACHE or os.path.expanduser("~/.cache/apdepth/inductor")
 
 
 def load_pipeline(

@@ -219,18 +219,6 @@ class DepthDataset(Dataset):
         return f"{type(self).__name__}({len(self)} samples from {self.archive.root})"
 
 
-def paired_enumeration(archive: Archive, rgb_filter: Callable[[str], bool], to_depth: Callable[[str], str | None]):
-    """Specs for every RGB file accepted by ``rgb_filter`` whose mapped depth file exists."""
-    specs = []
-    for rel in archive.list():
-        if not rgb_filter(rel):
-            continue
-        depth = to_depth(rel)
-        if depth is not None and archive.exists(depth):
-            specs.append(SampleSpec(rgb=rel, depth=depth))
-    return specs
-
-
 def prefer_subfolder(paths: list[str], folder: str) -> list[str]:
     """Restrict to ``folder/`` when the archive has one (e.g. NYU's ``test/`` next to ``train/``)."""
     inside = [p for p in paths if p.startswith(folder + "/")]

@@ -90,27 +90,3 @@ def normalize_depth_quantile(
         norm = norm.clamp(-1.0, 1.0)
     norm = torch.where(valid, norm, torch.zeros_like(norm)).float()
     return norm, valid
-
-
-class QuantileNormalize:
-    """Sample transform adding ``depth_norm`` (in [-1, 1]) and replacing ``valid`` accordingly."""
-
-    def __init__(self, low: float = 0.02, high: float = 0.98):
-        self.low, self.high = low, high
-
-    def __call__(self, sample: dict) -> dict:
-        out = dict(sample)
-        out["depth_norm"], out["valid"] = normalize_depth_quantile(sample["depth"], sample["valid"], self.low, self.high)
-        return out
-
-
-class Compose:
-    """Apply sample transforms in order."""
-
-    def __init__(self, transforms):
-        self.transforms = list(transforms)
-
-    def __call__(self, sample: dict) -> dict:
-        for t in self.transforms:
-            sample = t(sample)
-        return sample

@@ -20,7 +20,6 @@ import math
 import numpy as np
 
 METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "delta1", "delta2", "delta3", "i_rmse", "silog")
-HIGHER_IS_BETTER = {"delta1", "delta2", "delta3", "boundary_f1"}
 
 
 def _valid_values(pred, gt, valid):

@@ -6,7 +6,7 @@ YAML config selects one by name (``model: {preset: small}``) with explicit overr
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,9 +121,11 @@ PRESETS: dict[str, ModelPreset] = {
 
 
 def get_preset(name: str, **overrides) -> ModelPreset:
+    """A deep copy of preset ``name`` with fields replaced by ``overrides``: editing it (``preset.vae["layers"]``)
+    never changes :data:`PRESETS`. Raises ValueError for an unknown name or field."""
     if name not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}; available: {', '.join(PRESETS)}")
-    preset = dataclasses.replace(PRESETS[name])
+    preset = copy.deepcopy(PRESETS[name])
     for key, value in overrides.items():
         if not hasattr(preset, key):
             raise ValueError(f"unknown preset field {key!r}")
@@ -181,11 +183,12 @@ def build_pipeline(preset: str | ModelPreset = "tiny", seed: int = 0, use_prior:
     from apdepth.pipeline import ApDepthPipeline
 
     preset = get_preset(preset) if isinstance(preset, str) else preset
-    torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    unet = build_unet(preset.unet, in_channels=8 if use_prior else 4)
-    vae = build_vae(preset.vae)
-    prior = build_prior(preset.prior) if use_prior and preset.prior else None
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's random state
+        torch.manual_seed(seed)
+        unet = build_unet(preset.unet, in_channels=8 if use_prior else 4)
+        vae = build_vae(preset.vae)
+        prior = build_prior(preset.prior) if use_prior and preset.prior else None
     emb = torch.randn(1, preset.text_seq_len, preset.unet["cross_attention_dim"], generator=gen)
     config = dict(
         processing_resolution=preset.processing_resolution,

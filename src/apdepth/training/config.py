@@ -14,7 +14,7 @@ import difflib
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
 
 TASKS = ("apdepth", "vae", "prior")
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -299,9 +299,3 @@ def validate(cfg: TrainConfig) -> None:
         _check_dataset(v.dataset, "validation.dataset")
     if cfg.checkpointing.keep_last < 1:
         raise ConfigError("checkpointing.keep_last must be >= 1")
-
-
-def as_dict(cfg: Any) -> dict:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)

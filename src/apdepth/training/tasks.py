@@ -275,8 +275,9 @@ class VaeTask(Task):
         from apdepth.models import build_vae, get_preset
 
         m = self.cfg.model
-        torch.manual_seed(self.cfg.seed)
-        self.vae = _load_vae(m.vae, m.allow_pickle) if m.vae else build_vae(get_preset(m.preset).vae)
+        with torch.random.fork_rng(devices=[]):  # seeded initialisation; the global random state is left alone
+            torch.manual_seed(self.cfg.seed)
+            self.vae = _load_vae(m.vae, m.allow_pickle) if m.vae else build_vae(get_preset(m.preset).vae)
         self.vae.to(self.device).train()
         self.size_multiple = 2 ** (len(self.vae.config.block_out_channels) - 1)
         if m.gradient_checkpointing:
@@ -367,13 +368,14 @@ class PriorTask(Task):
         from apdepth.models import build_prior, get_preset
 
         m = self.cfg.model
-        torch.manual_seed(self.cfg.seed)
         preset = get_preset(m.preset) if m.preset else None
         self.input_size = m.prior_input_size or (preset.prior_input_size if preset else 518)
         if m.prior:
             self.prior = _load_prior(m.prior, m.allow_pickle)
         else:
-            self.prior = build_prior(preset.prior)
+            with torch.random.fork_rng(devices=[]):  # seeded initialisation; the global random state is left alone
+                torch.manual_seed(self.cfg.seed)
+                self.prior = build_prior(preset.prior)
             head = getattr(self.prior, "head", None)
             if head is not None and hasattr(head, "conv3") and head.conv3.bias is not None:
                 # The head ends in a ReLU: a random init that starts negative everywhere never gets a
