@@ -291,3 +291,18 @@ def test_sd2_recipe_widens_conv_in_and_trains(tmp_path):
     loaded = ApDepthPipeline.from_pretrained(out / "checkpoints" / "step_000002")
     assert loaded.unet.config.in_channels == 8 and loaded.config.processing_resolution == 32
     assert (out / "best" / "best.json").is_file()
+
+
+def test_tasks_declare_their_losses_and_unknown_ones_fail_before_training(tmp_path, capsys):
+    from apdepth.training.tasks import TASK_CLASSES, Task
+
+    assert {k: v.loss_names for k, v in TASK_CLASSES.items()} == {
+        "apdepth": ("mse", "freq", "pixel_l1"), "vae": ("l1", "mse", "kl"), "prior": ("ssi", "mse")}
+    with pytest.raises(TypeError, match="must declare its loss_names"):
+        type("NoLosses", (Task,), {"build": None, "losses": None, "export": None, "validate": None})
+    with pytest.raises(TypeError, match="abstract"):
+        Task(None, torch.device("cpu"), torch.float32)
+    rc = main(["train", "--config", str(TINY), "--output", str(tmp_path / "x"), *BASE, "stages=[{until: 6, losses: {ssi: 1.0}}]"])
+    assert rc == 2
+    assert "stages.0.losses: unknown loss 'ssi' for task 'apdepth'; known: ['mse', 'freq', 'pixel_l1']" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "checkpoints").exists()

@@ -292,9 +292,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--near-far", type=float, nargs=2, default=(1.0, 10.0), metavar=("NEAR", "FAR"),
         help="place relative depth 0 at NEAR and 1 at FAR (default 1 10); only FAR/NEAR changes the shape",
     )
-    from apdepth.video_depth import add_video_arguments
+    from apdepth.video_cli import add_video_arguments
 
-    add_video_arguments(p)  # video files (or --video frame folders) take the clip path of apdepth.video_depth
+    add_video_arguments(p)  # video files (or --video frame folders) take the clip path of apdepth.video_cli
 
 
 def _distributed():
@@ -316,7 +316,7 @@ def _distributed():
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from apdepth.video_depth import run_video, wants_video
+    from apdepth.video_cli import run_video, wants_video
     from apdepth.writer import remove_stale_temps
 
     if wants_video(args):

@@ -18,12 +18,6 @@ from typing import Dict, List, Optional
 
 TASKS = ("apdepth", "vae", "prior")
 MIXED_PRECISION = ("no", "fp16", "bf16")
-# Loss terms each task understands; a stage's ``losses`` maps these names to weights.
-TASK_LOSSES = {
-    "apdepth": ("mse", "freq", "pixel_l1"),
-    "vae": ("l1", "mse", "kl"),
-    "prior": ("ssi", "mse"),
-}
 STREAM_NAME = "synthetic_stream"
 
 
@@ -228,6 +222,15 @@ def _check_dataset(d: DatasetConfig, where: str) -> None:
         raise ConfigError(f"{where}: synthetic_stream needs size: [H, W]")
 
 
+def check_stage_losses(cfg: TrainConfig, known: tuple[str, ...]) -> None:
+    """Every stage's loss names must be among the task's declared ``loss_names`` (``known``); raises ConfigError
+    naming the stage, the loss and the known ones."""
+    for i, s in enumerate(cfg.stages):
+        for name in s.losses:
+            if name not in known:
+                raise ConfigError(f"stages.{i}.losses: unknown loss {name!r} for task {cfg.model.task!r}; known: {list(known)}")
+
+
 def check_size_multiple(cfg: TrainConfig, multiple: int) -> None:
     """Every training ``size`` must be a multiple of ``multiple`` (the VAE's downsampling factor, known once the
     model is built). Raises ConfigError naming the key."""
@@ -274,7 +277,6 @@ def validate(cfg: TrainConfig) -> None:
     if not cfg.stages:
         raise ConfigError("stages is empty: give at least one {until: N, losses: {...}}")
     prev = 0
-    allowed = TASK_LOSSES[m.task]
     for i, s in enumerate(cfg.stages):
         if s.until <= prev:
             raise ConfigError(f"stages.{i}.until must be greater than the previous stage's ({prev}), got {s.until}")
@@ -282,8 +284,6 @@ def validate(cfg: TrainConfig) -> None:
         if not s.losses:
             raise ConfigError(f"stages.{i}.losses is empty")
         for name, weight in s.losses.items():
-            if name not in allowed:
-                raise ConfigError(f"stages.{i}.losses: unknown loss {name!r} for task {m.task!r}; known: {list(allowed)}")
             if weight < 0:
                 raise ConfigError(f"stages.{i}.losses.{name} must be >= 0")
     if total_steps(cfg) < 1:

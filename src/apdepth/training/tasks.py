@@ -9,6 +9,7 @@ Everything else (optimiser, schedule, data order, checkpoints, logging) is the s
 
 from __future__ import annotations
 
+import abc
 import json
 from pathlib import Path
 
@@ -60,12 +61,23 @@ def _rgb_u8(rgb: torch.Tensor) -> np.ndarray:
     return (rgb.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
 
 
-class Task:
+class Task(abc.ABC):
+    """What one kind of training run trains; the shared loop (:mod:`apdepth.training.trainer`) does the rest.
+
+    A new task is one subclass registered in :data:`TASK_CLASSES` (and its name in ``config.TASKS``): it
+    declares its ``loss_names`` (the names a stage's ``losses`` may weight; checked before training starts) and
+    implements the four methods below. Class attributes tune the loop: ``export_name`` (sub-folder of the run
+    folder the final model goes to), ``normalize_depth`` (batches carry ``depth_norm``), ``best_metric`` (the
+    validation metric that selects ``best/``; ``None`` = no ``best/``) with ``lower_is_better``, and
+    ``find_unused_parameters`` (for DDP).
+    """
+
     name = ""
-    export_name = ""  # sub-folder of the run folder the final model is written to
-    normalize_depth = True  # batches carry depth_norm (quantile-normalised depth)
+    loss_names: tuple[str, ...] = ()
+    export_name = ""
+    normalize_depth = True
     lower_is_better = True
-    best_metric: str | None = None  # validation metric that selects best/ (None = no best/)
+    best_metric: str | None = None
     find_unused_parameters = False
     #: Training image sides must be multiples of this (the VAE's downsampling factor); set by :meth:`build`.
     size_multiple = 1
@@ -73,18 +85,30 @@ class Task:
     def __init__(self, cfg: TrainConfig, device: torch.device, weight_dtype: torch.dtype):
         self.cfg, self.device, self.weight_dtype = cfg, device, weight_dtype
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not getattr(cls, "__abstractmethods__", None) and not cls.loss_names:
+            raise TypeError(f"training task {cls.__name__} must declare its loss_names")
+
+    @abc.abstractmethod
     def build(self) -> torch.nn.Module:
-        raise NotImplementedError
+        """Create or load the model, move it to ``self.device`` and return the module whose parameters with
+        ``requires_grad`` are optimised (wrapped by accelerate/DDP); set ``size_multiple`` if sizes matter."""
 
+    @abc.abstractmethod
     def losses(self, model, batch: dict, weights: dict, noise_seed: int) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """Scalar loss terms for one micro-batch: one entry per name in ``weights`` (a subset of ``loss_names``;
+        the loop sums ``weight * term``). ``batch`` is what :class:`~apdepth.training.data.StepBatches` yields;
+        ``noise_seed`` seeds any sampling, so a resumed run repeats it exactly."""
 
+    @abc.abstractmethod
     def export(self, folder: Path) -> None:
-        raise NotImplementedError
+        """Write the trained model to ``folder`` (loadable with ``from_pretrained``)."""
 
-    @torch.no_grad()
+    @abc.abstractmethod
     def validate(self, dataset, accelerator) -> tuple[dict, np.ndarray | None]:
-        raise NotImplementedError
+        """Metrics on ``dataset`` (name -> float; ``best_metric`` among them) and an optional HxWx3 uint8 image
+        for the log. Runs under ``torch.no_grad``; must leave the model in training mode."""
 
 
 # ---------------------------------------------------------------------------------------------- apdepth
@@ -167,7 +191,11 @@ def build_apdepth_pipeline(cfg: TrainConfig):
 
 
 class ApDepthTask(Task):
+    """The U-Net of an ApDepthPipeline (VAE, prior, text embedding frozen). Losses: ``mse`` and ``freq`` on the
+    latent (only cells whose f x f pixels are all valid, f = the VAE scale factor), ``pixel_l1`` on the decoded depth."""
+
     name = "apdepth"
+    loss_names = ("mse", "freq", "pixel_l1")
     export_name = "pipeline"
     best_metric = "abs_rel"
 
@@ -267,7 +295,11 @@ class VaeForward(torch.nn.Module):
 
 
 class VaeTask(Task):
+    """An AutoencoderKL reconstructing RGB images and 3-channel normalised depth. Losses: ``l1``, ``mse``
+    (masked reconstruction), ``kl`` (posterior regulariser)."""
+
     name = "vae"
+    loss_names = ("l1", "mse", "kl")
     export_name = "vae"
     best_metric = None
 
@@ -357,7 +389,11 @@ def condition_prior_for_export(prior, input_size: int, size: int = 256) -> tuple
 
 
 class PriorTask(Task):
+    """A Depth Anything prior predicting relative disparity. Losses: ``ssi`` (scale-and-shift-invariant L1),
+    ``mse``."""
+
     name = "prior"
+    loss_names = ("ssi", "mse")
     export_name = "prior"
     normalize_depth = False
     best_metric = None

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from apdepth.image_io import atomic_write
-from apdepth.training.config import ConfigError, TrainConfig, check_size_multiple, to_yaml, total_steps
+from apdepth.training.config import ConfigError, TrainConfig, check_size_multiple, check_stage_losses, to_yaml, total_steps
 from apdepth.training.data import StepBatches, build_dataset, sample_seed
 from apdepth.training.schedule import lr_lambda, stage_index
 from apdepth.training.tasks import TASK_CLASSES
@@ -96,6 +96,7 @@ class Trainer:
         self.out = Path(cfg.output_dir)
         self.resume_dir = resolve_resume(resume, self.out) if resume else None
         task_cls = TASK_CLASSES[cfg.model.task]
+        check_stage_losses(cfg, task_cls.loss_names)
         self.acc = Accelerator(
             mixed_precision=cfg.mixed_precision,
             log_with="tensorboard" if cfg.logging.tensorboard else None,
