@@ -114,6 +114,7 @@ def friendly_load_error(name: str, what: str, err: BaseException, allow_pickle: 
 
 
 def hub_error(name: str, what: str, reason: str) -> CheckpointNotFoundError:
+    """The error for a Hub id that could not be fetched, with the offline download hint."""
     return CheckpointNotFoundError(
         f"Could not load the {what} {name!r} from the Hugging Face Hub ({reason}). If you are offline, download "
         f"it on a connected machine with `hf download {name} --local-dir DIR` (or copy the folder) and pass DIR "

@@ -245,6 +245,7 @@ class ApDepthPipeline(DiffusionPipeline):
         self.vae.tile_overlap_factor = overlap
 
     def disable_vae_tiling(self) -> None:
+        """Encode and decode whole images again (undo :meth:`enable_vae_tiling`)."""
         self.vae.disable_tiling()
 
     def enable_compile(self, cuda_graphs: bool = False, mode: str | None = None, dynamic: bool = False, cache_dir: str | None = None) -> None:

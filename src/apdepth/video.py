@@ -409,6 +409,7 @@ class StackWriter:
         self.frames_written += 1
 
     def close(self, abort: bool = False) -> None:
+        """Finish the stack file; ``abort=True`` removes it instead."""
         if self._fh is None:
             return
         self._fh.close()

@@ -48,6 +48,7 @@ class Archive:
         raise NotImplementedError
 
     def exists(self, relpath: str) -> bool:  # pragma: no cover - interface
+        """Whether a regular file exists at ``relpath``."""
         raise NotImplementedError
 
     def list(self) -> list[str]:  # pragma: no cover - interface
@@ -71,15 +72,18 @@ class FolderArchive(Archive):
         return self.root / normalize_relpath(relpath)
 
     def open(self, relpath: str) -> bytes:
+        """Return the bytes of ``root/relpath``; ``FileNotFoundError`` naming the folder if absent."""
         path = self._path(relpath)
         if not path.is_file():
             raise FileNotFoundError(f"{relpath!r} not found in dataset folder {self.root}")
         return path.read_bytes()
 
     def exists(self, relpath: str) -> bool:
+        """Whether ``root/relpath`` is a regular file."""
         return self._path(relpath).is_file()
 
     def list(self) -> list[str]:
+        """All regular files under ``root``, as sorted normalised relative paths (listed once, then cached)."""
         if self._listing is None:
             found = []
             for dirpath, _dirnames, filenames in os.walk(self.root):
@@ -155,6 +159,7 @@ class TarArchive(Archive):
         return self._fd
 
     def open(self, relpath: str) -> bytes:
+        """Return the bytes of member ``relpath``; ``FileNotFoundError`` naming the archive if absent."""
         key = normalize_relpath(relpath)
         try:
             offset, size = self._index[key]
@@ -172,12 +177,14 @@ class TarArchive(Archive):
         return b"".join(chunks)
 
     def exists(self, relpath: str) -> bool:
+        """Whether the archive holds a regular file at ``relpath`` (False for an invalid path)."""
         try:
             return normalize_relpath(relpath) in self._index
         except ValueError:
             return False
 
     def list(self) -> list[str]:
+        """All regular-file members, as sorted normalised relative paths."""
         return sorted(self._index)
 
     def __len__(self) -> int:

@@ -181,6 +181,7 @@ class DepthDataset(Dataset):
         return len(self.samples)
 
     def load_rgb(self, spec: SampleSpec) -> np.ndarray:
+        """Decode the RGB file of ``spec`` to float32 (3, H, W) in [0, 1]."""
         arr = decode_rgb(self.archive.open(spec.rgb), name=spec.rgb)
         return np.ascontiguousarray(arr.transpose(2, 0, 1))  # (3, H, W)
 

@@ -35,6 +35,7 @@ class RandomHorizontalFlip:
         self.generator = generator
 
     def __call__(self, sample: dict) -> dict:
+        """The sample, flipped left-right (image, depth, mask, intrinsics) with probability ``p``."""
         if torch.rand((), generator=self.generator).item() < self.p:
             return hflip(sample)
         return sample

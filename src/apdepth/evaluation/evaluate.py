@@ -356,6 +356,7 @@ def write_reports(result: dict, output_dir: str | os.PathLike) -> list[Path]:
 
 
 def json_safe(obj):
+    """``obj`` with NaN as None and +-inf as the strings 'inf'/'-inf' (recursively), so the JSON stays valid."""
     # JSON has no inf/nan; null for nan and a string for inf keep the file strictly valid
     if isinstance(obj, float):
         if math.isnan(obj):

@@ -37,42 +37,50 @@ def _valid_values(pred, gt, valid):
 
 
 def abs_rel(pred, gt, valid):
+    """Mean absolute relative error ``|p - g| / g`` over valid pixels (depths > 0)."""
     p, g = _valid_values(pred, gt, valid)
     return float(np.mean(np.abs(p - g) / g))
 
 
 def sq_rel(pred, gt, valid):
+    """Mean squared relative error ``(p - g)^2 / g`` over valid pixels."""
     p, g = _valid_values(pred, gt, valid)
     return float(np.mean((p - g) ** 2 / g))
 
 
 def rmse(pred, gt, valid):
+    """Root mean squared error, in the unit of the depths."""
     p, g = _valid_values(pred, gt, valid)
     return float(math.sqrt(np.mean((p - g) ** 2)))
 
 
 def rmse_log(pred, gt, valid):
+    """Root mean squared error of the natural logarithms."""
     p, g = _valid_values(pred, gt, valid)
     return float(math.sqrt(np.mean((np.log(p) - np.log(g)) ** 2)))
 
 
 def log10(pred, gt, valid):
+    """Mean absolute error of the base-10 logarithms."""
     p, g = _valid_values(pred, gt, valid)
     return float(np.mean(np.abs(np.log10(p) - np.log10(g))))
 
 
 def delta(pred, gt, valid, k: int = 1):
+    """Fraction of valid pixels with ``max(p/g, g/p) < 1.25**k`` (delta1 for k=1), in [0, 1]."""
     p, g = _valid_values(pred, gt, valid)
     ratio = np.maximum(p / g, g / p)
     return float(np.mean(ratio < 1.25**k))
 
 
 def i_rmse(pred, gt, valid):
+    """Root mean squared error of inverse depth (1/unit)."""
     p, g = _valid_values(pred, gt, valid)
     return float(math.sqrt(np.mean((1.0 / p - 1.0 / g) ** 2)))
 
 
 def silog(pred, gt, valid):
+    """Scale-invariant log error x100: the standard deviation of ``log p - log g``."""
     p, g = _valid_values(pred, gt, valid)
     d = np.log(p) - np.log(g)
     # rounding can make the variance a hair negative for a perfect prediction

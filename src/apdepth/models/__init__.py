@@ -134,6 +134,7 @@ def get_preset(name: str, **overrides) -> ModelPreset:
 
 
 def build_unet(cfg: dict[str, Any], in_channels: int | None = None):
+    """A ``UNet2DConditionModel`` from preset kwargs, optionally with ``in_channels`` replaced."""
     from diffusers import UNet2DConditionModel
 
     cfg = dict(cfg)
@@ -143,12 +144,14 @@ def build_unet(cfg: dict[str, Any], in_channels: int | None = None):
 
 
 def build_vae(cfg: dict[str, Any]):
+    """An ``AutoencoderKL`` from preset kwargs."""
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(**cfg)
 
 
 def build_prior(cfg: dict[str, Any]):
+    """A randomly initialised ``DepthAnythingForDepthEstimation`` from preset kwargs (``backbone``: Dinov2Config kwargs)."""
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
     cfg = dict(cfg)

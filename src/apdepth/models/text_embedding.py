@@ -25,6 +25,7 @@ class EmptyTextEmbedding(ModelMixin, ConfigMixin):
 
     @classmethod
     def from_tensor(cls, embedding: torch.Tensor) -> "EmptyTextEmbedding":
+        """Wrap a (1, seq_len, dim) or (seq_len, dim) tensor; ValueError for other shapes."""
         if embedding.ndim == 2:
             embedding = embedding[None]
         if embedding.ndim != 3 or embedding.shape[0] != 1:
@@ -50,4 +51,5 @@ class EmptyTextEmbedding(ModelMixin, ConfigMixin):
         return cls.from_tensor(emb.float().cpu())
 
     def forward(self, batch_size: int = 1) -> torch.Tensor:
+        """The embedding repeated over the batch: (batch_size, seq_len, dim)."""
         return self.embedding.expand(batch_size, -1, -1)

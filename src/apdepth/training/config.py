@@ -60,6 +60,7 @@ class DatasetConfig:
 
 @dataclass
 class DataConfig:
+    """The training datasets (each batch from one, drawn by ``probability``) and batch assembly."""
     datasets: List[DatasetConfig] = field(default_factory=list)
     hflip: float = 0.5  # probability of a horizontal flip per sample
     num_workers: int = 0  # DataLoader worker processes that assemble batches
@@ -67,6 +68,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
+    """Adam, the learning-rate schedule (linear warm-up, exponential decay) and the batch sizes."""
     lr: float = 3e-5
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
@@ -82,18 +84,21 @@ class OptimConfig:
 
 @dataclass
 class StageConfig:
+    """One stage of the schedule: the loss weights active until step ``until``."""
     until: int = 0  # this stage is active for steps [previous until, until)
     losses: Dict[str, float] = field(default_factory=dict)  # loss name -> weight
 
 
 @dataclass
 class LossConfig:
+    """Settings of the latent frequency loss."""
     freq_alpha: float = 1.0  # W = 1 + alpha * r / r_max
     freq_norm: str = "l1"  # l1 | l2
 
 
 @dataclass
 class ValidationConfig:
+    """What is validated how often, and how many images are logged."""
     dataset: Optional[DatasetConfig] = None
     every: int = 0  # steps between validations (0 = never)
     at_start: bool = False  # also validate before the first step (a baseline for the curve)
@@ -105,18 +110,21 @@ class ValidationConfig:
 
 @dataclass
 class CheckpointConfig:
+    """How often checkpoints are written and how many are kept."""
     every: int = 1000  # steps between checkpoints (0 = only at the end)
     keep_last: int = 3
 
 
 @dataclass
 class LoggingConfig:
+    """Console and TensorBoard logging."""
     every: int = 10  # console lines every N steps (TensorBoard and train_log.jsonl get every step)
     tensorboard: bool = True
 
 
 @dataclass
 class TrainConfig:
+    """A whole training run: what every key of the YAML config means is documented on its field."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -197,12 +205,14 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
 
 
 def to_yaml(cfg: TrainConfig) -> str:
+    """The resolved config as YAML (what the run folder's config.yaml holds)."""
     from omegaconf import OmegaConf
 
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
 def total_steps(cfg: TrainConfig) -> int:
+    """Optimiser steps of the run: ``optim.max_steps``, else the last stage's ``until``."""
     return int(cfg.optim.max_steps if cfg.optim.max_steps is not None else cfg.stages[-1].until)
 
 

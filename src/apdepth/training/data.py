@@ -159,6 +159,8 @@ class StepBatches(Dataset):
         return int(self._perm_cache[key][offset])
 
     def sample(self, d: int, pos: int) -> dict:
+        """Sample ``pos`` of dataset ``d`` (rendered or read, then fitted to its size and maybe flipped); a function of
+        (seed, d, pos) only, so any process can compute it."""
         cfg = self.cfgs[d]
         rng = np.random.default_rng(sample_seed(self.seed, d, pos, 0xC0DE))
         if self.datasets[d] is None:

@@ -284,6 +284,7 @@ class ApDepthTask(Task):
 
 
 class VaeForward(torch.nn.Module):
+    """The VAE as one module for DDP: encode, sample the posterior with ``generator``, decode."""
     def __init__(self, vae):
         super().__init__()
         self.vae = vae

@@ -49,9 +49,11 @@ class TrainState:
         self.best = None  # best validation value so far (apdepth: AbsRel)
 
     def state_dict(self) -> dict:
+        """The counters saved with a checkpoint."""
         return {"step": self.step, "best": self.best}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the counters saved by :meth:`state_dict`."""
         self.step = int(state["step"])
         self.best = state.get("best")
 
@@ -75,6 +77,7 @@ def resolve_resume(resume: str, output_dir: str | os.PathLike) -> Path:
 
 
 def weights_checksum(module: torch.nn.Module) -> str:
+    """SHA-256 of a module's state dict (names and float32 values), to compare weights across processes."""
     h = hashlib.sha256()
     for name, p in sorted(module.state_dict().items()):
         h.update(name.encode())
@@ -196,6 +199,7 @@ class Trainer:
         shutil.rmtree(old, ignore_errors=True)
 
     def save_checkpoint(self) -> Path:
+        """Write ``checkpoints/step_NNNNNN`` atomically (model, optimiser, scheduler, RNG, counters) and prune old ones."""
         acc, step = self.acc, self.state.step
         root = self.out / CHECKPOINTS
         name = f"step_{step:06d}"
@@ -224,6 +228,7 @@ class Trainer:
         return final
 
     def load_checkpoint(self, path: Path) -> None:
+        """Resume from a checkpoint folder; warns when the process count or batch sizes differ from the saved run's."""
         meta_path = path / "trainer_state.json"
         if meta_path.is_file():
             meta = json.loads(meta_path.read_text())
@@ -238,6 +243,7 @@ class Trainer:
     # ---------------------------------------------------------------- validation
 
     def validate(self) -> None:
+        """Run the task's validation on the main process, log its metrics and image, and update ``best/``."""
         acc = self.acc
         if acc.is_main_process and self.val_dataset is not None:
             t0 = time.perf_counter()

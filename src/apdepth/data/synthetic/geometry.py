@@ -72,6 +72,7 @@ class Scene:
 
     @property
     def counts(self) -> tuple[int, int, int, int]:
+        """Number of (planes, boxes, spheres, cylinders)."""
         return (len(self.plane_offset), len(self.box_half), len(self.sphere_radius), len(self.cyl_radius))
 
 
@@ -85,6 +86,7 @@ class SceneBuilder:
         self._cyls: list = []
 
     def add_plane(self, point, normal, material: Material | None = None, casts_shadow: bool = False):
+        """Add an infinite plane through ``point`` with ``normal`` (any length but zero); returns the builder."""
         n = np.asarray(normal, np.float64)
         if np.linalg.norm(n) == 0:
             raise ValueError("plane normal must be non-zero")
@@ -106,6 +108,7 @@ class SceneBuilder:
         return self
 
     def add_sphere(self, center, radius: float, material: Material | None = None, casts_shadow: bool = True):
+        """Add a sphere at ``center`` with ``radius`` > 0 metres; returns the builder."""
         if not radius > 0:
             raise ValueError(f"sphere radius must be > 0, got {radius}")
         self._spheres.append((np.asarray(center, np.float64), float(radius), material or Material(), casts_shadow))
@@ -120,6 +123,8 @@ class SceneBuilder:
         return self
 
     def build(self, lighting: Lighting | None = None, sky=None, max_depth: float = 80.0, post: dict | None = None) -> Scene:
+        """The :class:`Scene` of everything added, with ``lighting``, ``sky`` ((horizon, zenith) sRGB or None),
+        the far plane ``max_depth`` (metres) and optional ``post`` image effects. At most 2**20 - 1 primitives."""
         f = torch.float32
 
         def t(rows, shape):
@@ -174,6 +179,7 @@ class Camera:
 
     @classmethod
     def look_at(cls, eye, target, roll: float = 0.0, hfov_deg: float = 60.0) -> "Camera":
+        """Camera at ``eye`` looking at ``target`` (world metres), ``roll`` in radians; ValueError if they coincide."""
         fwd = np.asarray(target, np.float64) - np.asarray(eye, np.float64)
         if np.linalg.norm(fwd) == 0:
             raise ValueError("look_at: eye and target coincide")
