@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from apdepth.data.transforms import PhotometricConfig
+
 TASKS = ("apdepth", "vae", "prior")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 STREAM_NAME = "synthetic_stream"
@@ -64,6 +66,8 @@ class DataConfig:
     datasets: List[DatasetConfig] = field(default_factory=list)
     hflip: float = 0.5  # probability of a horizontal flip per sample
     num_workers: int = 0  # DataLoader worker processes that assemble batches
+    # Random camera effects on training images (exposure, white balance, blur, noise, JPEG...); off by default.
+    photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
 
 
 @dataclass

@@ -122,12 +122,14 @@ class StepBatches(Dataset):
         world_size: int = 1,
         hflip: float = 0.5,
         normalize_depth: bool = True,
+        photometric=None,
         length: int = 2**62,
     ):
         self.cfgs = list(datasets)
         self.micro_batch = int(micro_batch)
         self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
         self.hflip = float(hflip)
+        self.photometric = photometric
         self.normalize_depth = normalize_depth
         self.length = int(length)
         probs = np.asarray([d.probability for d in self.cfgs], dtype=np.float64)
@@ -173,6 +175,10 @@ class StepBatches(Dataset):
             from apdepth.data.transforms import hflip
 
             sample = hflip(sample)
+        if self.photometric is not None and self.photometric.probability > 0:
+            from apdepth.data.transforms import photometric_augment
+
+            sample = dict(sample, rgb=photometric_augment(sample["rgb"], rng, self.photometric))
         return sample
 
     def __getitem__(self, k: int) -> dict:

@@ -281,7 +281,7 @@ class Trainer:
         cfg, acc = self.cfg, self.acc
         batches = StepBatches(
             cfg.data.datasets, cfg.optim.micro_batch, cfg.seed, acc.process_index, acc.num_processes,
-            hflip=cfg.data.hflip, normalize_depth=self.task.normalize_depth,
+            hflip=cfg.data.hflip, normalize_depth=self.task.normalize_depth, photometric=cfg.data.photometric,
         )
         accum = cfg.optim.grad_accum
         start, stop = self.state.step * accum, self.total * accum
