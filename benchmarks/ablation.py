@@ -8,7 +8,17 @@ Four rows, all scored by the one ``apdepth.evaluation.evaluate()`` on a held-out
     (c) ApDepth, stage 1       prior-conditioned, latent MSE
     (d) ApDepth, stage 2       stage 1 fine-tuned with the latent frequency loss
 
+Reference rows (``--baselines``, on by default), scored the same way:
+
+    VAE depth round trip       the ground-truth depth, normalised as in training, encoded and decoded by the
+                               stage-2 model's VAE at the processing resolution: an upper bound for every
+                               model that decodes its depth through this VAE
+    vertical ramp              "the bottom of the image is near": a geometric baseline with no learning
+
 Metrics: AbsRel, δ1 and the scale-invariant boundary F1 (the synthetic GT is dense and exact).
+Differences between rows come with a paired bootstrap 95% interval over test scenes (``--bootstrap``
+resamples): prior vs no prior (c - b), ApDepth vs its own prior in the same alignment space (d - a, in
+disparity and in depth space), and stage 2 vs stage 1 (d - c).
 Writes ``<output>/ablation.json``, ``<output>/ablation.md`` (also printed; the exact command is on top),
 a figure (input | prior | stage 1 | stage 2 | ground truth for a few test scenes) and an edge crop view
 (the same columns, zoomed on the test scene region with the most occlusion edges).
@@ -59,6 +69,20 @@ ROWS = (
     Row("stage1", "(c) ApDepth, stage 1 (latent MSE)", "depth"),
     Row("stage2", "(d) ApDepth, stage 2 (+ latent frequency loss)", "depth"),
 )
+# Reference rows: (key, label, alignment); scored from predictions this script writes into the cache.
+BASELINES = (
+    Row("vae", "VAE depth round trip (upper bound)", "depth"),
+    Row("ramp", "vertical ramp (bottom = near)", "disparity"),
+)
+# Paired differences reported with bootstrap intervals: (label, row a, alignment a, row b, alignment b).
+# The difference is b - a; "better" is read per metric (lower AbsRel, higher δ1 / boundary F1).
+COMPARISONS = (
+    ("prior conditioning: (c) stage 1 vs (b) no prior", "noprior", "depth", "stage1", "depth"),
+    ("ApDepth vs its own prior, disparity space: (d) vs (a)", "prior", "disparity", "stage2", "disparity"),
+    ("ApDepth vs its own prior, depth space: (d) vs (a)", "prior", "depth", "stage2", "depth"),
+    ("frequency loss: (d) stage 2 vs (c) stage 1", "stage1", "depth", "stage2", "depth"),
+)
+LOWER_IS_BETTER = {"abs_rel": True, "delta1": False, "boundary_f1": False}
 TABLE_METRICS = (("abs_rel", "AbsRel ×100", 100.0), ("delta1", "δ1 ×100", 100.0),
                  ("boundary_f1", "Boundary F1 ×100", 100.0))
 
@@ -106,6 +130,10 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|mps (default auto)")
     p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--no-baselines", dest="baselines", action="store_false",
+                   help="leave out the VAE round trip and vertical ramp rows")
+    p.add_argument("--bootstrap", type=int, default=10000,
+                   help="bootstrap resamples for the 95%% intervals of differences (default 10000; 0 = none)")
     args = p.parse_args(argv)
     if args.figure_scenes < 1:
         p.error("--figure-scenes must be >= 1")
@@ -162,8 +190,67 @@ def _check_roles(checkpoints: dict[str, str], has_prior) -> None:
                              "need prior-conditioned checkpoints")
 
 
-def score(args, dataset, cache_root: Path) -> list[dict]:
-    """Evaluate the four rows; returns one dict per row (label, checkpoint, alignment, metrics, ...)."""
+class VerticalRamp:
+    """Predictor adapter for ``evaluate()``: "the bottom of the image is near", whatever the image.
+
+    Depth in [0, 1] falls linearly from 1 (top row) to 0 (bottom row); a baseline any learned model must beat.
+    """
+
+    def __call__(self, images, processing_resolution=None, match_input_resolution=True, output_type="np", **kwargs):
+        out = []
+        for im in images:
+            h, w = im.shape[-2:]
+            out.append(np.repeat(np.linspace(1.0, 0.0, h, dtype=np.float32)[:, None], w, axis=1))
+        return SimpleNamespace(depth=out)
+
+
+def vae_round_trip(pipe, dataset, cache: Path, res: int, n: int) -> None:
+    """Write, for each of the first ``n`` samples, the GT depth after a round trip through ``pipe``'s VAE.
+
+    The GT is brought to the processing size (longer side ``res``, nearest neighbour; 0 = native), mapped
+    to [-1, 1] as the training target is (2%/98% quantiles, method.md section 2) with invalid pixels set to
+    +1 (far), padded to the VAE's downsampling factor, encoded (posterior mean) and decoded exactly as a
+    prediction is, then resized back: the best depth any model decoding through this VAE can produce.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from apdepth.data.transforms import normalize_depth_quantile
+    from apdepth.evaluation.evaluate import prediction_path
+    from apdepth.image_io import save_npy
+
+    factor = int(getattr(pipe, "vae_scale_factor", 8))
+    param = next(pipe.vae.parameters())
+    for i in range(n):
+        s = dataset[i]
+        path = prediction_path(cache, s["rgb_relpath"])
+        if path.is_file():
+            continue
+        depth, valid = s["depth"].float(), s["valid"].bool()
+        h, w = depth.shape
+        scale = 1.0 if res == 0 else res / max(h, w)
+        ph, pw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+        d = F.interpolate(depth[None, None], size=(ph, pw), mode="nearest")[0, 0]
+        v = F.interpolate(valid[None, None].float(), size=(ph, pw), mode="nearest")[0, 0] > 0.5
+        norm, v = normalize_depth_quantile(d, v)
+        norm = torch.where(v, norm, torch.ones_like(norm))
+        x = F.pad(norm[None, None], (0, (-pw) % factor, 0, (-ph) % factor), mode="replicate").expand(-1, 3, -1, -1)
+        with torch.no_grad():
+            out = pipe.decode_depth(pipe.encode(x.to(param.device, param.dtype))).float().cpu()[:, :ph, :pw]
+        out = F.interpolate(out[None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+        save_npy(path, out.clamp(0, 1).numpy().astype(np.float32))
+
+
+def _per_sample(result: dict) -> dict[str, np.ndarray]:
+    """Per-image metric arrays (NaN where an image was skipped), in dataset order."""
+    rows = result["per_sample"]
+    return {k: np.array([np.nan if r.get("skipped") else r.get(k, np.nan) for r in rows], dtype=np.float64)
+            for k in LOWER_IS_BETTER}
+
+
+def score(args, dataset, cache_root: Path) -> tuple[list[dict], dict]:
+    """Evaluate the four rows (and the reference rows); returns one dict per row (label, checkpoint,
+    alignment, metrics, ...) and the per-image metrics keyed by ``(row key, alignment)``."""
     from apdepth.runtime import pick_device, pick_dtype
     from apdepth.evaluation.evaluate import evaluate
 
@@ -176,7 +263,11 @@ def score(args, dataset, cache_root: Path) -> list[dict]:
     resolved = {key: resolve_checkpoint(ckpt) for key, ckpt in checkpoints.items()}
     _check_roles(checkpoints, lambda key: _stored_prior(resolved[key]))
     res = args.processing_res
-    results = []
+    results, samples = [], {}
+    common = dict(processing_resolution=res, max_samples=args.max_samples, batch_size=args.batch_size,
+                  progress=not args.no_progress)
+    other = {"depth": "disparity", "disparity": "depth"}
+    pipe = None
     for row in ROWS:
         ckpt = checkpoints[row.key]
         cache = cache_root / row.key
@@ -186,21 +277,89 @@ def score(args, dataset, cache_root: Path) -> list[dict]:
         has_prior = pipe.prior is not None
         _check_roles({row.key: ckpt}, lambda _: has_prior)  # published layouts tell only once loaded
         predictor = PriorOnly(pipe) if row.key == "prior" else pipe
-        common = dict(processing_resolution=res, prediction_dir=cache, max_samples=args.max_samples,
-                      batch_size=args.batch_size, progress=not args.no_progress)
-        r = evaluate(predictor, dataset, alignment=row.alignment, **common)
+        r = evaluate(predictor, dataset, alignment=row.alignment, prediction_dir=cache, **common)
         entry = {
             "key": row.key, "label": row.label, "checkpoint": ckpt, "alignment": row.alignment,
             "n_samples": r["n_samples"], "n_skipped": r["n_skipped"], "processing_resolution": r["processing_resolution"],
             "seconds": r["seconds"], "metrics": r["metrics"],
         }
+        samples[(row.key, row.alignment)] = _per_sample(r)
+        # The same cached predictions in the other alignment space: the prior for reference in the table,
+        # the models so that each can be compared with the prior in the prior's own space.
+        r_other = evaluate(None, dataset, alignment=other[row.alignment], prediction_dir=cache, **common)
+        samples[(row.key, other[row.alignment])] = _per_sample(r_other)
         if row.key == "prior":
-            # Same cached predictions, scored the way the models are (depth space), for reference.
-            r_depth = evaluate(None, dataset, alignment="depth", **common)
-            entry["metrics_depth_aligned"] = r_depth["metrics"]
+            entry["metrics_depth_aligned"] = r_other["metrics"]
         results.append(entry)
-        del pipe, predictor
-    return results
+        if row.key != ROWS[-1].key:
+            del pipe
+        del predictor
+    if args.baselines:
+        res_used = results[0]["processing_resolution"]
+        n = results[0]["n_samples"] + results[0]["n_skipped"]
+        for row in BASELINES:
+            cache = cache_root / row.key
+            _check_cache(cache, {"checkpoint": str(Path(resolved["stage2"]).resolve()) if row.key == "vae" else None,
+                                 "processing_resolution": res, "row": row.key})
+            if row.key == "vae":
+                vae_round_trip(pipe, dataset, cache, res_used, n)
+                predictor, ckpt = None, checkpoints["stage2"]
+            else:
+                predictor, ckpt = VerticalRamp(), None
+            r = evaluate(predictor, dataset, alignment=row.alignment, prediction_dir=cache, **common)
+            entry = {"key": row.key, "label": row.label, "checkpoint": ckpt, "alignment": row.alignment,
+                     "n_samples": r["n_samples"], "n_skipped": r["n_skipped"],
+                     "processing_resolution": r["processing_resolution"], "seconds": r["seconds"],
+                     "metrics": r["metrics"], "reference": True}
+            samples[(row.key, row.alignment)] = _per_sample(r)
+            if row.key == "ramp":
+                r_depth = evaluate(None, dataset, alignment="depth", prediction_dir=cache, **common)
+                entry["metrics_depth_aligned"] = r_depth["metrics"]
+            results.append(entry)
+    del pipe
+    return results, samples
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = 10000, seed: int = 0) -> dict:
+    """Mean of ``b - a`` over the images where both are finite, and its 95% percentile bootstrap interval
+    (images resampled with replacement, the same draw for both rows: a paired test; Efron & Tibshirani 1993).
+
+    Returns ``{"diff", "lo", "hi", "n"}``; ``lo``/``hi`` are NaN when ``resamples`` is 0 or no image is shared.
+    """
+    ok = np.isfinite(a) & np.isfinite(b)
+    d = (b - a)[ok]
+    if d.size == 0:
+        return {"diff": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0}
+    out = {"diff": float(d.mean()), "lo": float("nan"), "hi": float("nan"), "n": int(d.size)}
+    if resamples > 0:
+        rng = np.random.default_rng(seed)
+        means = np.empty(resamples)
+        for start in range(0, resamples, 1000):  # bounded memory for large test sets
+            stop = min(resamples, start + 1000)
+            idx = rng.integers(0, d.size, size=(stop - start, d.size))
+            means[start:stop] = d[idx].mean(axis=1)
+        out["lo"], out["hi"] = (float(x) for x in np.quantile(means, [0.025, 0.975]))
+    return out
+
+
+def compare(samples: dict, resamples: int) -> list[dict]:
+    """The paired differences of :data:`COMPARISONS` for every metric, with their intervals and verdicts."""
+    rows = []
+    for label, ka, aa, kb, ab in COMPARISONS:
+        if (ka, aa) not in samples or (kb, ab) not in samples:
+            continue
+        for metric, lower in LOWER_IS_BETTER.items():
+            r = paired_bootstrap(samples[(ka, aa)][metric], samples[(kb, ab)][metric], resamples)
+            if not (math.isfinite(r["lo"]) and math.isfinite(r["hi"])):
+                verdict = "no interval"
+            elif (r["hi"] < 0) if lower else (r["lo"] > 0):
+                verdict = "better"
+            elif (r["lo"] > 0) if lower else (r["hi"] < 0):
+                verdict = "worse"
+            else:
+                verdict = "no significant difference"
+            rows.append({"comparison": label, "metric": metric, **r, "verdict": verdict})
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------- reports
@@ -212,7 +371,7 @@ def _fmt(value, mult: float) -> str:
     return f"{value * mult:.1f}"
 
 
-def markdown(command: str, rows: list[dict], meta: dict) -> str:
+def markdown(command: str, rows: list[dict], meta: dict, differences: list[dict] | None = None) -> str:
     res = meta["processing_resolution"]
     lines = [
         "# Ablation on the synthetic test set",
@@ -234,10 +393,26 @@ def markdown(command: str, rows: list[dict], meta: dict) -> str:
         if "metrics_depth_aligned" in r:
             cells = [_fmt(r["metrics_depth_aligned"].get(k), m) for k, _, m in TABLE_METRICS]
             lines.append(f"| {r['label']}, depth-aligned (reference only) | depth | " + " | ".join(cells) + " |")
+    if differences:
+        lines += [
+            "",
+            f"Paired differences (second row minus first, mean over the same images) with bootstrap 95% intervals "
+            f"({meta.get('bootstrap', 0)} resamples of the test images):",
+            "",
+            "| comparison | metric | difference ×100 | 95% interval ×100 | reading |",
+            "|---|---|---|---|---|",
+        ]
+        names = {k: label for k, label, _ in TABLE_METRICS}
+        for d in differences:
+            lines.append(f"| {d['comparison']} | {names[d['metric']]} | {d['diff'] * 100:+.2f} | "
+                         f"[{d['lo'] * 100:+.2f}, {d['hi'] * 100:+.2f}] | {d['verdict']} |")
     lines += [
         "",
         "The prior predicts relative disparity, so its headline row fits scale and shift in disparity space; "
-        "the depth-aligned line scores the same predictions the way the models are scored.",
+        "the depth-aligned line scores the same predictions the way the models are scored. Reference rows: the "
+        "VAE round trip encodes and decodes the ground truth (an upper bound for the models); the vertical ramp "
+        "is a baseline with no learning. \"better\" means the interval excludes zero in the metric's favourable "
+        "direction (lower AbsRel, higher δ1 and boundary F1).",
         "",
         f"![input, prior, stage 1, stage 2, ground truth]({meta['figure_link']})",
         "",
@@ -373,7 +548,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="apdepth-ablation-") as tmp:
         cache_root = Path(args.cache_dir) if args.cache_dir else Path(tmp)
-        rows = score(args, dataset, cache_root)
+        rows, samples = score(args, dataset, cache_root)
         figure, crop_figure = make_figures(args, dataset, cache_root, n_eval)
     res = rows[0]["processing_resolution"]
     meta = {
@@ -391,11 +566,13 @@ def main(argv=None) -> int:
     # Links relative to the report, so they work wherever the repository is checked out.
     meta["figure_link"] = Path(os.path.relpath(figure, out)).as_posix()
     meta["crop_figure_link"] = Path(os.path.relpath(crop_figure, out)).as_posix()
-    report = markdown(command, rows, meta)
+    meta["bootstrap"] = args.bootstrap
+    differences = compare(samples, args.bootstrap)
+    report = markdown(command, rows, meta, differences)
     from apdepth.evaluation.evaluate import json_safe
 
     with atomic_write(out / "ablation.json", "wb") as fh:
-        fh.write((json.dumps(json_safe({**meta, "rows": rows}), indent=2) + "\n").encode("utf-8"))
+        fh.write((json.dumps(json_safe({**meta, "rows": rows, "differences": differences}), indent=2) + "\n").encode("utf-8"))
     with atomic_write(out / "ablation.md", "wb") as fh:
         fh.write(report.encode("utf-8"))
     print(report)

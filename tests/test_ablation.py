@@ -77,12 +77,13 @@ def _args(test_set, ckpts, tmp_path, *extra):
 def test_ablation_end_to_end(tmp_path, checkpoints, test_set, capsys):
     ablation = _script()
     # 32 px processing resolution: less work, and predictions must be resized back onto the 48x64 GT.
-    argv = _args(test_set, checkpoints, tmp_path, "--cache-dir", str(tmp_path / "cache"), "--processing-res", "32")
+    argv = _args(test_set, checkpoints, tmp_path, "--cache-dir", str(tmp_path / "cache"), "--processing-res", "32",
+                 "--bootstrap", "200")
     assert ablation.main(argv) == 0
 
     data = json.loads((tmp_path / "results" / "ablation.json").read_text())
-    assert [r["key"] for r in data["rows"]] == ["prior", "noprior", "stage1", "stage2"]
-    assert [r["alignment"] for r in data["rows"]] == ["disparity", "depth", "depth", "depth"]
+    assert [r["key"] for r in data["rows"]] == ["prior", "noprior", "stage1", "stage2", "vae", "ramp"]
+    assert [r["alignment"] for r in data["rows"]] == ["disparity", "depth", "depth", "depth", "depth", "disparity"]
     assert data["n_samples"] == 3 and data["processing_resolution"] == 32
     for row in data["rows"]:
         assert row["n_samples"] == 3
@@ -97,6 +98,15 @@ def test_ablation_end_to_end(tmp_path, checkpoints, test_set, capsys):
     assert prior["metrics_depth_aligned"]["abs_rel"] != prior["metrics"]["abs_rel"]
     # (b) is the prior-free model, (c) a different network: their predictions must not coincide.
     assert data["rows"][1]["metrics"]["abs_rel"] != data["rows"][2]["metrics"]["abs_rel"]
+    vae, ramp = data["rows"][4], data["rows"][5]
+    assert vae["reference"] and vae["checkpoint"] == str(checkpoints["stage2"])
+    assert ramp["reference"] and math.isfinite(ramp["metrics_depth_aligned"]["abs_rel"])
+    # Differences: 4 comparisons x 3 metrics, each with an interval around its mean difference.
+    diffs = data["differences"]
+    assert len(diffs) == 12 and data["bootstrap"] == 200
+    for d in diffs:
+        assert d["n"] == 3 and d["lo"] <= d["diff"] <= d["hi"], d
+        assert d["verdict"] in ("better", "worse", "no significant difference")
 
     md = (tmp_path / "results" / "ablation.md").read_text()
     assert md.splitlines()[2] == "```bash"
@@ -104,6 +114,8 @@ def test_ablation_end_to_end(tmp_path, checkpoints, test_set, capsys):
     assert "depth-aligned (reference only)" in md
     assert "](../images/ablation.png)" in md and "](../images/ablation_edges.png)" in md
     assert md.count("\n| (") == 5  # four rows plus the prior's depth-aligned reference line
+    assert "| VAE depth round trip (upper bound) | depth |" in md and "| vertical ramp (bottom = near) | disparity |" in md
+    assert md.count("\n| frequency loss: (d) stage 2 vs (c) stage 1 |") == 3
     assert "(d) ApDepth, stage 2" in capsys.readouterr().out
 
     # Figure: 5 columns of 96-px tiles, one 72-px row (48x64 aspect) per test scene (3 < 4 requested).
@@ -136,3 +148,51 @@ def test_ablation_rejects_swapped_checkpoints(tmp_path, checkpoints, test_set):
     with pytest.raises(ValueError, match="no prior"):
         ablation.main(_args(test_set, checkpoints, tmp_path, "--prior-from", str(checkpoints["noprior"]),
                             "--max-samples", "1"))
+
+
+def test_paired_bootstrap_interval():
+    ablation = _script()
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.3, 0.05, size=400)
+    b = a - 0.02 + rng.normal(0, 0.01, size=400)  # b is better (lower) by 0.02 with little paired noise
+    r = ablation.paired_bootstrap(a, b, resamples=2000, seed=1)
+    assert r["n"] == 400 and abs(r["diff"] + 0.02) < 0.003
+    assert r["lo"] < r["diff"] < r["hi"] < 0  # the interval excludes zero
+    # The standard error of the mean difference is 0.01 / sqrt(400) = 5e-4: the 95% interval spans ~4 of them.
+    assert 0.001 < r["hi"] - r["lo"] < 0.003
+    # NaN (skipped images) are left out of both rows; no resamples gives no interval.
+    a[:10] = np.nan
+    r = ablation.paired_bootstrap(a, b, resamples=0)
+    assert r["n"] == 390 and math.isnan(r["lo"]) and math.isnan(r["hi"])
+    verdicts = {d["metric"]: d["verdict"] for d in ablation.compare(
+        {("stage1", "depth"): {"abs_rel": a, "delta1": -a, "boundary_f1": np.zeros(400)},
+         ("stage2", "depth"): {"abs_rel": b, "delta1": -b, "boundary_f1": np.zeros(400)}}, 500)}
+    assert verdicts == {"abs_rel": "better", "delta1": "better", "boundary_f1": "no significant difference"}
+
+
+def test_vae_round_trip_of_an_exact_autoencoder_returns_the_ground_truth(tmp_path, test_set):
+    """With an autoencoder that is the identity, the round trip gives back the normalised GT: the only
+    losses left are the 2%/98% quantile clipping of the training target (the nearest and farthest pixels)."""
+    import torch
+
+    from apdepth.data import get_dataset
+    from apdepth.evaluation.evaluate import evaluate
+
+    ablation = _script()
+
+    class Identity:
+        vae_scale_factor = 4
+        vae = torch.nn.Conv2d(1, 1, 1)
+
+        def encode(self, x):
+            assert x.shape[-2] % 4 == 0 and x.shape[-1] % 4 == 0  # padded to the downsampling factor
+            return x[:, :1]
+
+        def decode_depth(self, z):
+            return (z[:, 0] + 1) / 2
+
+    dataset = get_dataset("synthetic", test_set)
+    ablation.vae_round_trip(Identity(), dataset, tmp_path / "rt", 0, len(dataset))
+    r = evaluate(None, dataset, alignment="depth", prediction_dir=tmp_path / "rt", progress=False)
+    assert r["n_samples"] == len(dataset)
+    assert r["metrics"]["abs_rel"] < 0.03 and r["metrics"]["delta1"] > 0.97
