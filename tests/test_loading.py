@@ -203,3 +203,65 @@ def test_import_graph_has_no_arrow_into_the_dispatcher_and_no_cycle():
     # no cycle, neither among module-level imports nor counting the deferred imports inside functions
     assert {m: c for m in top_level if (c := cycle_from(m, top_level))} == {}
     assert {m: c for m in graph if (c := cycle_from(m, graph))} == {}
+
+
+class _MeanPrior(torch.nn.Module):
+    """A stand-in second prior family: disparity = the image's channel mean (bright = near)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    @property
+    def dtype(self):
+        return self.scale.dtype
+
+    @property
+    def device(self):
+        return self.scale.device
+
+    def forward(self, pixel_values):
+        return pixel_values.mean(dim=1) * self.scale
+
+
+def test_a_second_prior_family_is_one_adapter(tiny_pipeline):
+    from apdepth.priors import PriorAdapter, adapter_for, register_prior_adapter
+    from apdepth.priors.base import _ADAPTERS
+
+    class MeanPriorAdapter(PriorAdapter):
+        class_name = "_MeanPrior"
+
+        def model_class(self):
+            return _MeanPrior
+
+        def build(self, cfg):
+            return _MeanPrior()
+
+        def prepare_input(self, rgb, normalization, input_size, mean, std):
+            return rgb
+
+        def run(self, model, pixel_values):
+            return model(pixel_values)
+
+    register_prior_adapter(MeanPriorAdapter())
+    try:
+        pipe = ApDepthPipeline(unet=tiny_pipeline.unet, vae=tiny_pipeline.vae, prior=_MeanPrior(),
+                               text_embedding=tiny_pipeline.text_embedding, processing_resolution=32)
+        assert isinstance(adapter_for(pipe.prior), MeanPriorAdapter)
+        rgb = torch.rand(1, 3, 32, 32)
+        cond, disp = pipe.prior_condition(rgb, return_disparity=True)
+        torch.testing.assert_close(disp, rgb.mean(dim=1))  # the adapter's prior is what the U-Net is conditioned on
+        assert pipe(random_rgb(32, 32)).depth.shape == (1, 32, 32)
+    finally:
+        del _ADAPTERS["_MeanPrior"]
+
+
+def test_an_unknown_recorded_prior_class_is_named(tiny_checkpoint, tmp_path):
+    import json
+
+    ckpt = _copy(tiny_checkpoint, tmp_path / "ckpt")
+    config = json.loads((ckpt / "prior" / "config.json").read_text())
+    config["architectures"] = ["SomeOtherDepthModel"]
+    (ckpt / "prior" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="no prior adapter for 'SomeOtherDepthModel'; known prior classes: .*DepthAnythingForDepthEstimation"):
+        ApDepthPipeline.from_pretrained(ckpt)

@@ -122,8 +122,8 @@ def load_component(klass, root: Path, sub: str | None, torch_dtype, opts: LoadOp
 
 
 def load_prior(prior, torch_dtype=None, opts: LoadOptions | None = None, own_folder: bool = False):
-    """A depth prior (``DepthAnythingForDepthEstimation``) from a module (returned as is), a local folder or a Hub
-    id; ``None`` gives ``None``.
+    """A depth prior from a module (returned as is), a local folder or a Hub id; ``None`` gives ``None``. Its class
+    (``architectures`` in its ``config.json``; Depth Anything if absent) picks the family in :mod:`apdepth.priors`.
 
     Weights load in ``torch_dtype`` (default fp32, as diffusers loads the other components). ``opts``' cache
     folder, token and offline flag apply to a Hub id (its ``revision`` and ``variant`` belong to the checkpoint,
@@ -134,18 +134,20 @@ def load_prior(prior, torch_dtype=None, opts: LoadOptions | None = None, own_fol
 
     if prior is None or isinstance(prior, torch.nn.Module):
         return prior
-    from transformers import DepthAnythingForDepthEstimation
+    from apdepth.priors import DEFAULT_PRIOR_CLASS, get_prior_adapter, recorded_class
 
     opts = opts or LoadOptions()
     # A Hub id is fetched (or found in the cache) first, failing fast offline; then it loads as a local folder.
     folder = resolve_prior(str(prior), opts.allow_pickle, opts.local_files_only, opts.cache_dir, opts.token)
+    # The class recorded with the weights picks the prior family (apdepth.priors).
+    model_class = get_prior_adapter(recorded_class(folder) or DEFAULT_PRIOR_CLASS).model_class()
     kwargs = {"use_safetensors": opts.safetensors_flag, "output_loading_info": True, "local_files_only": True,
               "dtype": torch_dtype or torch.float32}
     if own_folder and opts.variant and _has_variant(folder, opts.variant):
         kwargs["variant"] = opts.variant
     try:
         with no_loading_bars():
-            model, info = DepthAnythingForDepthEstimation.from_pretrained(str(folder), **kwargs)
+            model, info = model_class.from_pretrained(str(folder), **kwargs)
     except (OSError, ValueError) as err:
         raise local_load_error(folder, "depth prior", err, opts.allow_pickle) from err
     check_loading_info(info, f"depth prior ({prior})", opts.strict)

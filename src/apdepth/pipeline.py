@@ -36,9 +36,7 @@ from apdepth.prior import (
     IMAGENET_STD,
     PRIOR_NORMALIZATIONS,
     normalize_prior_disparity,
-    prepare_prior_input,
     prior_disparity_to_depth01,
-    run_prior,
 )
 
 CHANNEL_ORDERS = ("prior_first", "rgb_first")
@@ -321,12 +319,15 @@ class ApDepthPipeline(DiffusionPipeline):
     def prior_disparity(self, rgb: torch.Tensor) -> torch.Tensor:
         """rgb (B,3,H,W) in [0,1] at processing size -> the prior's raw disparity (B,H,W) (larger = nearer),
         resized back to (H,W)."""
+        from apdepth.priors import adapter_for
+
         c = self.config
+        adapter = adapter_for(self.prior)  # the prior's family (apdepth.priors)
         # Resampling runs in fp32 (bicubic antialias has no half kernels on CPU); the prior in its own dtype.
-        pixel_values = prepare_prior_input(
-            rgb.float(), c.prior_normalization, c.prior_input_size, tuple(c.prior_image_mean), tuple(c.prior_image_std)
+        pixel_values = adapter.prepare_input(
+            rgb.float(), c.prior_normalization, c.prior_input_size, c.prior_image_mean, c.prior_image_std
         )
-        disp = run_prior(self.prior, pixel_values.to(self.prior.dtype))  # (B,h',w')
+        disp = adapter.run(self.prior, pixel_values.to(self.prior.dtype))  # (B,h',w')
         if disp.shape[-2:] != rgb.shape[-2:]:
             disp = F.interpolate(disp[:, None].float(), size=rgb.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
         return disp.float()

@@ -159,13 +159,12 @@ def build_vae(cfg: dict[str, Any]):
     return AutoencoderKL(**cfg)
 
 
-def build_prior(cfg: dict[str, Any]):
-    """A randomly initialised ``DepthAnythingForDepthEstimation`` from preset kwargs (``backbone``: Dinov2Config kwargs)."""
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+def build_prior(cfg: dict[str, Any], class_name: str | None = None):
+    """A randomly initialised prior of family ``class_name`` (default Depth Anything; see :mod:`apdepth.priors`)
+    from preset kwargs (for Depth Anything: DepthAnythingConfig kwargs with a ``backbone`` dict of Dinov2Config kwargs)."""
+    from apdepth.priors import DEFAULT_PRIOR_CLASS, get_prior_adapter
 
-    cfg = dict(cfg)
-    backbone = Dinov2Config(**cfg.pop("backbone"))
-    return DepthAnythingForDepthEstimation(DepthAnythingConfig(backbone_config=backbone, **cfg))
+    return get_prior_adapter(class_name or DEFAULT_PRIOR_CLASS).build(cfg)
 
 
 def widen_conv_in(unet, new_in_channels: int = 8):

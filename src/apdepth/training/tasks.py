@@ -425,10 +425,12 @@ class PriorTask(Task):
         return self.prior
 
     def _disparity(self, model, rgb):
-        from apdepth.prior import prepare_prior_input, run_prior
+        from apdepth.prior import IMAGENET_MEAN, IMAGENET_STD
+        from apdepth.priors import adapter_for
 
-        pixel_values = prepare_prior_input(rgb.float(), "quantile", self.input_size)
-        disp = run_prior(model, pixel_values).float()  # (B,h',w')
+        adapter = adapter_for(self.prior)  # `model` may be wrapped (DDP); the family is the prior's
+        pixel_values = adapter.prepare_input(rgb.float(), "quantile", self.input_size, IMAGENET_MEAN, IMAGENET_STD)
+        disp = adapter.run(model, pixel_values).float()  # (B,h',w')
         return F.interpolate(disp[:, None], size=rgb.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
 
     @staticmethod

@@ -31,7 +31,14 @@ from pathlib import Path
 import torch
 
 from apdepth.image_io import atomic_write
-from apdepth.training.config import ConfigError, TrainConfig, check_size_multiple, check_stage_losses, to_yaml, total_steps
+from apdepth.training.config import (
+    ConfigError,
+    TrainConfig,
+    check_size_multiple,
+    check_stage_losses,
+    to_yaml,
+    total_steps,
+)
 from apdepth.training.data import StepBatches, build_dataset, sample_seed
 from apdepth.training.schedule import lr_lambda, stage_index
 from apdepth.training.tasks import TASK_CLASSES
