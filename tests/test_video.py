@@ -199,6 +199,11 @@ def test_predict_video_python_api(tiny_pipeline):
 def test_predict_cli_clip(tmp_path, tiny_checkpoint, capsys):
     clip = write_clip(tmp_path / "walk.mp4", moving_frames(10, 48, 64), fps=10.0)
     out = tmp_path / "out"
+    out.mkdir()
+    stale = [out / ".walk.k1l2.spill.raw", out / ".walk_depth.x9y8.tmp.mp4", out / ".walk_depth.q7.stack.raw"]
+    for f in stale:  # what a killed run leaves behind
+        f.write_bytes(b"x")
+    (out / ".other.k1l2.spill.raw").write_bytes(b"x")  # another clip's: not ours to remove
     code = main(["predict", str(clip), "--output", str(out), "--checkpoint", str(tiny_checkpoint), "--processing-res", "32",
                  "--batch-size", "4", "--side-by-side", "--png-frames", "--quiet"])
     assert code == 0
@@ -214,7 +219,7 @@ def test_predict_cli_clip(tmp_path, tiny_checkpoint, capsys):
     record = json.loads((out / "walk_video.json").read_text())
     assert record["frames"] == 10 and record["consistent"] and len(record["scale"]) == 10
     assert "10 frames 64x48" in capsys.readouterr().out
-    assert not list(out.glob(".apdepth-spill-*"))
+    assert sorted(p.name for p in out.glob(".*")) == [".other.k1l2.spill.raw"]
 
 
 def test_predict_cli_frame_folder_and_bad_clip(tmp_path, tiny_checkpoint, capsys):

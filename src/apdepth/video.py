@@ -385,7 +385,7 @@ class StackWriter:
             raise ValueError(f"stack files are .npy or .npz, got {self.path.name}")
         self.key = key
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._raw = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".raw", dir=self.path.parent)
+        fd, self._raw = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".stack.raw", dir=self.path.parent)
         self._fh = os.fdopen(fd, "wb")
         self._shape = None
         self.frames_written = 0
@@ -439,6 +439,29 @@ class StackWriter:
                 with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
                     with zf.open(f"{self.key}.npy", "w", force_zip64=True) as member:
                         copy_into(member)
+
+
+def remove_stale_video_temps(paths) -> list[Path]:
+    """Delete temporary files that an interrupted (killed) run left for the output files ``paths``: the
+    ``.<stem>.<random>.tmp<suffix>`` of :class:`VideoWriter`, ``.<stem>.<random>.stack.raw`` of
+    :class:`StackWriter` and ``.<stem>.<random>.spill.raw`` of the video pipeline's spill. Only those exact
+    forms, only in the folders of ``paths``; call it before writing them, never while another process does."""
+    import re
+
+    removed = []
+    for p in paths:
+        p = Path(p)
+        pattern = re.compile(re.escape(f".{p.stem}.") + r"[A-Za-z0-9_]+" + r"(\.spill\.raw|\.stack\.raw|" + re.escape(f".tmp{p.suffix}") + ")$")
+        try:
+            entries = os.listdir(p.parent)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            if pattern.match(entry):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(p.parent / entry)
+                    removed.append(p.parent / entry)
+    return removed
 
 
 def _header_fits_v1(header: dict) -> bool:

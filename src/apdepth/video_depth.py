@@ -60,7 +60,7 @@ class VideoDepthOutput:
 class _Spill:
     """Raw per-frame predictions (h, w) float32, kept in memory or spilled to a file in ``folder``."""
 
-    def __init__(self, folder: str | os.PathLike | None):
+    def __init__(self, folder: str | os.PathLike | None, name: str = "clip"):
         self._frames: list[np.ndarray] = []
         self._fh = None
         self._path = None
@@ -68,7 +68,7 @@ class _Spill:
         self.count = 0
         if folder is not None:
             Path(folder).mkdir(parents=True, exist_ok=True)
-            fd, self._path = tempfile.mkstemp(prefix=".apdepth-spill-", suffix=".raw", dir=folder)
+            fd, self._path = tempfile.mkstemp(prefix=f".{name}.", suffix=".spill.raw", dir=folder)
             self._fh = os.fdopen(fd, "w+b")
 
     def append(self, d: np.ndarray) -> None:
@@ -326,7 +326,7 @@ def process_video(pipe, source: VideoSource, out_dir: str | os.PathLike, stem: s
     """Depth for one clip, streamed to files in constant memory (see :class:`VideoOutputOptions`).
 
     Raw predictions are spilled to a temporary file in ``out_dir`` (float32 at processing resolution, removed
-    at the end). Writes ``<stem>_video.json`` last: frame count, size, fps, timings, per-frame scale/shift.
+    at the end; the temporary files of an earlier run that was killed are removed first). Writes ``<stem>_video.json`` last: frame count, size, fps, timings, per-frame scale/shift.
     Returns that record. Raises :class:`~apdepth.video.VideoReadError` for an unreadable clip; no partial
     output files are left behind then.
     """
@@ -340,7 +340,14 @@ def process_video(pipe, source: VideoSource, out_dir: str | os.PathLike, stem: s
     out_dir = Path(out_dir)
     info = source.info
     total = info.num_frames
-    spill = _Spill(out_dir)
+    from apdepth.video import remove_stale_video_temps
+
+    # A killed earlier run (SIGKILL/SIGTERM skip clean-up) may have left its temporary files for these outputs.
+    from apdepth.writer import remove_stale_temps
+
+    remove_stale_video_temps([out_dir / f"{stem}.spill", *video_output_paths(out_dir, stem, opts)])
+    remove_stale_temps(video_output_paths(out_dir, stem, opts))
+    spill = _Spill(out_dir, stem)
     t_start = time.perf_counter()
     try:
         bar = tqdm(total=total, unit="frame", desc=f"{stem}: depth", disable=not show_progress, dynamic_ncols=True)
