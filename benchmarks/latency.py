@@ -56,6 +56,10 @@ def parse_args(argv=None):
     p.add_argument("--skip-eager", action="store_true", help="time only the compiled path (with --compile/--cuda-graphs)")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format (what `apdepth predict` uses on a CPU)")
     p.add_argument("--separate-encode", action="store_true", help="two VAE encoder calls instead of one fused call")
+    p.add_argument("--exact-speedups", action="store_true",
+                   help="the decoder's 3 output channels folded into the 1 kept, and the text conditioning's cross-attention "
+                   "keys/values projected once per call (ApDepthPipeline.enable_exact_speedups; what the commands use)")
+    p.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True (CUDA)")
     p.add_argument("--huge", action="store_true", help="also run one 4096x4096 input at native resolution with VAE tiling")
     p.add_argument("--huge-size", type=int, default=4096, help="side of the --huge input (default 4096)")
     p.add_argument("--check", action="store_true", help="relative error of each timed path against plain fp32 eager")
@@ -224,7 +228,13 @@ def main(argv=None) -> int:
     pipe.fuse_vae_encode = not args.separate_encode
     if args.channels_last:
         pipe.enable_channels_last()
-    ref_pipe = load(args, device, torch.float32) if args.check and dtype != torch.float32 else None
+    if args.exact_speedups:
+        pipe.enable_exact_speedups()
+    if args.cudnn_benchmark and device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    # the reference is always the plain fp32 path (no speed-up), so each option is checked against it
+    changed = dtype != torch.float32 or args.exact_speedups or args.cudnn_benchmark or args.compile or args.cuda_graphs
+    ref_pipe = load(args, device, torch.float32) if args.check and changed else None
     variants = [] if args.skip_eager and (args.compile or args.cuda_graphs) else [("eager", None)]
     if args.compile or args.cuda_graphs:
         variants.append(("compile+cudagraphs" if args.cuda_graphs else "compile", args.cuda_graphs))

@@ -1,6 +1,6 @@
 """Throughput of the synthetic scene renderer (images per second), printed as a Markdown table.
 
-    PYTHONPATH=src python benchmarks/synthetic_speed.py [--num 24] [--scene mixed] [--threads N]
+    PYTHONPATH=src python benchmarks/synthetic_speed.py [--num 24] [--scene mixed] [--threads N] [--write]
 
 Each size renders the same ``--num`` seeds with ``render_batch`` after one warm-up batch; the
 reported figure is the best of ``--repeats`` runs, which filters out interference from other
@@ -27,6 +27,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="256x256,480x640", help="comma-separated HxW list")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    ap.add_argument("--write", action="store_true",
+                    help="also time `apdepth synth` itself (write_dataset: render, encode and write every file)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -42,6 +44,19 @@ def main() -> None:
             best = min(best, time.perf_counter() - t0)
             cpu = min(cpu, time.process_time() - c0)
         rows.append((f"{h}x{w}", args.num / best, 1000 * best / args.num, 1000 * cpu / args.num))
+        if args.write:
+            import tempfile
+
+            from apdepth.data.synthetic_cli import write_dataset
+
+            best = cpu = float("inf")
+            for _ in range(args.repeats):
+                with tempfile.TemporaryDirectory() as tmp:
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    write_dataset(tmp, args.num, h, w, seed=seeds[0], scene=args.scene, progress=False)
+                    best = min(best, time.perf_counter() - t0)
+                    cpu = min(cpu, time.process_time() - c0)
+            rows.append((f"{h}x{w}, apdepth synth (written)", args.num / best, 1000 * best / args.num, 1000 * cpu / args.num))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"{platform.processor() or platform.machine()}, scene={args.scene}, {args.num} images per batch\n")
     print("| size (HxW) | images/s | wall ms/image | CPU ms/image (all threads) |")

@@ -75,3 +75,42 @@ def test_gpu_benchmark_dry_run_on_cpu(tmp_path):
         assert json.loads((tmp_path / "out" / f"{name}.json").read_text())
     assert "# 256x256 at native resolution with VAE tiling" in summary
     assert " passed" in (tmp_path / "out" / "tests.md").read_text()
+
+
+def test_speedups_rows_are_timed_and_gated_against_fp32(tmp_path):
+    out = tmp_path / "rows.json"
+    res = _run(str(BENCH / "speedups.py"), "--preset", "tiny", "--device", "cpu", "--dtype", "bf16", "--res", "32",
+               "--batch-sizes", "1", "2", "--warmup", "1", "--iters", "1", "--no-compile", "--json", str(out))
+    rows = json.loads(out.read_text())
+    assert [(r["variant"], r["batch"]) for r in rows] == [("eager", 1), ("eager", 2), ("+exact", 1), ("+exact", 2)]
+    eager, exact = rows[0]["rel_err_vs_fp32"], rows[2]["rel_err_vs_fp32"]
+    assert 0 < eager < 0.1 and abs(exact - eager) < 0.25 * eager  # the exact speed-ups agree with fp32 as eager does
+    assert all(r["kept"] for r in rows) and all(r["ms_per_image"] > 0 and r["ratio_to_floor"] > 0 for r in rows)
+    table = _table(res.stdout)
+    assert table[0][0] == "variant (cumulative)" and [r[0] for r in table[1:]] == ["eager", "eager", "+exact", "+exact"]
+
+
+def test_predict_throughput_compares_predict_with_the_bare_pipeline(tmp_path):
+    out = tmp_path / "row.json"
+    res = _run(str(BENCH / "predict_throughput.py"), "--preset", "tiny", "--device", "cpu", "--dtype", "fp32",
+               "--size", "64x48", "--num", "4", "--num-small", "1", "--warmup", "1", "--json", str(out))
+    row = json.loads(out.read_text())
+    assert row["bare_ms"] > 0 and row["predict_ms"] > 0 and row["bare_cpu_ms"] > 0
+    assert abs(row["ratio"] - row["predict_ms"] / row["bare_ms"]) < 0.01 * row["ratio"] + 1e-3
+    assert row["depth_png_kb"] > 0 and row["colour_png_kb"] > 0 and row["size"] == "64x48"
+    assert len(_table(res.stdout)) == 2
+
+
+@pytest.mark.slow
+def test_gpu_speedups_dry_run_on_cpu(tmp_path):
+    env = dict(PYTHON=sys.executable, PRESET="tiny", DEVICE="cpu", RES="32", SIZE="64x48", NUM="4", NUM_SMALL="1",
+               BATCH="2", COMPILE="0", BUDGET_S="600")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), **env)
+    res = subprocess.run(["bash", str(BENCH / "gpu_speedups.sh"), str(tmp_path / "out")], capture_output=True, text=True,
+                         timeout=700, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not [ln for ln in res.stdout.splitlines() if ln.startswith("== ") and (": exit" in ln or "budget spent" in ln)]
+    rows = json.loads((tmp_path / "out" / "speedups.json").read_text())
+    assert {r["variant"] for r in rows} == {"eager", "+exact"}
+    assert json.loads((tmp_path / "out" / "throughput.json").read_text())["ratio"] > 0
+    assert "| variant (cumulative) |" in res.stdout.split("# Summary", 1)[1]

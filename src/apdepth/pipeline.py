@@ -275,6 +275,23 @@ class ApDepthPipeline(DiffusionPipeline):
         self._cuda_graphs = mode in ("reduce-overhead", "max-autotune")
         self._static_batches = not dynamic  # pad a short last batch so that it reuses the compiled shapes
 
+    def enable_exact_speedups(self) -> None:
+        """Two speed-ups that compute the same depth (to floating-point rounding; see :mod:`apdepth.fastpath`):
+        the decoder's last convolution makes the one mean channel that depth keeps instead of 3 channels to average
+        (``vae.decode`` itself is untouched), and the U-Net's cross-attention projects the constant text
+        conditioning's keys and values once per call instead of once per image. Undo with
+        :meth:`disable_exact_speedups`."""
+        from apdepth.fastpath import MeanFoldedConv, share_context_in_cross_attention
+
+        self._folded_conv_out = MeanFoldedConv(self.vae.decoder.conv_out)
+        share_context_in_cross_attention(self.unet)
+
+    def disable_exact_speedups(self) -> None:
+        from apdepth.fastpath import unshare_context_in_cross_attention
+
+        self._folded_conv_out = None
+        unshare_context_in_cross_attention(self.unet)
+
     def enable_channels_last(self) -> None:
         """channels_last memory format for the U-Net and VAE. Several times faster for oneDNN convolutions on a CPU;
         on a GPU it pays off with ``enable_compile`` and can slow eager runs."""
@@ -304,7 +321,15 @@ class ApDepthPipeline(DiffusionPipeline):
 
     def decode_depth(self, latent: torch.Tensor) -> torch.Tensor:
         """Depth latent (B,C,h,w) -> depth (B,h*f,w*f) in [0,1], 0 = near (f = :attr:`vae_scale_factor`)."""
-        rgb = self.vae.decode(latent.to(self.vae.dtype) / self.vae.config.scaling_factor).sample  # (B,3,H,W)
+        folded = getattr(self, "_folded_conv_out", None)
+        decoder = self.vae.decoder
+        if folded is not None:  # the mean over the 3 output channels folded into the last convolution (exact)
+            original, decoder.conv_out = decoder.conv_out, folded
+        try:
+            rgb = self.vae.decode(latent.to(self.vae.dtype) / self.vae.config.scaling_factor).sample  # (B,3 or 1,H,W)
+        finally:
+            if folded is not None:
+                decoder.conv_out = original
         mean = rgb.float().mean(dim=1)
         # Overflow (e.g. fp16) must not pass for a valid depth: clamp would turn +-inf into 1 or 0, so it becomes
         # NaN, which the clamp keeps and callers (predict's writer) detect.

@@ -105,13 +105,23 @@ def quiet_loading() -> None:
 
 
 def configure_fast_path(pipe, device, compile: bool = False, vae_tiling: bool = False, compile_mode: str = "default",
-                        cuda_graphs: bool = False, channels_last: bool | None = None) -> None:
+                        cuda_graphs: bool = False, channels_last: bool | None = None, exact_speedups: bool = True,
+                        cudnn_benchmark: bool = False) -> None:
     """The commands' speed choices. ``channels_last=None`` picks it where it pays: on a CPU it makes oneDNN's
-    convolutions several times faster; on GPUs only together with torch.compile."""
+    convolutions several times faster; on GPUs only together with torch.compile. ``exact_speedups``: the
+    pipeline's :meth:`~ApDepthPipeline.enable_exact_speedups` (same depth, less work). ``cudnn_benchmark``: let
+    cuDNN time its convolution algorithms per input shape (a process-wide switch; pays off for many images of
+    one size, costs a tuning pass for every new shape)."""
     if channels_last is None:
         channels_last = device.type == "cpu" or compile
     if channels_last:
         pipe.enable_channels_last()
+    if exact_speedups:
+        pipe.enable_exact_speedups()
+    if cudnn_benchmark and device.type == "cuda":
+        import torch
+
+        torch.backends.cudnn.benchmark = True
     if vae_tiling:
         pipe.enable_vae_tiling()
     if compile:
@@ -187,5 +197,5 @@ def load_pipeline(
         pipe.to(dev)
     pipe.set_progress_bar_config(disable=True)
     configure_fast_path(pipe, dev, compile=compile, vae_tiling=vae_tiling, compile_mode=compile_mode,
-                        cuda_graphs=cuda_graphs, channels_last=None if fast_path else False)
+                        cuda_graphs=cuda_graphs, channels_last=None if fast_path else False, exact_speedups=fast_path)
     return pipe
