@@ -7,7 +7,7 @@
 * :func:`remove_stale_temps` deletes the hidden temporary files a killed run (``kill -9``, power loss) left
   behind; ``--skip-existing`` runs call it, and their "already done?" test only ever looks at final names.
 * :func:`encode_png` is a small PNG encoder tuned for speed: the PNG "Up" filter on every row and zlib
-  level 1. Measured on 1024×768 depth maps it writes 16-bit PNGs 5–7× faster than Pillow's default and
+  level 1. Measured on 1024×768 depth maps it writes 16-bit PNGs ~8× faster than Pillow's default and
   smaller (Up suits smooth depth); it is lossless, and any PNG reader reads the files (docs/benchmarks.md).
 * :func:`save_depth_outputs` writes predict's three files and refuses non-finite depth
   (:class:`NonFiniteDepthError`) before anything is written.
@@ -38,7 +38,7 @@ TEMP_SUFFIX = ".tmp"
 # tEXt key marking the depth PNGs of ``save_depth_outputs``: a later ``apdepth predict`` over the same folder
 # recognises them as its own outputs and never takes them as inputs.
 OUTPUT_TEXT_KEY = "apdepth-output"
-PNG_ZLIB_LEVEL = 1  # level 1 + the Up filter: 16-bit depth PNGs smaller than Pillow's level 6, 5-7x faster
+PNG_ZLIB_LEVEL = 1  # level 1 + the Up filter: 16-bit depth PNGs smaller than Pillow's level 6, ~8x faster
 _PNG_FILTER_UP = 2
 
 

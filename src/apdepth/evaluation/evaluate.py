@@ -200,7 +200,7 @@ def evaluate(
             for i, d in zip(missing, depth_list):
                 preds[i] = d
                 if prediction_dir is not None:
-                    from apdepth.image_io import save_npy
+                    from apdepth.writer import save_npy  # the one writer (atomic, umask-respecting)
 
                     save_npy(prediction_path(prediction_dir, batch[i]["rgb_relpath"]), d.astype(np.float32))
             n_predicted += len(missing)
