@@ -80,7 +80,7 @@ def test_gpu_benchmark_dry_run_on_cpu(tmp_path):
 def test_speedups_rows_are_timed_and_gated_against_fp32(tmp_path):
     out = tmp_path / "rows.json"
     res = _run(str(BENCH / "speedups.py"), "--preset", "tiny", "--device", "cpu", "--dtype", "bf16", "--res", "32",
-               "--batch-sizes", "1", "2", "--warmup", "1", "--iters", "1", "--no-compile", "--json", str(out))
+               "--batch-sizes", "1", "2", "--warmup", "1", "--iters", "1", "--no-compile", "--json", str(out), timeout=600)
     rows = json.loads(out.read_text())
     assert [(r["variant"], r["batch"]) for r in rows] == [("eager", 1), ("eager", 2), ("+exact", 1), ("+exact", 2)]
     eager, exact = rows[0]["rel_err_vs_fp32"], rows[2]["rel_err_vs_fp32"]
@@ -93,7 +93,7 @@ def test_speedups_rows_are_timed_and_gated_against_fp32(tmp_path):
 def test_predict_throughput_compares_predict_with_the_bare_pipeline(tmp_path):
     out = tmp_path / "row.json"
     res = _run(str(BENCH / "predict_throughput.py"), "--preset", "tiny", "--device", "cpu", "--dtype", "fp32",
-               "--size", "64x48", "--num", "4", "--num-small", "1", "--warmup", "1", "--json", str(out))
+               "--size", "64x48", "--num", "4", "--num-small", "1", "--warmup", "1", "--json", str(out), timeout=600)
     row = json.loads(out.read_text())
     assert row["bare_ms"] > 0 and row["predict_ms"] > 0 and row["bare_cpu_ms"] > 0
     assert abs(row["ratio"] - row["predict_ms"] / row["bare_ms"]) < 0.01 * row["ratio"] + 1e-3
