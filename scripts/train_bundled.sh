@@ -6,9 +6,9 @@
 # packed into PACK_DIR at once (one .tar per model, U-Net weights in fp16), so a run cut short still
 # hands back every model it finished.
 #
-#   scripts/train_bundled.sh cpu     # 2-core CPU budget (the configs' own step counts), ~80 min
+#   scripts/train_bundled.sh cpu     # 2-core CPU budget (the configs' own step counts), ~85 min on one core
 #   scripts/train_bundled.sh gpu     # one NVIDIA H100/H200: ~9 min, larger batches and budgets, bf16
-#   scripts/train_bundled.sh dry     # the whole chain at toy budgets on any machine (~3 min on a CPU)
+#   scripts/train_bundled.sh dry     # the whole chain at toy budgets on any machine (a test runs it)
 #
 # Environment: OUT_ROOT (run folders, default outputs/bundled), DATA (rendered scenes, default
 # data/bundled_train), PACK_DIR (packed models, default $OUT_ROOT/packed), APDEPTH (the command, default

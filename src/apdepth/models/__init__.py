@@ -115,6 +115,18 @@ PRESETS: dict[str, ModelPreset] = {
         prior_input_size=252,
         pipeline=dict(prior_normalization="quantile"),
     ),
+    # The architecture of the shipped bundled model (src/apdepth/weights/default/) and of the recipe that
+    # trained it (configs/train/default_*.yaml): VAE downsampling 8, U-Net attention at the two finer levels.
+    "small_v1": ModelPreset(
+        name="small_v1",
+        unet=_unet((32, 64, 128), 8, 64, layers=1, groups=16, sample_size=32),
+        vae=_vae((12, 24, 48, 64), layers=1, groups=4, sample_size=256, mid_attention=False),
+        prior=_prior(64, 4, 4, (1, 2, 3, 4), 64, (16, 32, 64, 64), 32, 16, image_size=252),
+        text_seq_len=8,
+        processing_resolution=256,
+        prior_input_size=252,
+        pipeline=dict(prior_normalization="quantile"),
+    ),
     # For tests: builds and runs in well under a second on a CPU.
     "tiny": ModelPreset(
         name="tiny",
