@@ -8,7 +8,7 @@ PIP_FLAGS ?= -q --disable-pip-version-check
 # constraints.txt pins torch for CPU-only installs (see README); override for CUDA machines.
 CONSTRAINTS ?= constraints.txt
 
-.PHONY: run test test-all test-browser test-gpu test-min install install-dev clean
+.PHONY: run test lint test-all test-browser test-gpu test-min install install-dev clean
 
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,13 @@ install-dev: $(VENV)/.installed-dev
 run: $(VENV)/.installed
 	$(VENV)/bin/apdepth predict assets/examples --output outputs
 
-test: $(VENV)/.installed-dev
+# Lint (pyflakes, pycodestyle, import order, docstrings of the public API) and formatting: configured in
+# pyproject.toml; `$(PY) -m ruff check --fix . && $(PY) -m ruff format .` fixes most findings.
+lint: $(VENV)/.installed-dev
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: lint
 	$(PY) -m pytest -q
 
 # The web demo driven by headless Chromium (installs Debian's chromium if missing).

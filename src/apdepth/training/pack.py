@@ -108,6 +108,7 @@ def _umask() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``python -m apdepth.training.pack`` command: pack or (``--unpack``) unpack; returns the exit code."""
     p = argparse.ArgumentParser(prog="python -m apdepth.training.pack", description=__doc__.splitlines()[0])
     p.add_argument("source", help="model folder to pack (or, with --unpack, the tar)")
     p.add_argument("dest", help="tar to write (or, with --unpack, the folder to create)")
