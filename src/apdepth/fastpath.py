@@ -31,6 +31,7 @@ class MeanFoldedConv(nn.Module):
         self.conv = conv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,C,H,W) -> (B,1,H',W'): the mean over ``conv``'s output channels, computed as one convolution."""
         c = self.conv
         # mean in fp32, then the layer's dtype: the same rounding as one half-precision weight
         weight = c.weight.float().mean(dim=0, keepdim=True).to(c.weight.dtype)
@@ -51,6 +52,7 @@ class SharedContextAttnProcessor:
 
     @staticmethod
     def applies(attn, hidden_states, encoder_hidden_states, attention_mask, temb) -> bool:
+        """Whether this call is the shared-context case the fast path handles (else ``base`` runs)."""
         return (
             encoder_hidden_states is not None and encoder_hidden_states.ndim == 3 and encoder_hidden_states.shape[0] > 1
             and encoder_hidden_states.stride(0) == 0 and attention_mask is None and hidden_states.ndim == 3
@@ -59,6 +61,7 @@ class SharedContextAttnProcessor:
         )
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+        """diffusers' attention-processor call; the same result as ``base`` with keys/values projected once."""
         if args or kwargs or not self.applies(attn, hidden_states, encoder_hidden_states, attention_mask, temb):
             return self.base(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
         b = hidden_states.shape[0]

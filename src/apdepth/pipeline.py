@@ -287,6 +287,7 @@ class ApDepthPipeline(DiffusionPipeline):
         share_context_in_cross_attention(self.unet)
 
     def disable_exact_speedups(self) -> None:
+        """Undo :meth:`enable_exact_speedups` (the plain decoder output and cross-attention)."""
         from apdepth.fastpath import unshare_context_in_cross_attention
 
         self._folded_conv_out = None
