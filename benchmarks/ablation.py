@@ -83,8 +83,11 @@ COMPARISONS = (
     ("frequency loss: (d) stage 2 vs (c) stage 1", "stage1", "depth", "stage2", "depth"),
 )
 LOWER_IS_BETTER = {"abs_rel": True, "delta1": False, "boundary_f1": False}
-TABLE_METRICS = (("abs_rel", "AbsRel ×100", 100.0), ("delta1", "δ1 ×100", 100.0),
-                 ("boundary_f1", "Boundary F1 ×100", 100.0))
+TABLE_METRICS = (
+    ("abs_rel", "AbsRel ×100", 100.0),
+    ("delta1", "δ1 ×100", 100.0),
+    ("boundary_f1", "Boundary F1 ×100", 100.0),
+)
 
 
 class PriorOnly:
@@ -97,22 +100,34 @@ class PriorOnly:
 
     def __init__(self, pipe):
         if getattr(pipe, "prior", None) is None:
-            raise ValueError("the --prior-from checkpoint has no prior (it is a prior-free model); "
-                             "pass a prior-conditioned checkpoint such as the stage-1 one")
+            raise ValueError(
+                "the --prior-from checkpoint has no prior (it is a prior-free model); "
+                "pass a prior-conditioned checkpoint such as the stage-1 one"
+            )
         self.pipe = pipe
 
     def __call__(self, images, processing_resolution=None, match_input_resolution=True, output_type="np", **kwargs):
-        out = self.pipe(images, processing_resolution=processing_resolution,
-                        match_input_resolution=match_input_resolution, output_type=output_type,
-                        output_prior=True, **kwargs)
+        out = self.pipe(
+            images,
+            processing_resolution=processing_resolution,
+            match_input_resolution=match_input_resolution,
+            output_type=output_type,
+            output_prior=True,
+            **kwargs,
+        )
         return SimpleNamespace(depth=out.prior_depth)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     p.add_argument("--test-set", required=True, help="synthetic test set folder (written by `apdepth synth`)")
-    p.add_argument("--split-file", help="list of test samples, e.g. DIR/split.txt (default: every sample in the folder)")
+    p.add_argument(
+        "--split-file", help="list of test samples, e.g. DIR/split.txt (default: every sample in the folder)"
+    )
     p.add_argument("--prior-from", help="prior-conditioned checkpoint whose prior is row (a) (default: --stage1)")
     p.add_argument("--noprior", required=True, help="checkpoint of the prior-free control model, row (b)")
     p.add_argument("--stage1", required=True, help="ApDepth checkpoint after stage 1, row (c)")
@@ -123,17 +138,29 @@ def parse_args(argv=None):
     p.add_argument("--figure-scenes", type=int, default=4, help="test scenes in the figure (default 4)")
     p.add_argument("--tile-width", type=int, default=320, help="figure tile width in pixels (default 320)")
     p.add_argument("--max-samples", type=int, default=None, help="evaluate only the first N test images")
-    p.add_argument("--processing-res", type=int, default=None,
-                   help="longer side for inference; default: the dataset protocol's (native for synthetic)")
+    p.add_argument(
+        "--processing-res",
+        type=int,
+        default=None,
+        help="longer side for inference; default: the dataset protocol's (native for synthetic)",
+    )
     p.add_argument("--cache-dir", help="keep per-row predictions here (reused on re-runs; default: a temporary folder)")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|mps (default auto)")
     p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.add_argument("--no-baselines", dest="baselines", action="store_false",
-                   help="leave out the VAE round trip and vertical ramp rows")
-    p.add_argument("--bootstrap", type=int, default=10000,
-                   help="bootstrap resamples for the 95%% intervals of differences (default 10000; 0 = none)")
+    p.add_argument(
+        "--no-baselines",
+        dest="baselines",
+        action="store_false",
+        help="leave out the VAE round trip and vertical ramp rows",
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=10000,
+        help="bootstrap resamples for the 95%% intervals of differences (default 10000; 0 = none)",
+    )
     args = p.parse_args(argv)
     if args.figure_scenes < 1:
         p.error("--figure-scenes must be >= 1")
@@ -160,8 +187,9 @@ def _check_cache(cache: Path, source: dict) -> None:
     if stamp.is_file():
         old = json.loads(stamp.read_text())
         if old != source:
-            raise ValueError(f"prediction cache {cache} was made with {old}, not {source}; "
-                             "delete it or pass another --cache-dir")
+            raise ValueError(
+                f"prediction cache {cache} was made with {old}, not {source}; delete it or pass another --cache-dir"
+            )
     else:
         cache.mkdir(parents=True, exist_ok=True)
         stamp.write_text(json.dumps(source, indent=2) + "\n")
@@ -186,8 +214,10 @@ def _check_roles(checkpoints: dict[str, str], has_prior) -> None:
             raise ValueError(f"--noprior {ckpt} has a prior; row (b) needs the prior-free control model")
         if key != "noprior" and not flag:
             option = "--prior-from" if key == "prior" else f"--{key}"
-            raise ValueError(f"{option} {ckpt} has no prior (it is a prior-free model); rows (a), (c) and (d) "
-                             "need prior-conditioned checkpoints")
+            raise ValueError(
+                f"{option} {ckpt} has no prior (it is a prior-free model); rows (a), (c) and (d) "
+                "need prior-conditioned checkpoints"
+            )
 
 
 class VerticalRamp:
@@ -244,15 +274,17 @@ def vae_round_trip(pipe, dataset, cache: Path, res: int, n: int) -> None:
 def _per_sample(result: dict) -> dict[str, np.ndarray]:
     """Per-image metric arrays (NaN where an image was skipped), in dataset order."""
     rows = result["per_sample"]
-    return {k: np.array([np.nan if r.get("skipped") else r.get(k, np.nan) for r in rows], dtype=np.float64)
-            for k in LOWER_IS_BETTER}
+    return {
+        k: np.array([np.nan if r.get("skipped") else r.get(k, np.nan) for r in rows], dtype=np.float64)
+        for k in LOWER_IS_BETTER
+    }
 
 
 def score(args, dataset, cache_root: Path) -> tuple[list[dict], dict]:
     """Evaluate the four rows (and the reference rows); returns one dict per row (label, checkpoint,
     alignment, metrics, ...) and the per-image metrics keyed by ``(row key, alignment)``."""
-    from apdepth.runtime import pick_device, pick_dtype
     from apdepth.evaluation.evaluate import evaluate
+    from apdepth.runtime import pick_device, pick_dtype
 
     device, dtype = pick_device(args.device), pick_dtype(args.dtype)
     checkpoints = {"prior": args.prior_from, "noprior": args.noprior, "stage1": args.stage1, "stage2": args.stage2}
@@ -264,24 +296,35 @@ def score(args, dataset, cache_root: Path) -> tuple[list[dict], dict]:
     _check_roles(checkpoints, lambda key: _stored_prior(resolved[key]))
     res = args.processing_res
     results, samples = [], {}
-    common = dict(processing_resolution=res, max_samples=args.max_samples, batch_size=args.batch_size,
-                  progress=not args.no_progress)
+    common = dict(
+        processing_resolution=res,
+        max_samples=args.max_samples,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
     other = {"depth": "disparity", "disparity": "depth"}
     pipe = None
     for row in ROWS:
         ckpt = checkpoints[row.key]
         cache = cache_root / row.key
-        _check_cache(cache, {"checkpoint": str(Path(resolved[row.key]).resolve()), "processing_resolution": res,
-                             "row": row.key})
+        _check_cache(
+            cache, {"checkpoint": str(Path(resolved[row.key]).resolve()), "processing_resolution": res, "row": row.key}
+        )
         pipe = _load(resolved[row.key], device, dtype)
         has_prior = pipe.prior is not None
         _check_roles({row.key: ckpt}, lambda _: has_prior)  # published layouts tell only once loaded
         predictor = PriorOnly(pipe) if row.key == "prior" else pipe
         r = evaluate(predictor, dataset, alignment=row.alignment, prediction_dir=cache, **common)
         entry = {
-            "key": row.key, "label": row.label, "checkpoint": ckpt, "alignment": row.alignment,
-            "n_samples": r["n_samples"], "n_skipped": r["n_skipped"], "processing_resolution": r["processing_resolution"],
-            "seconds": r["seconds"], "metrics": r["metrics"],
+            "key": row.key,
+            "label": row.label,
+            "checkpoint": ckpt,
+            "alignment": row.alignment,
+            "n_samples": r["n_samples"],
+            "n_skipped": r["n_skipped"],
+            "processing_resolution": r["processing_resolution"],
+            "seconds": r["seconds"],
+            "metrics": r["metrics"],
         }
         samples[(row.key, row.alignment)] = _per_sample(r)
         # The same cached predictions in the other alignment space: the prior for reference in the table,
@@ -299,18 +342,32 @@ def score(args, dataset, cache_root: Path) -> tuple[list[dict], dict]:
         n = results[0]["n_samples"] + results[0]["n_skipped"]
         for row in BASELINES:
             cache = cache_root / row.key
-            _check_cache(cache, {"checkpoint": str(Path(resolved["stage2"]).resolve()) if row.key == "vae" else None,
-                                 "processing_resolution": res, "row": row.key})
+            _check_cache(
+                cache,
+                {
+                    "checkpoint": str(Path(resolved["stage2"]).resolve()) if row.key == "vae" else None,
+                    "processing_resolution": res,
+                    "row": row.key,
+                },
+            )
             if row.key == "vae":
                 vae_round_trip(pipe, dataset, cache, res_used, n)
                 predictor, ckpt = None, checkpoints["stage2"]
             else:
                 predictor, ckpt = VerticalRamp(), None
             r = evaluate(predictor, dataset, alignment=row.alignment, prediction_dir=cache, **common)
-            entry = {"key": row.key, "label": row.label, "checkpoint": ckpt, "alignment": row.alignment,
-                     "n_samples": r["n_samples"], "n_skipped": r["n_skipped"],
-                     "processing_resolution": r["processing_resolution"], "seconds": r["seconds"],
-                     "metrics": r["metrics"], "reference": True}
+            entry = {
+                "key": row.key,
+                "label": row.label,
+                "checkpoint": ckpt,
+                "alignment": row.alignment,
+                "n_samples": r["n_samples"],
+                "n_skipped": r["n_skipped"],
+                "processing_resolution": r["processing_resolution"],
+                "seconds": r["seconds"],
+                "metrics": r["metrics"],
+                "reference": True,
+            }
             samples[(row.key, row.alignment)] = _per_sample(r)
             if row.key == "ramp":
                 r_depth = evaluate(None, dataset, alignment="depth", prediction_dir=cache, **common)
@@ -404,14 +461,16 @@ def markdown(command: str, rows: list[dict], meta: dict, differences: list[dict]
         ]
         names = {k: label for k, label, _ in TABLE_METRICS}
         for d in differences:
-            lines.append(f"| {d['comparison']} | {names[d['metric']]} | {d['diff'] * 100:+.2f} | "
-                         f"[{d['lo'] * 100:+.2f}, {d['hi'] * 100:+.2f}] | {d['verdict']} |")
+            lines.append(
+                f"| {d['comparison']} | {names[d['metric']]} | {d['diff'] * 100:+.2f} | "
+                f"[{d['lo'] * 100:+.2f}, {d['hi'] * 100:+.2f}] | {d['verdict']} |"
+            )
     lines += [
         "",
         "The prior predicts relative disparity, so its headline row fits scale and shift in disparity space; "
         "the depth-aligned line scores the same predictions the way the models are scored. Reference rows: the "
         "VAE round trip encodes and decodes the ground truth (an upper bound for the models); the vertical ramp "
-        "is a baseline with no learning. \"better\" means the interval excludes zero in the metric's favourable "
+        'is a baseline with no learning. "better" means the interval excludes zero in the metric\'s favourable '
         "direction (lower AbsRel, higher δ1 and boundary F1).",
         "",
         f"![input, prior, stage 1, stage 2, ground truth]({meta['figure_link']})",
@@ -445,7 +504,7 @@ def _panels(sample: dict, preds: dict[str, np.ndarray], dataset, crop=None) -> l
     valid = sample["valid"].numpy().astype(bool)
     vals = gt[valid]
     # One scale per scene from the GT, so colours compare across columns (near = low = the same colour).
-    vmin, vmax = (np.quantile(vals, [0.02, 0.98]) if vals.size else (0.0, 1.0))
+    vmin, vmax = np.quantile(vals, [0.02, 0.98]) if vals.size else (0.0, 1.0)
     min_d, max_d = float(getattr(dataset, "min_depth", 0.0)), float(getattr(dataset, "max_depth", np.inf))
     tiles = [rgb]
     alignment = {r.key: r.alignment for r in ROWS}
@@ -511,7 +570,9 @@ def make_figures(args, dataset, cache_root: Path, n_eval: int) -> tuple[Path, Pa
     from apdepth.image_io import save_png
 
     figure = Path(args.figure)
-    crop_figure = Path(args.crop_figure) if args.crop_figure else figure.with_name(f"{figure.stem}_edges{figure.suffix}")
+    crop_figure = (
+        Path(args.crop_figure) if args.crop_figure else figure.with_name(f"{figure.stem}_edges{figure.suffix}")
+    )
     align_note = "prior: disparity fit, models: depth fit"
     rows, names, best = [], [], None
     for idx in _figure_indices(n_eval, args.figure_scenes):
@@ -572,7 +633,9 @@ def main(argv=None) -> int:
     from apdepth.evaluation.evaluate import json_safe
 
     with atomic_write(out / "ablation.json", "wb") as fh:
-        fh.write((json.dumps(json_safe({**meta, "rows": rows, "differences": differences}), indent=2) + "\n").encode("utf-8"))
+        fh.write(
+            (json.dumps(json_safe({**meta, "rows": rows, "differences": differences}), indent=2) + "\n").encode("utf-8")
+        )
     with atomic_write(out / "ablation.md", "wb") as fh:
         fh.write(report.encode("utf-8"))
     print(report)

@@ -40,11 +40,23 @@ def loader_rate(cfg, workers: int, batches: int) -> float:
 
     from apdepth.training.data import StepBatches
 
-    ds = StepBatches(cfg.data.datasets, cfg.optim.micro_batch, cfg.seed, hflip=cfg.data.hflip,
-                     normalize_depth=cfg.model.task != "prior", photometric=cfg.data.photometric)
+    ds = StepBatches(
+        cfg.data.datasets,
+        cfg.optim.micro_batch,
+        cfg.seed,
+        hflip=cfg.data.hflip,
+        normalize_depth=cfg.model.task != "prior",
+        photometric=cfg.data.photometric,
+    )
     warm = max(2, workers)
-    loader = DataLoader(ds, batch_size=None, sampler=range(warm + batches), num_workers=workers,
-                        prefetch_factor=2 if workers else None, persistent_workers=False)
+    loader = DataLoader(
+        ds,
+        batch_size=None,
+        sampler=range(warm + batches),
+        num_workers=workers,
+        prefetch_factor=2 if workers else None,
+        persistent_workers=False,
+    )
     it = iter(loader)
     for _ in range(warm):  # worker start-up is paid once per run, not per sample
         next(it)
@@ -55,8 +67,11 @@ def loader_rate(cfg, workers: int, batches: int) -> float:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     p.add_argument("--config", required=True, help="training config whose data section is measured")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (e.g. the data path)")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1], help="DataLoader worker counts to measure")
@@ -68,12 +83,16 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     cfg = load_config(args.config, args.overrides)
-    print(f"config {args.config}: micro_batch {cfg.optim.micro_batch}, datasets "
-          + ", ".join(f"{d.name}({d.path or d.scene}, size {d.size})" for d in cfg.data.datasets)
-          + f", photometric p={cfg.data.photometric.probability}")
+    print(
+        f"config {args.config}: micro_batch {cfg.optim.micro_batch}, datasets "
+        + ", ".join(f"{d.name}({d.path or d.scene}, size {d.size})" for d in cfg.data.datasets)
+        + f", photometric p={cfg.data.photometric.probability}"
+    )
     if args.render:
-        print(f"renderer: {render_rate(args.render, args.render_size):.1f} scenes/s at {args.render_size}² "
-              "(one process, one thread)")
+        print(
+            f"renderer: {render_rate(args.render, args.render_size):.1f} scenes/s at {args.render_size}² "
+            "(one process, one thread)"
+        )
     for w in args.workers:
         print(f"loader, {w} workers: {loader_rate(cfg, w, args.batches):.1f} samples/s delivered")
     return 0

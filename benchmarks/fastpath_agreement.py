@@ -30,14 +30,20 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--processing-res", type=int, default=None)
     p.add_argument("--images", nargs="*", default=None, help="default: assets/examples/*")
-    p.add_argument("--tile-size", type=int, default=128, help="VAE tile size for the tiling row (small enough to engage)")
+    p.add_argument(
+        "--tile-size", type=int, default=128, help="VAE tile size for the tiling row (small enough to engage)"
+    )
     p.add_argument("--skip-compile", action="store_true")
     p.add_argument("--compile-mode", default="default", choices=["default", "max-autotune"])
     args = p.parse_args(argv)
     from apdepth.runtime import default_compile_cache, load_pipeline, pick_device
 
     device = pick_device(args.device)
-    paths = [Path(x) for x in args.images] if args.images else sorted(q for q in EXAMPLES.iterdir() if q.suffix in (".png", ".jpg"))
+    paths = (
+        [Path(x) for x in args.images]
+        if args.images
+        else sorted(q for q in EXAMPLES.iterdir() if q.suffix in (".png", ".jpg"))
+    )
     images = [read_image(q) for q in paths]
 
     def load(dtype=torch.float32):
@@ -79,20 +85,27 @@ def main(argv=None) -> int:
         pipe.enable_compile(mode=args.compile_mode, cuda_graphs=cuda_graphs, cache_dir=default_compile_cache())
         return pipe
 
-    options += [("two VAE encoder calls instead of one", separate), ("channels_last", channels_last),
-                (f"tiled VAE ({args.tile_size} px tiles)", tiled)]
+    options += [
+        ("two VAE encoder calls instead of one", separate),
+        ("channels_last", channels_last),
+        (f"tiled VAE ({args.tile_size} px tiles)", tiled),
+    ]
     if not args.skip_compile:
         options.append((f"torch.compile, {args.compile_mode} mode (first calls include compiling)", compiled))
         if device.type == "cuda":
-            options.append(("torch.compile + CUDA graphs (first calls include compiling)", lambda: compiled(cuda_graphs=True)))
+            options.append(
+                ("torch.compile + CUDA graphs (first calls include compiling)", lambda: compiled(cuda_graphs=True))
+            )
     for name, make in options:
         out, seconds = run(make())
         rows.append((name, rel(out), seconds))
         print(f"{name}: {rows[-1][1]:.5f} ({seconds:.1f} s)", flush=True)
 
     print()
-    print(f"{len(images)} images, device {device}, checkpoint {args.checkpoint or 'bundled'}, "
-          f"processing resolution {args.processing_res or 'model default'}")
+    print(
+        f"{len(images)} images, device {device}, checkpoint {args.checkpoint or 'bundled'}, "
+        f"processing resolution {args.processing_res or 'model default'}"
+    )
     print()
     print("| option | mean relative error vs fp32 | seconds for all images |")
     print("|---|---|---|")

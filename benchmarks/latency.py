@@ -41,29 +41,52 @@ def add_model_args(p: argparse.ArgumentParser, default_dtype: str) -> None:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_model_args(p, default_dtype="bf16")
     p.add_argument("--resolutions", type=int, nargs="+", default=[512, 768, 1024])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8])
-    p.add_argument("--input-size", type=int, default=None,
-                   help="time the whole pipeline on NxN inputs (resized to each --resolutions value inside); default: same as the resolution")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="time the whole pipeline on NxN inputs (resized to each --resolutions value inside); default: same as the resolution",
+    )
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--compile", action="store_true", help="also time the torch.compile fast path")
     p.add_argument("--cuda-graphs", action="store_true", help="compile with CUDA graphs (implies --compile)")
-    p.add_argument("--compile-mode", default=None, choices=["default", "max-autotune"],
-                   help="Inductor tuning level (default: default, as ApDepthPipeline.enable_compile)")
-    p.add_argument("--skip-eager", action="store_true", help="time only the compiled path (with --compile/--cuda-graphs)")
-    p.add_argument("--channels-last", action="store_true", help="channels_last memory format (what `apdepth predict` uses on a CPU)")
+    p.add_argument(
+        "--compile-mode",
+        default=None,
+        choices=["default", "max-autotune"],
+        help="Inductor tuning level (default: default, as ApDepthPipeline.enable_compile)",
+    )
+    p.add_argument(
+        "--skip-eager", action="store_true", help="time only the compiled path (with --compile/--cuda-graphs)"
+    )
+    p.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="channels_last memory format (what `apdepth predict` uses on a CPU)",
+    )
     p.add_argument("--separate-encode", action="store_true", help="two VAE encoder calls instead of one fused call")
-    p.add_argument("--exact-speedups", action="store_true",
-                   help="the decoder's 3 output channels folded into the 1 kept, and the text conditioning's cross-attention "
-                   "keys/values projected once per call (ApDepthPipeline.enable_exact_speedups; what the commands use)")
+    p.add_argument(
+        "--exact-speedups",
+        action="store_true",
+        help="the decoder's 3 output channels folded into the 1 kept, and the text conditioning's cross-attention "
+        "keys/values projected once per call (ApDepthPipeline.enable_exact_speedups; what the commands use)",
+    )
     p.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True (CUDA)")
-    p.add_argument("--huge", action="store_true", help="also run one 4096x4096 input at native resolution with VAE tiling")
+    p.add_argument(
+        "--huge", action="store_true", help="also run one 4096x4096 input at native resolution with VAE tiling"
+    )
     p.add_argument("--huge-size", type=int, default=4096, help="side of the --huge input (default 4096)")
     p.add_argument("--check", action="store_true", help="relative error of each timed path against plain fp32 eager")
-    p.add_argument("--flops-only", action="store_true", help="only count FLOPs per stage (meta device: no memory, no time)")
+    p.add_argument(
+        "--flops-only", action="store_true", help="only count FLOPs per stage (meta device: no memory, no time)"
+    )
     p.add_argument("--json", help="also write the rows as JSON here")
     return p.parse_args(argv)
 
@@ -173,6 +196,7 @@ def stage_times(pipe, timer, res, batch, input_size=None):
 
         def timer(fn):
             return plain(lambda: (mark(), fn()))
+
     with torch.no_grad():
         t = {}
         prior_in = None
@@ -214,7 +238,13 @@ def main(argv=None) -> int:
         print("|---|---|---|---|---|---|---|")
         for res in args.resolutions:
             f = count_flops(pipe, res, 1)
-            print(f"| {res} | 1 | " + " | ".join(f"{f.get(k, 0) / 1e12:.3f}" for k in ("prior", "vae_encode", "unet", "vae_decode", "total")) + " |")
+            print(
+                f"| {res} | 1 | "
+                + " | ".join(
+                    f"{f.get(k, 0) / 1e12:.3f}" for k in ("prior", "vae_encode", "unet", "vae_decode", "total")
+                )
+                + " |"
+            )
         return 0
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -239,7 +269,9 @@ def main(argv=None) -> int:
     if args.compile or args.cuda_graphs:
         variants.append(("compile+cudagraphs" if args.cuda_graphs else "compile", args.cuda_graphs))
 
-    flops_at = {res: count_flops(pipe, res, 1) for res in args.resolutions}  # eager: the count does not depend on compiling
+    flops_at = {
+        res: count_flops(pipe, res, 1) for res in args.resolutions
+    }  # eager: the count does not depend on compiling
     rows = []
     for variant, graphs in variants:
         if variant != "eager":
@@ -255,9 +287,15 @@ def main(argv=None) -> int:
                     continue
                 per_img = t["pipeline"] / bs
                 row = dict(
-                    variant=variant, res=res, input=args.input_size or res, batch=bs, ms_per_image=per_img, images_per_s=1e3 / per_img,
+                    variant=variant,
+                    res=res,
+                    input=args.input_size or res,
+                    batch=bs,
+                    ms_per_image=per_img,
+                    images_per_s=1e3 / per_img,
                     **{f"{k}_ms": v / bs for k, v in t.items() if k != "pipeline"},
-                    peak_gb=peak_memory_gb(device), tflop_per_image=flops["total"] / 1e12,
+                    peak_gb=peak_memory_gb(device),
+                    tflop_per_image=flops["total"] / 1e12,
                     achieved_tflops=flops["total"] / (per_img * 1e-3) / 1e12,
                     floor_ms=flops["total"] / (rate * 1e12) * 1e3,
                 )
@@ -280,22 +318,47 @@ def main(argv=None) -> int:
             out = pipe(x, processing_resolution=0, output_type="pt")
         sync(device)
         huge = dict(seconds=time.perf_counter() - t0, peak_gb=peak_memory_gb(device), shape=list(out.depth.shape))
-        print(f"# {args.huge_size}x{args.huge_size} at native resolution with VAE tiling:", json.dumps(huge), flush=True)
+        print(
+            f"# {args.huge_size}x{args.huge_size} at native resolution with VAE tiling:", json.dumps(huge), flush=True
+        )
         pipe.disable_vae_tiling()
 
-    cols = ["variant", "res", "input", "batch", "ms_per_image", "images_per_s", "prior_ms", "vae_encode_ms", "unet_ms", "vae_decode_ms",
-            "peak_gb", "tflop_per_image", "achieved_tflops", "floor_ms", "ratio_to_floor"]
+    cols = [
+        "variant",
+        "res",
+        "input",
+        "batch",
+        "ms_per_image",
+        "images_per_s",
+        "prior_ms",
+        "vae_encode_ms",
+        "unet_ms",
+        "vae_decode_ms",
+        "peak_gb",
+        "tflop_per_image",
+        "achieved_tflops",
+        "floor_ms",
+        "ratio_to_floor",
+    ]
     if ref_pipe is not None:
         cols.append("rel_err_vs_fp32")
     print()
-    print(f"Device: {name}; dtype: {args.dtype}; measured matmul rate: {rate:.1f} TFLOP/s; "
-          f"{'random ' + args.preset if not (args.checkpoint or args.bundled) else 'checkpoint'} weights; "
-          f"per-stage times are per image")
+    print(
+        f"Device: {name}; dtype: {args.dtype}; measured matmul rate: {rate:.1f} TFLOP/s; "
+        f"{'random ' + args.preset if not (args.checkpoint or args.bundled) else 'checkpoint'} weights; "
+        f"per-stage times are per image"
+    )
     print()
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
-        print("| " + " | ".join(f"{r.get(c, float('nan')):.3g}" if isinstance(r.get(c), float) else str(r.get(c, "-")) for c in cols) + " |")
+        print(
+            "| "
+            + " | ".join(
+                f"{r.get(c, float('nan')):.3g}" if isinstance(r.get(c), float) else str(r.get(c, "-")) for c in cols
+            )
+            + " |"
+        )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)

@@ -61,7 +61,9 @@ def main() -> None:
     for name, array in (("16-bit depth", u16), ("colour", colour)):
         for level in (6, 3, 1):
             ms, data = best_cpu_ms(lambda: pillow(array, level), r)
-            rows.append((f"{name}: Pillow, zlib level {level}" + (" (Pillow's default)" if level == 6 else ""), ms, len(data)))
+            rows.append(
+                (f"{name}: Pillow, zlib level {level}" + (" (Pillow's default)" if level == 6 else ""), ms, len(data))
+            )
         ms, data = best_cpu_ms(lambda: encode_png(array), r)
         with Image.open(io.BytesIO(data)) as back:
             assert np.array_equal(np.asarray(back).astype(np.int64), array.astype(np.int64))  # lossless

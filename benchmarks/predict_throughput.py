@@ -44,14 +44,18 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_model_args(p, default_dtype="fp32")
     p.add_argument("--size", default="1024x768", help="WIDTHxHEIGHT of the JPEG inputs (default 1024x768)")
     p.add_argument("--num", type=int, default=24, help="images in the large predict run and in each bare pass")
     p.add_argument("--num-small", type=int, default=6, help="images in the small predict run (default 6)")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--processing-res", type=int, default=None, help="default: the model's stored value")
-    p.add_argument("--color-map", default="Spectral", help="as apdepth predict (default Spectral; none = no colour PNG)")
+    p.add_argument(
+        "--color-map", default="Spectral", help="as apdepth predict (default Spectral; none = no colour PNG)"
+    )
     p.add_argument("--warmup", type=int, default=2, help="bare calls before timing")
     p.add_argument("--workdir", help="where inputs and outputs go (default: a temporary folder, removed)")
     p.add_argument("--json", help="also write the figures as JSON here")
@@ -87,7 +91,7 @@ def bare_ms_per_image(pipe, images, batch_size, res, warmup) -> tuple[float, flo
         pipe(images[k], processing_resolution=res)
     start, cpu = time.perf_counter(), time.process_time()
     for k in range(0, len(images), batch_size):
-        pipe(images[k:k + batch_size], processing_resolution=res, batch_size=batch_size)
+        pipe(images[k : k + batch_size], processing_resolution=res, batch_size=batch_size)
     if pipe._exec_device.type == "cuda":
         torch.cuda.synchronize()
     n = len(images)
@@ -103,8 +107,21 @@ def predict_seconds(pipe, inputs: list[Path], out: Path, args) -> tuple[float, f
     folder.mkdir(parents=True)
     for p in inputs:
         os.symlink(p.resolve(), folder / p.name)
-    argv = ["predict", str(folder), "--output", str(out), "--batch-size", str(args.batch_size), "--dtype", args.dtype,
-            "--device", str(pipe._exec_device), "--color-map", args.color_map, "--quiet"]
+    argv = [
+        "predict",
+        str(folder),
+        "--output",
+        str(out),
+        "--batch-size",
+        str(args.batch_size),
+        "--dtype",
+        args.dtype,
+        "--device",
+        str(pipe._exec_device),
+        "--color-map",
+        args.color_map,
+        "--quiet",
+    ]
     if args.processing_res is not None:
         argv += ["--processing-res", str(args.processing_res)]
     original = pipeline_module.ApDepthPipeline.from_pretrained
@@ -144,7 +161,7 @@ def main(argv=None) -> int:
         bare_before = bare_ms_per_image(pipe, images, args.batch_size, res, args.warmup)
         load_before = os.getloadavg()[0]
         predict_seconds(pipe, inputs[:1], work / "out_warmup", args)  # first-use imports and set-up, not timed
-        small = predict_seconds(pipe, inputs[:args.num_small], work / "out_small", args)
+        small = predict_seconds(pipe, inputs[: args.num_small], work / "out_small", args)
         large = predict_seconds(pipe, inputs, work / "out_large", args)
         bare_after = bare_ms_per_image(pipe, images, args.batch_size, res, 0)
         load_after = os.getloadavg()[0]
@@ -156,25 +173,45 @@ def main(argv=None) -> int:
     marginal = 1000 * (large[0] - small[0]) / (args.num - args.num_small)
     marginal_cpu = 1000 * (large[1] - small[1]) / (args.num - args.num_small)
     model = args.checkpoint or ("bundled" if args.bundled else f"random {args.preset}")
-    row = {"model": model, "device": str(device), "dtype": args.dtype, "size": f"{width}x{height}",
-           "batch": args.batch_size, "processing_res": pipe.config.processing_resolution if res is None else res,
-           "bare_ms": round(bare, 1), "bare_ms_before": round(bare_before, 1), "bare_ms_after": round(bare_after, 1),
-           "predict_ms": round(marginal, 1), "ratio": round(marginal / bare, 3),
-           "bare_cpu_ms": round(bare_cpu, 1), "predict_cpu_ms": round(marginal_cpu, 1),
-           "cpu_ratio": round(marginal_cpu / bare_cpu, 3),
-           "predict_s_small": round(small[0], 2), "predict_s_large": round(large[0], 2),
-           "depth_png_kb": round(png_bytes / 1024, 1), "colour_png_kb": round(colour_bytes / 1024, 1),
-           "load_avg": [round(load_before, 2), round(load_after, 2)]}
+    row = {
+        "model": model,
+        "device": str(device),
+        "dtype": args.dtype,
+        "size": f"{width}x{height}",
+        "batch": args.batch_size,
+        "processing_res": pipe.config.processing_resolution if res is None else res,
+        "bare_ms": round(bare, 1),
+        "bare_ms_before": round(bare_before, 1),
+        "bare_ms_after": round(bare_after, 1),
+        "predict_ms": round(marginal, 1),
+        "ratio": round(marginal / bare, 3),
+        "bare_cpu_ms": round(bare_cpu, 1),
+        "predict_cpu_ms": round(marginal_cpu, 1),
+        "cpu_ratio": round(marginal_cpu / bare_cpu, 3),
+        "predict_s_small": round(small[0], 2),
+        "predict_s_large": round(large[0], 2),
+        "depth_png_kb": round(png_bytes / 1024, 1),
+        "colour_png_kb": round(colour_bytes / 1024, 1),
+        "load_avg": [round(load_before, 2), round(load_after, 2)],
+    }
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    print(f"Device: {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-          f"load average {load_before:.2f} -> {load_after:.2f}")
-    print(f"{model}, {args.dtype}, {args.num} JPEGs of {width}x{height}, batch {args.batch_size}, processing resolution "
-          f"{row['processing_res']}, colour map {args.color_map}; predict: {args.num_small} then {args.num} images\n")
-    print("| bare pipeline ms/image (before, after) | predict ms/image (marginal) | ratio | CPU ms/image: bare, predict "
-          "| CPU ratio | 16-bit PNG KB | colour PNG KB |")
+    print(
+        f"Device: {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+        f"load average {load_before:.2f} -> {load_after:.2f}"
+    )
+    print(
+        f"{model}, {args.dtype}, {args.num} JPEGs of {width}x{height}, batch {args.batch_size}, processing resolution "
+        f"{row['processing_res']}, colour map {args.color_map}; predict: {args.num_small} then {args.num} images\n"
+    )
+    print(
+        "| bare pipeline ms/image (before, after) | predict ms/image (marginal) | ratio | CPU ms/image: bare, predict "
+        "| CPU ratio | 16-bit PNG KB | colour PNG KB |"
+    )
     print("|---|---:|---:|---|---:|---:|---:|")
-    print(f"| {bare:.1f} ({bare_before:.1f}, {bare_after:.1f}) | {marginal:.1f} | {marginal / bare:.2f} | "
-          f"{bare_cpu:.0f}, {marginal_cpu:.0f} | {marginal_cpu / bare_cpu:.2f} | {row['depth_png_kb']} | {row['colour_png_kb']} |")
+    print(
+        f"| {bare:.1f} ({bare_before:.1f}, {bare_after:.1f}) | {marginal:.1f} | {marginal / bare:.2f} | "
+        f"{bare_cpu:.0f}, {marginal_cpu:.0f} | {marginal_cpu / bare_cpu:.2f} | {row['depth_png_kb']} | {row['colour_png_kb']} |"
+    )
     print(json.dumps(row))
     if args.json:
         Path(args.json).write_text(json.dumps(row, indent=1))

@@ -39,7 +39,9 @@ from apdepth.models import build_pipeline  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--preset", default="sd2", help="random-weight architecture: sd2 | small | tiny (default sd2)")
     p.add_argument("--bundled", action="store_true", help="the bundled small model instead of random weights")
     p.add_argument("--device", default="auto")
@@ -76,7 +78,9 @@ def main(argv=None) -> int:
         torch.backends.cudnn.allow_tf32 = True
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     rate = matmul_rate(device, dtype)
-    print(f"# device: {name}; torch {torch.__version__}; dtype {args.dtype}; matmul rate {rate:.1f} TFLOP/s", flush=True)
+    print(
+        f"# device: {name}; torch {torch.__version__}; dtype {args.dtype}; matmul rate {rate:.1f} TFLOP/s", flush=True
+    )
 
     pipe = build(args.preset, device, dtype, args.bundled)
     if device.type == "cpu":
@@ -108,8 +112,16 @@ def main(argv=None) -> int:
                     pipe(x[:bs], processing_resolution=args.res, batch_size=bs, output_type="pt")
 
             ms = timer(call) / bs
-            row = dict(variant=variant, res=args.res, batch=bs, ms_per_image=ms, floor_ms=floor_ms, ratio_to_floor=ms / floor_ms,
-                       rel_err_vs_fp32=err, setup_and_first_call_s=first_s)
+            row = dict(
+                variant=variant,
+                res=args.res,
+                batch=bs,
+                ms_per_image=ms,
+                floor_ms=floor_ms,
+                ratio_to_floor=ms / floor_ms,
+                rel_err_vs_fp32=err,
+                setup_and_first_call_s=first_s,
+            )
             rows.append(row)
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
         return rows
@@ -119,6 +131,7 @@ def main(argv=None) -> int:
             torch._dynamo.reset()
             pipe.enable_channels_last()
             pipe.enable_compile(mode=mode, cuda_graphs=device.type == "cuda")
+
         return setup
 
     plan = [("eager", lambda: None), ("+exact", pipe.enable_exact_speedups)]
@@ -141,14 +154,20 @@ def main(argv=None) -> int:
         r["kept"] = base is not None and e <= max(1.25 * base, base + 1e-3)
     print()
     model = "bundled model" if args.bundled else f"random {args.preset} weights"
-    print(f"Device: {name}; torch {torch.__version__}; dtype {args.dtype}; {model}; {args.res}x{args.res}; "
-          f"{flops / 1e12:.3f} TFLOP/image; floor {floor_ms:.1f} ms/image at {rate:.0f} TFLOP/s")
+    print(
+        f"Device: {name}; torch {torch.__version__}; dtype {args.dtype}; {model}; {args.res}x{args.res}; "
+        f"{flops / 1e12:.3f} TFLOP/image; floor {floor_ms:.1f} ms/image at {rate:.0f} TFLOP/s"
+    )
     print()
-    print("| variant (cumulative) | batch | ms/image | ratio to floor | rel. error vs fp32 | kept | set-up + first call (s) |")
+    print(
+        "| variant (cumulative) | batch | ms/image | ratio to floor | rel. error vs fp32 | kept | set-up + first call (s) |"
+    )
     print("|---|---:|---:|---:|---:|---|---:|")
     for r in rows:
-        print(f"| {r['variant']} | {r['batch']} | {r['ms_per_image']:.1f} | {r['ratio_to_floor']:.2f} | {r['rel_err_vs_fp32']:.2e} | "
-              f"{'yes' if r['kept'] else 'NO'} | {r['setup_and_first_call_s']:.0f} |")
+        print(
+            f"| {r['variant']} | {r['batch']} | {r['ms_per_image']:.1f} | {r['ratio_to_floor']:.2f} | {r['rel_err_vs_fp32']:.2e} | "
+            f"{'yes' if r['kept'] else 'NO'} | {r['setup_and_first_call_s']:.0f} |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0

@@ -27,8 +27,11 @@ def main() -> None:
     ap.add_argument("--sizes", default="256x256,480x640", help="comma-separated HxW list")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
-    ap.add_argument("--write", action="store_true",
-                    help="also time `apdepth synth` itself (write_dataset: render, encode and write every file)")
+    ap.add_argument(
+        "--write",
+        action="store_true",
+        help="also time `apdepth synth` itself (write_dataset: render, encode and write every file)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -56,9 +59,13 @@ def main() -> None:
                     write_dataset(tmp, args.num, h, w, seed=seeds[0], scene=args.scene, progress=False)
                     best = min(best, time.perf_counter() - t0)
                     cpu = min(cpu, time.process_time() - c0)
-            rows.append((f"{h}x{w}, apdepth synth (written)", args.num / best, 1000 * best / args.num, 1000 * cpu / args.num))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-          f"{platform.processor() or platform.machine()}, scene={args.scene}, {args.num} images per batch\n")
+            rows.append(
+                (f"{h}x{w}, apdepth synth (written)", args.num / best, 1000 * best / args.num, 1000 * cpu / args.num)
+            )
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+        f"{platform.processor() or platform.machine()}, scene={args.scene}, {args.num} images per batch\n"
+    )
     print("| size (HxW) | images/s | wall ms/image | CPU ms/image (all threads) |")
     print("|---|---:|---:|---:|")
     for name, ips, ms, cpu_ms in rows:

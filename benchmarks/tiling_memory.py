@@ -50,8 +50,8 @@ def _peak_rss_gb() -> float:
 
 
 def child(args) -> dict:
-    from apdepth.runtime import pick_device, pick_dtype
     from apdepth.image_io import read_image
+    from apdepth.runtime import pick_device, pick_dtype
 
     device, dtype = pick_device(args.device), pick_dtype(args.dtype)
     pipe = load(args, device, dtype)
@@ -89,8 +89,11 @@ def main(argv=None) -> int:
         passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
         for variant in ("untiled", "tiled"):
             save = str(Path(tmp) / f"{variant}.npy")
-            res = subprocess.run([sys.executable, __file__, *passthrough, "--child", variant, "--save", save],
-                                 capture_output=True, text=True)
+            res = subprocess.run(
+                [sys.executable, __file__, *passthrough, "--child", variant, "--save", save],
+                capture_output=True,
+                text=True,
+            )
             if res.returncode:
                 tail = res.stderr.strip().splitlines()[-1:] or ["?"]
                 rows[variant] = dict(variant=variant, error=tail[0])

@@ -53,17 +53,36 @@ def main(argv=None) -> int:
     clip = args.out / "clip_640x360.mp4"
     if not clip.exists():
         make_clip(clip, args.seconds)
-    cmd = [sys.executable, "-m", "apdepth", "predict", str(clip), "--output", str(args.out / "depth"),
-           "--device", args.device, "--side-by-side", "--quiet", *args.extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "apdepth",
+        "predict",
+        str(clip),
+        "--output",
+        str(args.out / "depth"),
+        "--device",
+        args.device,
+        "--side-by-side",
+        "--quiet",
+        *args.extra,
+    ]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # kB on Linux
     rec = json.loads((args.out / "depth" / "clip_640x360_video.json").read_text())
-    result = {"command": " ".join(cmd[1:]), "frames": rec["frames"], "size": [rec["height"], rec["width"]],
-              "processing_size": rec["processing_size"], "fps_in": rec["fps"],
-              "frames_per_s_pipeline": rec["frames_per_s"], "frames_per_s_wall": round(rec["frames"] / wall, 3),
-              "wall_s": round(wall, 1), "peak_rss_mb": round(peak_mb, 1)}
+    result = {
+        "command": " ".join(cmd[1:]),
+        "frames": rec["frames"],
+        "size": [rec["height"], rec["width"]],
+        "processing_size": rec["processing_size"],
+        "fps_in": rec["fps"],
+        "frames_per_s_pipeline": rec["frames_per_s"],
+        "frames_per_s_wall": round(rec["frames"] / wall, 3),
+        "wall_s": round(wall, 1),
+        "peak_rss_mb": round(peak_mb, 1),
+    }
     (args.out / "speed.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     return 0

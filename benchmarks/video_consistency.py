@@ -26,7 +26,9 @@ from pathlib import Path
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, type=Path, help="results folder")
-    p.add_argument("--data", type=Path, default=Path("data/synth_video_test"), help="sequence folder (rendered if missing)")
+    p.add_argument(
+        "--data", type=Path, default=Path("data/synth_video_test"), help="sequence folder (rendered if missing)"
+    )
     p.add_argument("--num", type=int, default=20, help="sequences (default 20)")
     p.add_argument("--frames", type=int, default=48, help="frames per sequence (default 48)")
     p.add_argument("--size", default="120x160", help="frame size HxW (default 120x160)")
@@ -38,8 +40,11 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, default=1, help="processes for rendering (default 1)")
-    p.add_argument("--reuse-predictions", action="store_true",
-                   help="reuse the per-frame predictions saved in OUT/raw/ by an earlier run (same model only)")
+    p.add_argument(
+        "--reuse-predictions",
+        action="store_true",
+        help="reuse the per-frame predictions saved in OUT/raw/ by an earlier run (same model only)",
+    )
     return p.parse_args(argv)
 
 
@@ -50,8 +55,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     h, w = parse_size(args.size)
     t0 = time.perf_counter()
-    write_video_dataset(args.data, args.num, args.frames, h, w, args.seed, args.scene, skip_existing=True,
-                        workers=args.workers)
+    write_video_dataset(
+        args.data, args.num, args.frames, h, w, args.seed, args.scene, skip_existing=True, workers=args.workers
+    )
     t_render = time.perf_counter() - t0
     pipe = None
 
@@ -63,11 +69,18 @@ def main(argv=None) -> int:
             pipe = load_pipeline(args.checkpoint, prior=args.prior, device=args.device, quiet=True)
         return pipe(*a, **kw)
 
-    summary = evaluate_video_sequences(predictor, args.data, args.out, max_sequences=args.num, max_frames=args.frames,
-                                       processing_resolution=args.processing_res, batch_size=args.batch_size,
-                                       reuse_predictions=args.reuse_predictions,
-                                       sequence_ids=[f"{s:08d}" for s in range(args.seed, args.seed + args.num)],
-                                       model_id=str(args.checkpoint or "bundled"))
+    summary = evaluate_video_sequences(
+        predictor,
+        args.data,
+        args.out,
+        max_sequences=args.num,
+        max_frames=args.frames,
+        processing_resolution=args.processing_res,
+        batch_size=args.batch_size,
+        reuse_predictions=args.reuse_predictions,
+        sequence_ids=[f"{s:08d}" for s in range(args.seed, args.seed + args.num)],
+        model_id=str(args.checkpoint or "bundled"),
+    )
     summary["command"] = "python benchmarks/video_consistency.py " + " ".join(sys.argv[1:] if argv is None else argv)
     summary["checkpoint"] = args.checkpoint or "bundled"
     summary["render_seconds"] = round(t_render, 1)

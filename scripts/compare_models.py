@@ -14,14 +14,16 @@ project's one visualiser (:func:`apdepth.visualize.colorize_depth`).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     p.add_argument("images", nargs="+", help="input images")
     p.add_argument("--model", action="append", required=True, metavar="LABEL=CHECKPOINT|bundled")
     p.add_argument("--out", required=True, help="PNG to write")

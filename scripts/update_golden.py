@@ -25,7 +25,9 @@ def weights_sha256() -> str:
     from apdepth.pipeline import BUNDLED_MODEL_DIR
 
     h = hashlib.sha256()
-    for path in sorted(p for p in BUNDLED_MODEL_DIR.rglob("*") if p.is_file() and p.suffix in (".json", ".safetensors")):
+    for path in sorted(
+        p for p in BUNDLED_MODEL_DIR.rglob("*") if p.is_file() and p.suffix in (".json", ".safetensors")
+    ):
         h.update(str(path.relative_to(BUNDLED_MODEL_DIR)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()

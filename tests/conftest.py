@@ -61,8 +61,15 @@ def write_tiny_clip(root: Path, hidden: int = 16, max_len: int = 8) -> None:
     tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=max_len)
     tokenizer.save_pretrained(tok_dir)
     cfg = CLIPTextConfig(
-        vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=1,
-        num_attention_heads=2, max_position_embeddings=max_len, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=max_len,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
     )
     torch.manual_seed(0)
     CLIPTextModel(cfg).save_pretrained(root / "text_encoder")

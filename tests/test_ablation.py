@@ -31,7 +31,11 @@ def _script():
 def checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("ablation_ckpts")
     paths = {}
-    for name, kwargs in {"noprior": dict(seed=1, use_prior=False), "stage1": dict(seed=2), "stage2": dict(seed=3)}.items():
+    for name, kwargs in {
+        "noprior": dict(seed=1, use_prior=False),
+        "stage1": dict(seed=2),
+        "stage2": dict(seed=3),
+    }.items():
         paths[name] = root / name
         build_pipeline("tiny", **kwargs).save_pretrained(paths[name])
     return paths
@@ -46,8 +50,9 @@ def test_set(tmp_path_factory):
     parser = argparse.ArgumentParser()
     synth.add_arguments(parser)
     out = tmp_path_factory.mktemp("synth_test") / "set"
-    args = parser.parse_args(["--out", str(out), "--num", "3", "--size", f"{H}x{W}", "--seed", "900000",
-                              "--scene", "mixed"])
+    args = parser.parse_args(
+        ["--out", str(out), "--num", "3", "--size", f"{H}x{W}", "--seed", "900000", "--scene", "mixed"]
+    )
     assert synth.run(args) == 0
     return out
 
@@ -68,17 +73,42 @@ def test_prior_only_adapter_returns_the_pipelines_prior_depth(checkpoints):
 
 
 def _args(test_set, ckpts, tmp_path, *extra):
-    return ["--test-set", str(test_set), "--noprior", str(ckpts["noprior"]), "--stage1", str(ckpts["stage1"]),
-            "--stage2", str(ckpts["stage2"]), "--output", str(tmp_path / "results"),
-            "--figure", str(tmp_path / "images" / "ablation.png"), "--tile-width", "96", "--no-progress",
-            "--device", "cpu", *extra]
+    return [
+        "--test-set",
+        str(test_set),
+        "--noprior",
+        str(ckpts["noprior"]),
+        "--stage1",
+        str(ckpts["stage1"]),
+        "--stage2",
+        str(ckpts["stage2"]),
+        "--output",
+        str(tmp_path / "results"),
+        "--figure",
+        str(tmp_path / "images" / "ablation.png"),
+        "--tile-width",
+        "96",
+        "--no-progress",
+        "--device",
+        "cpu",
+        *extra,
+    ]
 
 
 def test_ablation_end_to_end(tmp_path, checkpoints, test_set, capsys):
     ablation = _script()
     # 32 px processing resolution: less work, and predictions must be resized back onto the 48x64 GT.
-    argv = _args(test_set, checkpoints, tmp_path, "--cache-dir", str(tmp_path / "cache"), "--processing-res", "32",
-                 "--bootstrap", "200")
+    argv = _args(
+        test_set,
+        checkpoints,
+        tmp_path,
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--processing-res",
+        "32",
+        "--bootstrap",
+        "200",
+    )
     assert ablation.main(argv) == 0
 
     data = json.loads((tmp_path / "results" / "ablation.json").read_text())
@@ -114,7 +144,9 @@ def test_ablation_end_to_end(tmp_path, checkpoints, test_set, capsys):
     assert "depth-aligned (reference only)" in md
     assert "](../images/ablation.png)" in md and "](../images/ablation_edges.png)" in md
     assert md.count("\n| (") == 5  # four rows plus the prior's depth-aligned reference line
-    assert "| VAE depth round trip (upper bound) | depth |" in md and "| vertical ramp (bottom = near) | disparity |" in md
+    assert (
+        "| VAE depth round trip (upper bound) | depth |" in md and "| vertical ramp (bottom = near) | disparity |" in md
+    )
     assert md.count("\n| frequency loss: (d) stage 2 vs (c) stage 1 |") == 3
     assert "(d) ApDepth, stage 2" in capsys.readouterr().out
 
@@ -126,7 +158,7 @@ def test_ablation_end_to_end(tmp_path, checkpoints, test_set, capsys):
     with Image.open(tmp_path / "images" / "ablation_edges.png") as im:
         assert im.size[0] == width
     # Tiles are painted: the GT column of the first scene is not blank.
-    gt_tile = fig[ablation.HEADER:ablation.HEADER + 72, width - 96 - ablation.GAP:width - ablation.GAP]
+    gt_tile = fig[ablation.HEADER : ablation.HEADER + 72, width - 96 - ablation.GAP : width - ablation.GAP]
     assert gt_tile.std() > 5
 
     # Cached predictions are reused; a cache made with other settings is refused, not silently mixed.
@@ -146,8 +178,9 @@ def test_ablation_rejects_swapped_checkpoints(tmp_path, checkpoints, test_set):
         ablation.main(_args(test_set, missing, tmp_path, "--cache-dir", str(tmp_path / "cache")))
     assert not (tmp_path / "cache").exists()
     with pytest.raises(ValueError, match="no prior"):
-        ablation.main(_args(test_set, checkpoints, tmp_path, "--prior-from", str(checkpoints["noprior"]),
-                            "--max-samples", "1"))
+        ablation.main(
+            _args(test_set, checkpoints, tmp_path, "--prior-from", str(checkpoints["noprior"]), "--max-samples", "1")
+        )
 
 
 def test_paired_bootstrap_interval():
@@ -164,9 +197,16 @@ def test_paired_bootstrap_interval():
     a[:10] = np.nan
     r = ablation.paired_bootstrap(a, b, resamples=0)
     assert r["n"] == 390 and math.isnan(r["lo"]) and math.isnan(r["hi"])
-    verdicts = {d["metric"]: d["verdict"] for d in ablation.compare(
-        {("stage1", "depth"): {"abs_rel": a, "delta1": -a, "boundary_f1": np.zeros(400)},
-         ("stage2", "depth"): {"abs_rel": b, "delta1": -b, "boundary_f1": np.zeros(400)}}, 500)}
+    verdicts = {
+        d["metric"]: d["verdict"]
+        for d in ablation.compare(
+            {
+                ("stage1", "depth"): {"abs_rel": a, "delta1": -a, "boundary_f1": np.zeros(400)},
+                ("stage2", "depth"): {"abs_rel": b, "delta1": -b, "boundary_f1": np.zeros(400)},
+            },
+            500,
+        )
+    }
     assert verdicts == {"abs_rel": "better", "delta1": "better", "boundary_f1": "no significant difference"}
 
 

@@ -28,7 +28,9 @@ def _table(text: str) -> list[list[str]]:
 
 def test_flop_count_of_the_paper_architecture():
     # SD2 U-Net (8 input channels), SD VAE and DA-V2-Small on the meta device: 13.2 TFLOP per 768x768 image.
-    header, row = _table(_run(str(BENCH / "latency.py"), "--flops-only", "--preset", "sd2", "--resolutions", "768").stdout)
+    header, row = _table(
+        _run(str(BENCH / "latency.py"), "--flops-only", "--preset", "sd2", "--resolutions", "768").stdout
+    )
     values = dict(zip(header, row))
     stages = [float(values[k]) for k in ("prior", "vae_encode (image + prior)", "unet", "vae_decode")]
     total = float(values["total (TFLOP per image)"])
@@ -38,8 +40,27 @@ def test_flop_count_of_the_paper_architecture():
 
 def test_latency_rows_and_check(tmp_path):
     out = tmp_path / "rows.json"
-    res = _run(str(BENCH / "latency.py"), "--preset", "tiny", "--device", "cpu", "--dtype", "bf16", "--resolutions", "32",
-               "--batch-sizes", "1", "2", "--warmup", "1", "--iters", "2", "--check", "--json", str(out))
+    res = _run(
+        str(BENCH / "latency.py"),
+        "--preset",
+        "tiny",
+        "--device",
+        "cpu",
+        "--dtype",
+        "bf16",
+        "--resolutions",
+        "32",
+        "--batch-sizes",
+        "1",
+        "2",
+        "--warmup",
+        "1",
+        "--iters",
+        "2",
+        "--check",
+        "--json",
+        str(out),
+    )
     rows = json.loads(out.read_text())
     assert [(r["variant"], r["res"], r["batch"]) for r in rows] == [("eager", 32, 1), ("eager", 32, 2)]
     for r in rows:
@@ -48,7 +69,9 @@ def test_latency_rows_and_check(tmp_path):
         assert 0 < r["rel_err_vs_fp32"] < 0.1  # bf16 against fp32 on the same input
         assert abs(r["ratio_to_floor"] - r["ms_per_image"] / r["floor_ms"]) < 1e-6
     table = _table(res.stdout)
-    assert table[0][:4] == ["variant", "res", "input", "batch"] and table[0][-1] == "rel_err_vs_fp32" and len(table) == 3
+    assert (
+        table[0][:4] == ["variant", "res", "input", "batch"] and table[0][-1] == "rel_err_vs_fp32" and len(table) == 3
+    )
 
 
 def test_tiling_memory_compares_both_variants():
@@ -63,14 +86,30 @@ def test_tiling_memory_compares_both_variants():
 @pytest.mark.slow
 def test_gpu_benchmark_dry_run_on_cpu(tmp_path):
     # BUDGET_S: a cold compile cache on a 2-core CPU needs a few minutes
-    env = dict(PYTHON=sys.executable, PRESET="tiny", DEVICE="cpu", DTYPE="bf16", RES="32", BIG="32", HUGE="256", BUDGET_S="800",
-               TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"))
+    env = dict(
+        PYTHON=sys.executable,
+        PRESET="tiny",
+        DEVICE="cpu",
+        DTYPE="bf16",
+        RES="32",
+        BIG="32",
+        HUGE="256",
+        BUDGET_S="800",
+        TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"),
+    )
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), **env)
-    res = subprocess.run(["bash", str(BENCH / "gpu_benchmark.sh"), str(tmp_path / "out")], capture_output=True, text=True,
-                         timeout=900, env=env)
+    res = subprocess.run(
+        ["bash", str(BENCH / "gpu_benchmark.sh"), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     summary = res.stdout.split("# Summary", 1)[1]
-    assert not [ln for ln in res.stdout.splitlines() if ln.startswith("== ") and (": exit" in ln or "budget spent" in ln)]
+    assert not [
+        ln for ln in res.stdout.splitlines() if ln.startswith("== ") and (": exit" in ln or "budget spent" in ln)
+    ]
     for name in ("compiled", "eager", "sweep"):
         assert json.loads((tmp_path / "out" / f"{name}.json").read_text())
     assert "# 256x256 at native resolution with VAE tiling" in summary
@@ -79,8 +118,28 @@ def test_gpu_benchmark_dry_run_on_cpu(tmp_path):
 
 def test_speedups_rows_are_timed_and_gated_against_fp32(tmp_path):
     out = tmp_path / "rows.json"
-    res = _run(str(BENCH / "speedups.py"), "--preset", "tiny", "--device", "cpu", "--dtype", "bf16", "--res", "32",
-               "--batch-sizes", "1", "2", "--warmup", "1", "--iters", "1", "--no-compile", "--json", str(out), timeout=600)
+    res = _run(
+        str(BENCH / "speedups.py"),
+        "--preset",
+        "tiny",
+        "--device",
+        "cpu",
+        "--dtype",
+        "bf16",
+        "--res",
+        "32",
+        "--batch-sizes",
+        "1",
+        "2",
+        "--warmup",
+        "1",
+        "--iters",
+        "1",
+        "--no-compile",
+        "--json",
+        str(out),
+        timeout=600,
+    )
     rows = json.loads(out.read_text())
     assert [(r["variant"], r["batch"]) for r in rows] == [("eager", 1), ("eager", 2), ("+exact", 1), ("+exact", 2)]
     eager, exact = rows[0]["rel_err_vs_fp32"], rows[2]["rel_err_vs_fp32"]
@@ -92,8 +151,26 @@ def test_speedups_rows_are_timed_and_gated_against_fp32(tmp_path):
 
 def test_predict_throughput_compares_predict_with_the_bare_pipeline(tmp_path):
     out = tmp_path / "row.json"
-    res = _run(str(BENCH / "predict_throughput.py"), "--preset", "tiny", "--device", "cpu", "--dtype", "fp32",
-               "--size", "64x48", "--num", "4", "--num-small", "1", "--warmup", "1", "--json", str(out), timeout=600)
+    res = _run(
+        str(BENCH / "predict_throughput.py"),
+        "--preset",
+        "tiny",
+        "--device",
+        "cpu",
+        "--dtype",
+        "fp32",
+        "--size",
+        "64x48",
+        "--num",
+        "4",
+        "--num-small",
+        "1",
+        "--warmup",
+        "1",
+        "--json",
+        str(out),
+        timeout=600,
+    )
     row = json.loads(out.read_text())
     assert row["bare_ms"] > 0 and row["predict_ms"] > 0 and row["bare_cpu_ms"] > 0
     assert abs(row["ratio"] - row["predict_ms"] / row["bare_ms"]) < 0.01 * row["ratio"] + 1e-3
@@ -103,13 +180,30 @@ def test_predict_throughput_compares_predict_with_the_bare_pipeline(tmp_path):
 
 @pytest.mark.slow
 def test_gpu_speedups_dry_run_on_cpu(tmp_path):
-    env = dict(PYTHON=sys.executable, PRESET="tiny", DEVICE="cpu", RES="32", SIZE="64x48", NUM="4", NUM_SMALL="1",
-               BATCH="2", COMPILE="0", BUDGET_S="600")
+    env = dict(
+        PYTHON=sys.executable,
+        PRESET="tiny",
+        DEVICE="cpu",
+        RES="32",
+        SIZE="64x48",
+        NUM="4",
+        NUM_SMALL="1",
+        BATCH="2",
+        COMPILE="0",
+        BUDGET_S="600",
+    )
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), **env)
-    res = subprocess.run(["bash", str(BENCH / "gpu_speedups.sh"), str(tmp_path / "out")], capture_output=True, text=True,
-                         timeout=700, env=env)
+    res = subprocess.run(
+        ["bash", str(BENCH / "gpu_speedups.sh"), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=700,
+        env=env,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
-    assert not [ln for ln in res.stdout.splitlines() if ln.startswith("== ") and (": exit" in ln or "budget spent" in ln)]
+    assert not [
+        ln for ln in res.stdout.splitlines() if ln.startswith("== ") and (": exit" in ln or "budget spent" in ln)
+    ]
     rows = json.loads((tmp_path / "out" / "speedups.json").read_text())
     assert {r["variant"] for r in rows} == {"eager", "+exact"}
     assert json.loads((tmp_path / "out" / "throughput.json").read_text())["ratio"] > 0

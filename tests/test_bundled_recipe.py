@@ -43,8 +43,17 @@ def test_photometric_is_a_function_of_the_generator_and_stays_in_range():
 
 def test_photometric_exposure_alone_scales_intensities():
     # Only exposure (+1 stop exactly): every other effect is the identity.
-    cfg = PhotometricConfig(probability=1.0, exposure_stops=[1.0, 1.0], white_balance=0.0, gamma=[1.0, 1.0],
-                            contrast=[1.0, 1.0], saturation=[1.0, 1.0], p_blur=0.0, p_noise=0.0, p_jpeg=0.0)
+    cfg = PhotometricConfig(
+        probability=1.0,
+        exposure_stops=[1.0, 1.0],
+        white_balance=0.0,
+        gamma=[1.0, 1.0],
+        contrast=[1.0, 1.0],
+        saturation=[1.0, 1.0],
+        p_blur=0.0,
+        p_noise=0.0,
+        p_jpeg=0.0,
+    )
     rgb = _image() * 0.4  # stays below 0.5: doubling does not clip
     out = photometric_augment(rgb, np.random.default_rng(0), cfg)
     torch.testing.assert_close(out, rgb * 2.0, atol=1e-5, rtol=1e-5)
@@ -69,8 +78,16 @@ def test_training_batches_augment_rgb_only():
 def test_photometric_config_key_is_checked(tmp_path, capsys):
     from apdepth.cli import main
 
-    code = main(["train", "--config", str(ROOT / "configs/train/tiny_synthetic.yaml"), "--output", str(tmp_path),
-                 "data.photometric.probabilty=0.5"])
+    code = main(
+        [
+            "train",
+            "--config",
+            str(ROOT / "configs/train/tiny_synthetic.yaml"),
+            "--output",
+            str(tmp_path),
+            "data.photometric.probabilty=0.5",
+        ]
+    )
     assert code != 0
     assert "probabilty" in capsys.readouterr().err
 
@@ -124,13 +141,18 @@ def test_bundled_configs_name_known_keys():
 @pytest.mark.slow
 def test_train_bundled_chain_dry_run(tmp_path):
     """The chain script end to end at toy budgets: every model trained, packed, and the pipeline loads."""
-    env = dict(os.environ, OUT_ROOT=str(tmp_path / "runs"), OMP_NUM_THREADS="1",
-               PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+        os.environ,
+        OUT_ROOT=str(tmp_path / "runs"),
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
     venv_bin = Path(os.sys.executable).parent
     env["APDEPTH"] = str(venv_bin / "apdepth") if (venv_bin / "apdepth").exists() else "apdepth"
     env["PYTHON"] = os.sys.executable
-    res = subprocess.run(["bash", str(ROOT / "scripts/train_bundled.sh"), "dry"], env=env, capture_output=True,
-                         text=True, timeout=1500)
+    res = subprocess.run(
+        ["bash", str(ROOT / "scripts/train_bundled.sh"), "dry"], env=env, capture_output=True, text=True, timeout=1500
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     packed = tmp_path / "runs" / "packed"
     assert sorted(p.name for p in packed.iterdir()) == ["apdepth.tar", "noprior.tar", "prior.tar", "vae.tar"]
@@ -141,7 +163,8 @@ def test_train_bundled_chain_dry_run(tmp_path):
     depth = pipe(np.zeros((40, 56, 3), np.uint8)).depth
     assert depth.shape == (1, 40, 56) and np.isfinite(depth).all()
     # A second run finds every model finished and only re-packs.
-    again = subprocess.run(["bash", str(ROOT / "scripts/train_bundled.sh"), "dry"], env=env, capture_output=True,
-                           text=True, timeout=600)
+    again = subprocess.run(
+        ["bash", str(ROOT / "scripts/train_bundled.sh"), "dry"], env=env, capture_output=True, text=True, timeout=600
+    )
     assert again.returncode == 0
     assert again.stdout.count("already finished") == 4

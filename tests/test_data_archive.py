@@ -4,9 +4,8 @@ import tarfile
 
 import pytest
 
-from apdepth.data.archive import FolderArchive, TarArchive, normalize_relpath, open_archive, read_split_file
-
 from _dataset_layouts import both, write_tar
+from apdepth.data.archive import FolderArchive, TarArchive, normalize_relpath, open_archive, read_split_file
 
 FILES = {"a/b/one.bin": b"\x00\x01payload", "top.txt": b"hello", "a/empty.dat": b""}
 

@@ -1,12 +1,10 @@
-
 import numpy as np
 import pytest
 import torch
 
+from _dataset_layouts import both, jpg, npy, png8, png16, rgb_pattern, write_tree
 from apdepth.data import get_dataset
 from apdepth.data.transforms import RandomHorizontalFlip, hflip, normalize_depth_quantile
-
-from _dataset_layouts import both, jpg, npy, png8, png16, rgb_pattern, write_tree
 
 KINDS = ["tar", "folder"]
 
@@ -155,8 +153,11 @@ def test_diode(tmp_path, kind):
     stem = "indoors/scene_00021/scan_00189/00021_00189_indoors_200_010"
     depth = np.array([[0.5, 0.7, 5.0], [349.0, 351.0, 3.0]], np.float32)[..., None]  # (H, W, 1) as DIODE
     mask = np.array([[1, 1, 1], [1, 1, 0]], np.float32)
-    files = {f"{stem}.png": png8(rgb_pattern(2, 3)), f"{stem}_depth.npy": npy(depth),
-             f"{stem}_depth_mask.npy": npy(mask)}
+    files = {
+        f"{stem}.png": png8(rgb_pattern(2, 3)),
+        f"{stem}_depth.npy": npy(depth),
+        f"{stem}_depth_mask.npy": npy(mask),
+    }
     root = both(tmp_path, "diode", files)[kind]
     split = tmp_path / "diode.txt"
     split.write_text(f"{stem}.png {stem}_depth.npy {stem}_depth_mask.npy\n")
@@ -172,8 +173,10 @@ def test_diode(tmp_path, kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_hypersim(tmp_path, kind):
     depth = np.array([[0, 1234], [64999, 65001]], np.uint16)
-    files = {"ai_001_001/rgb_cam_00_fr0000.png": png8(rgb_pattern(2, 2)),
-             "ai_001_001/depth_plane_cam_00_fr0000.png": png16(depth)}
+    files = {
+        "ai_001_001/rgb_cam_00_fr0000.png": png8(rgb_pattern(2, 2)),
+        "ai_001_001/depth_plane_cam_00_fr0000.png": png16(depth),
+    }
     ds = get_dataset("hypersim", both(tmp_path, "hs", files)[kind])
     s = ds[0]
     np.testing.assert_allclose(s["depth"].numpy(), depth / 1000.0, rtol=1e-6)
@@ -248,8 +251,12 @@ def test_normalize_depth_quantile():
 
 
 def test_hflip():
-    s = {"rgb": torch.arange(12.0).reshape(1, 3, 4).expand(3, 3, 4).clone(), "depth": torch.arange(12.0).reshape(3, 4),
-         "valid": torch.tensor([[True, False, False, False]] * 3), "rgb_relpath": "x.png"}
+    s = {
+        "rgb": torch.arange(12.0).reshape(1, 3, 4).expand(3, 3, 4).clone(),
+        "depth": torch.arange(12.0).reshape(3, 4),
+        "valid": torch.tensor([[True, False, False, False]] * 3),
+        "rgb_relpath": "x.png",
+    }
     f = hflip(s)
     assert f["depth"][0].tolist() == [3.0, 2.0, 1.0, 0.0] and f["valid"][0].tolist() == [False, False, False, True]
     assert f["rgb_relpath"] == "x.png" and torch.equal(hflip(f)["rgb"], s["rgb"])

@@ -29,14 +29,20 @@ def uploads(tmp_path):
 def test_process_images_writes_every_output(tiny_pipeline, uploads, tmp_path):
     calls = []
     results = process_images(
-        tiny_pipeline, [uploads / "a" / "photo.png", uploads / "b" / "photo.png"], tmp_path / "out",
-        processing_resolution=32, color_map="magma", progress=lambda frac, desc="": calls.append((frac, desc)),
+        tiny_pipeline,
+        [uploads / "a" / "photo.png", uploads / "b" / "photo.png"],
+        tmp_path / "out",
+        processing_resolution=32,
+        color_map="magma",
+        progress=lambda frac, desc="": calls.append((frac, desc)),
     )
     assert [r.name for r in results] == ["photo.png", "photo.png"]
     assert [r.shape for r in results] == [(30, 40), (24, 20)]
     names = [[p.name for p in r.downloads] for r in results]
-    assert names == [["photo_depth.png", "photo_depth.npy", "photo_depth_colored.png", "photo.ply"],
-                     ["photo_2_depth.png", "photo_2_depth.npy", "photo_2_depth_colored.png", "photo_2.ply"]]
+    assert names == [
+        ["photo_depth.png", "photo_depth.npy", "photo_depth_colored.png", "photo.ply"],
+        ["photo_2_depth.png", "photo_2_depth.npy", "photo_2_depth_colored.png", "photo_2.ply"],
+    ]
     for r in results:
         png16, npy, colored, ply = r.downloads
         depth = np.load(npy)
@@ -56,8 +62,10 @@ def test_process_images_writes_every_output(tiny_pipeline, uploads, tmp_path):
     "make, message",
     [
         (lambda up: [up / "broken.jpg"], "broken.jpg: not a recognised image format"),
-        (lambda up: [up / "broken.jpg", up / "cut.jpg"],
-         r"^broken.jpg: not a recognised image format; cut.jpg: cannot read the image"),
+        (
+            lambda up: [up / "broken.jpg", up / "cut.jpg"],
+            r"^broken.jpg: not a recognised image format; cut.jpg: cannot read the image",
+        ),
         (lambda up: [], "Upload at least one image"),
         (lambda up: [up / "a" / "photo.png"] * 3, "at most 2"),
     ],
@@ -93,7 +101,8 @@ def test_click_handler_turns_errors_into_gradio_messages(tiny_pipeline, uploads,
     with pytest.raises(gr.Error, match="broken.jpg: not a recognised image format"):
         handler([str(uploads / "broken.jpg")], 32, "Spectral", 60, 10, progress=noop)
     slider, prior, glb, downloads, state, pick, status = handler(
-        [str(uploads / "a" / "photo.png")], 32, "Spectral", 60, 10, progress=noop)
+        [str(uploads / "a" / "photo.png")], 32, "Spectral", 60, 10, progress=noop
+    )
     assert slider[0].endswith("photo_input.png") and slider[1].endswith("photo_depth_colored.png")
     assert glb.endswith(".glb") and len(downloads) == 4 and state[0]["name"] == "photo.png"
     assert "1 image" in status
@@ -102,8 +111,12 @@ def test_click_handler_turns_errors_into_gradio_messages(tiny_pipeline, uploads,
 
 
 def test_one_bad_file_does_not_block_the_good_ones(tiny_pipeline, uploads, tmp_path):
-    results = process_images(tiny_pipeline, [uploads / "a" / "photo.png", uploads / "cut.jpg", uploads / "b" / "photo.png"],
-                             tmp_path / "o", processing_resolution=32)
+    results = process_images(
+        tiny_pipeline,
+        [uploads / "a" / "photo.png", uploads / "cut.jpg", uploads / "b" / "photo.png"],
+        tmp_path / "o",
+        processing_resolution=32,
+    )
     assert [r.shape for r in results] == [(30, 40), (24, 20)]
     assert list(results.failed) == ["cut.jpg"] and results.failed["cut.jpg"].startswith("cannot read the image")
 
@@ -128,15 +141,17 @@ def test_errors_stay_on_screen_and_partial_failures_are_listed(tiny_pipeline, up
     assert info.value.duration is None  # stays until closed (it vanished after 10 s)
     warnings = []
     monkeypatch.setattr(gr, "Warning", lambda message, duration=10, **k: warnings.append((message, duration)))
-    *_, status = handler([str(uploads / "a" / "photo.png"), str(uploads / "broken.jpg")], 32, "Spectral", 60, 10,
-                         progress=noop)
+    *_, status = handler(
+        [str(uploads / "a" / "photo.png"), str(uploads / "broken.jpg")], 32, "Spectral", 60, 10, progress=noop
+    )
     assert "**1 image**" in status and "**Not processed (1):**\n- broken.jpg: not a recognised image format" in status
     assert warnings == [("1 of 2 files could not be processed: broken.jpg: not a recognised image format", None)]
 
 
 def test_ply_is_capped_and_outputs_are_removed_on_exit(tiny_pipeline, uploads, tmp_path):
-    results = process_images(tiny_pipeline, [uploads / "a" / "photo.png"], tmp_path / "o", processing_resolution=32,
-                             max_ply_points=300)
+    results = process_images(
+        tiny_pipeline, [uploads / "a" / "photo.png"], tmp_path / "o", processing_resolution=32, max_ply_points=300
+    )
     points, _ = read_ply(results[0].downloads[3])
     assert 0 < len(points) == results[0].n_points <= 300  # 30x40 = 1200 pixels -> every second row and column
     from apdepth.demo import _display_copy

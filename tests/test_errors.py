@@ -32,14 +32,28 @@ def no_hub(monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", forbidden)
 
 
-@pytest.mark.parametrize("device, line", [
-    ("0", "error: unknown --device '0': use auto, cpu, cuda, cuda:N or mps (for GPU 0: cuda:0)"),
-    ("gpu", "error: unknown --device 'gpu': use auto, cpu, cuda, cuda:N or mps (for a GPU: cuda)"),
-    ("cuda:x", "error: unknown --device 'cuda:x': use auto, cpu, cuda, cuda:N or mps"),
-])
+@pytest.mark.parametrize(
+    "device, line",
+    [
+        ("0", "error: unknown --device '0': use auto, cpu, cuda, cuda:N or mps (for GPU 0: cuda:0)"),
+        ("gpu", "error: unknown --device 'gpu': use auto, cpu, cuda, cuda:N or mps (for a GPU: cuda)"),
+        ("cuda:x", "error: unknown --device 'cuda:x': use auto, cpu, cuda, cuda:N or mps"),
+    ],
+)
 def test_bad_device_is_one_line(image, tmp_path, tiny_checkpoint, capsys, device, line):
-    rc = main(["predict", str(image), "-o", str(tmp_path / "o"), "--checkpoint", str(tiny_checkpoint),
-               "--device", device, "--quiet"])
+    rc = main(
+        [
+            "predict",
+            str(image),
+            "-o",
+            str(tmp_path / "o"),
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--device",
+            device,
+            "--quiet",
+        ]
+    )
     assert rc == 2 and capsys.readouterr().err == line + "\n"
 
 
@@ -47,15 +61,18 @@ def test_train_without_the_train_extra(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if it were not installed
     assert main(["train", "--config", "configs/train/does-not-matter.yaml"]) == 2
     assert capsys.readouterr().err == (
-        "error: training needs the train extra: pip install 'apdepth[train]' (missing: tensorboard)\n")
+        "error: training needs the train extra: pip install 'apdepth[train]' (missing: tensorboard)\n"
+    )
 
 
 def test_demo_with_a_missing_checkpoint(capsys, no_hub):
     pytest.importorskip("gradio")
     assert main(["demo", "--checkpoint", "./nope", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
-    assert err == ("error: Checkpoint './nope': no such folder (it reads as a local path, so it is not looked up "
-                   "as a Hugging Face Hub id of the form 'owner/name').\n")
+    assert err == (
+        "error: Checkpoint './nope': no such folder (it reads as a local path, so it is not looked up "
+        "as a Hugging Face Hub id of the form 'owner/name').\n"
+    )
 
 
 def test_eval_with_a_missing_checkpoint(tmp_path, capsys, no_hub):
@@ -113,8 +130,10 @@ def test_offline_hub_id_fails_fast_with_the_current_cli_hint(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", unreachable)
     calls.clear()
     t0 = time.perf_counter()
-    with pytest.raises(CheckpointNotFoundError, match="cannot reach huggingface.co: Network is unreachable; "
-                                                      "not in the local cache either"):
+    with pytest.raises(
+        CheckpointNotFoundError,
+        match="cannot reach huggingface.co: Network is unreachable; not in the local cache either",
+    ):
         ApDepthPipeline.from_pretrained(None, prior="someone/not-a-real-prior")
     assert time.perf_counter() - t0 < 5 and calls == [True]
 
@@ -128,8 +147,9 @@ def test_corrupt_local_weights_are_reported_as_corrupt(tmp_path, tiny_pipeline, 
     with pytest.raises(CheckpointNotFoundError) as info:
         ApDepthPipeline.from_pretrained(root)
     msg = str(info.value)
-    assert msg.startswith(f"Could not load the U-Net from {root / 'unet'}: the weights file {weights} is corrupt "
-                          "or truncated (")
+    assert msg.startswith(
+        f"Could not load the U-Net from {root / 'unet'}: the weights file {weights} is corrupt or truncated ("
+    )
     assert msg.endswith("copy or download it again.")
     assert "Hub" not in msg and "allow_pickle" not in msg and "download it on" not in msg
 

@@ -6,11 +6,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from _dataset_layouts import both, png8, png16, rgb_pattern, write_tar
 from apdepth.data import get_dataset
 from apdepth.evaluation import cli as eval_cli
 from apdepth.evaluation.evaluate import evaluate, prediction_path
-
-from _dataset_layouts import both, png8, png16, rgb_pattern, write_tar
 
 H, W = 480, 640
 RELS = ["test/kitchen_0004/rgb_0001.png", "test/office_0002/rgb_0007.png"]
@@ -104,8 +103,10 @@ def test_evaluate_list_output_and_max_samples(tmp_path):
 def test_boundary_f1_reported_for_dense_gt(tmp_path):
     depth = np.full((16, 16), 8000, np.uint16)
     depth[4:12, 4:12] = 2000
-    files = {"ai_001_001/rgb_cam_00_fr0000.png": png8(rgb_pattern(16, 16)),
-             "ai_001_001/depth_plane_cam_00_fr0000.png": png16(depth)}
+    files = {
+        "ai_001_001/rgb_cam_00_fr0000.png": png8(rgb_pattern(16, 16)),
+        "ai_001_001/depth_plane_cam_00_fr0000.png": png16(depth),
+    }
     ds = get_dataset("hypersim", both(tmp_path, "hs", files)["folder"])
     perfect = lambda rgb, **kw: SimpleNamespace(depth=(depth[None] / 8000.0).astype(np.float32))  # noqa: E731
     r = evaluate(perfect, ds, progress=False)
@@ -135,8 +136,21 @@ def test_eval_command_with_cached_predictions(tmp_path, capsys):
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, _prediction(i))
     out = tmp_path / "out"
-    rc = eval_cli.run(_parse(["--dataset", "nyu", "--data-dir", str(tar), "--predictions", str(pred_dir),
-                              "--output", str(out), "--no-progress"]))
+    rc = eval_cli.run(
+        _parse(
+            [
+                "--dataset",
+                "nyu",
+                "--data-dir",
+                str(tar),
+                "--predictions",
+                str(pred_dir),
+                "--output",
+                str(out),
+                "--no-progress",
+            ]
+        )
+    )
     assert rc == 0
     exp = [_expected(0), _expected(1)]
     summary = json.loads((out / "summary.json").read_text())
@@ -165,10 +179,26 @@ def test_eval_suite_table_and_argument_errors(tmp_path, capsys):
     split_dir = tmp_path / "splits" / "nyu" / "labeled"
     split_dir.mkdir(parents=True)
     (split_dir / "filename_list_test.txt").write_text(
-        f"{RELS[1]} {RELS[1].replace('rgb_', 'depth_')} {RELS[1].replace('rgb_', 'filled_')}\n")
+        f"{RELS[1]} {RELS[1].replace('rgb_', 'depth_')} {RELS[1].replace('rgb_', 'filled_')}\n"
+    )
     out = tmp_path / "suite"
-    rc = eval_cli.run(_parse(["--suite", "all", "--data-root", str(tmp_path), "--predictions", str(pred_root),
-                              "--split-dir", str(tmp_path / "splits"), "--output", str(out), "--no-progress"]))
+    rc = eval_cli.run(
+        _parse(
+            [
+                "--suite",
+                "all",
+                "--data-root",
+                str(tmp_path),
+                "--predictions",
+                str(pred_root),
+                "--split-dir",
+                str(tmp_path / "splits"),
+                "--output",
+                str(out),
+                "--no-progress",
+            ]
+        )
+    )
     assert rc == 0
     text = capsys.readouterr()
     a, d = _expected(1)
@@ -202,13 +232,29 @@ def test_user_predictions_are_read_only_and_never_completed_by_the_model(tmp_pat
     before = snapshot()
     out = tmp_path / "out"
     # A checkpoint is given, but it must not be used to fill in the missing prediction.
-    rc = main(["eval", "--dataset", "nyu", "--data-dir", str(tar), "--predictions", str(preds),
-               "--checkpoint", str(tiny_checkpoint), "--output", str(out), "--no-progress"])
+    rc = main(
+        [
+            "eval",
+            "--dataset",
+            "nyu",
+            "--data-dir",
+            str(tar),
+            "--predictions",
+            str(preds),
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--output",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err
     expected = prediction_path(preds, RELS[1])
-    assert err.startswith(f"error: --predictions {preds}: 1 of 2 predictions missing (first: {expected}); "
-                          "2 *_depth.npy file(s) found there.")
+    assert err.startswith(
+        f"error: --predictions {preds}: 1 of 2 predictions missing (first: {expected}); "
+        "2 *_depth.npy file(s) found there."
+    )
     assert err.count("\n") == 1
     assert snapshot() == before  # nothing written into the user's folder
     assert not (out / "summary.json").exists()
@@ -220,7 +266,8 @@ def test_user_predictions_are_read_only_and_never_completed_by_the_model(tmp_pat
     assert rc == 2
     assert capsys.readouterr().err == (
         f"error: prediction {expected} has shape (100, 100) but image {RELS[1]} has (480, 640) (another aspect "
-        "ratio): it is not a prediction of this image\n")
+        "ratio): it is not a prediction of this image\n"
+    )
 
 
 def test_eval_batch_size_batches_the_model(tmp_path, tiny_checkpoint, monkeypatch):
@@ -236,6 +283,20 @@ def test_eval_batch_size_batches_the_model(tmp_path, tiny_checkpoint, monkeypatc
 
     monkeypatch.setattr(ApDepthPipeline, "predict_latent", spy)
     tar = _nyu_tar(tmp_path)
-    rc = main(["eval", "--dataset", "nyu", "--data-dir", str(tar), "--checkpoint", str(tiny_checkpoint),
-               "--processing-res", "32", "--batch-size", "2", "--no-progress"])
+    rc = main(
+        [
+            "eval",
+            "--dataset",
+            "nyu",
+            "--data-dir",
+            str(tar),
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--processing-res",
+            "32",
+            "--batch-size",
+            "2",
+            "--no-progress",
+        ]
+    )
     assert rc == 0 and seen == [2]  # one U-Net call for both images (it was two calls of batch 1)

@@ -41,8 +41,11 @@ def test_shared_context_projects_keys_once_and_gives_the_same_unet_output(tiny_p
         ref = unet(sample, t, encoder_hidden_states=cond, return_dict=False)[0]
 
     seen = []
-    hooks = [m.to_k.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[0]))
-             for m in unet.modules() if getattr(m, "is_cross_attention", False)]
+    hooks = [
+        m.to_k.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[0]))
+        for m in unet.modules()
+        if getattr(m, "is_cross_attention", False)
+    ]
     assert share_context_in_cross_attention(unet) == len(hooks) > 0
     with torch.no_grad():
         out = unet(sample, t, encoder_hidden_states=cond, return_dict=False)[0]

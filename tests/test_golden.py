@@ -42,8 +42,10 @@ def test_bundled_model_golden_slice():
     golden = json.loads((ROOT / "tests" / "golden" / "bundled.json").read_text())
     update = _update_golden()
     if update.weights_sha256() != golden["weights_sha256"]:
-        pytest.fail("the bundled weights changed since tests/golden/bundled.json was written: if that is intended, "
-                    "run `PYTHONPATH=src python scripts/update_golden.py` and commit the JSON")
+        pytest.fail(
+            "the bundled weights changed since tests/golden/bundled.json was written: if that is intended, "
+            "run `PYTHONPATH=src python scripts/update_golden.py` and commit the JSON"
+        )
     assert golden["image"] == update.IMAGE and golden["step"] == update.STEP
     np.testing.assert_allclose(update.bundled_slice(), golden["depth"], atol=1e-3)
 

@@ -97,7 +97,9 @@ def test_vae_tiling_bounds_peak_memory(fp32_on_device):
         peaks[tiled] = torch.cuda.max_memory_allocated() - base
     pipe.disable_vae_tiling()
     assert depth[True].shape == depth[False].shape == (1, 4096, 4096)
-    assert peaks[True] < 0.25 * peaks[False], f"tiled {peaks[True] / 2**30:.2f} GiB vs untiled {peaks[False] / 2**30:.2f} GiB"
+    assert peaks[True] < 0.25 * peaks[False], (
+        f"tiled {peaks[True] / 2**30:.2f} GiB vs untiled {peaks[False] / 2**30:.2f} GiB"
+    )
     assert _rel(depth[True].cpu(), depth[False].cpu()) < 5e-2
 
 
@@ -105,8 +107,24 @@ def test_predict_cli_bf16(tmp_path):
     from apdepth.cli import main
 
     out = tmp_path / "out"
-    assert main(["predict", str(EXAMPLES), "--output", str(out), "--device", str(DEVICE), "--dtype", "bf16",
-                 "--batch-size", "4", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(EXAMPLES),
+                "--output",
+                str(out),
+                "--device",
+                str(DEVICE),
+                "--dtype",
+                "bf16",
+                "--batch-size",
+                "4",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "predict_summary.json").read_text())
     n = len([p for p in EXAMPLES.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")])
     assert len(summary["done"]) == n and not summary["failed"]
@@ -120,12 +138,24 @@ def test_training_steps_bf16(tmp_path):
 
     out = tmp_path / "run"
     overrides = [
-        "data.datasets.0.size=[64,64]", "optim.micro_batch=4", "optim.max_steps=6", "optim.decay_steps=6",
-        "optim.warmup_steps=2", "stages=[{until: 3, losses: {mse: 1.0}}, {until: 6, losses: {mse: 1.0, freq: 0.5}}]",
-        "validation.every=0", "checkpointing.every=6", "logging.every=1", "mixed_precision=bf16",
+        "data.datasets.0.size=[64,64]",
+        "optim.micro_batch=4",
+        "optim.max_steps=6",
+        "optim.decay_steps=6",
+        "optim.warmup_steps=2",
+        "stages=[{until: 3, losses: {mse: 1.0}}, {until: 6, losses: {mse: 1.0, freq: 0.5}}]",
+        "validation.every=0",
+        "checkpointing.every=6",
+        "logging.every=1",
+        "mixed_precision=bf16",
     ]
     try:
-        assert main(["train", "--config", str(ROOT / "configs/train/tiny_synthetic.yaml"), "--output", str(out), *overrides]) == 0
+        assert (
+            main(
+                ["train", "--config", str(ROOT / "configs/train/tiny_synthetic.yaml"), "--output", str(out), *overrides]
+            )
+            == 0
+        )
     finally:
         AcceleratorState._reset_state(True)
         GradientState._reset_state()

@@ -45,7 +45,9 @@ def test_exif_rotation_is_applied(tmp_path):
     assert read_image(tmp_path / "rot.jpg").shape == (20, 10, 3)
 
 
-@pytest.mark.parametrize("kind, message", [("empty", "empty"), ("text", "not a recognised image"), ("truncated", "corrupt or truncated")])
+@pytest.mark.parametrize(
+    "kind, message", [("empty", "empty"), ("text", "not a recognised image"), ("truncated", "corrupt or truncated")]
+)
 def test_bad_files_name_the_file(tmp_path, kind, message):
     path = tmp_path / f"{kind}.png"
     if kind == "empty":

@@ -37,7 +37,9 @@ def test_prior_input_is_bounded_for_extreme_aspect_ratios():
 def test_extreme_aspect_ratio_runs_with_bounded_stages(tiny_pipeline):
     seen = {}
     hooks = [
-        tiny_pipeline.prior.register_forward_pre_hook(lambda m, a, k: seen.__setitem__("prior", tuple(k["pixel_values"].shape)), with_kwargs=True),
+        tiny_pipeline.prior.register_forward_pre_hook(
+            lambda m, a, k: seen.__setitem__("prior", tuple(k["pixel_values"].shape)), with_kwargs=True
+        ),
         tiny_pipeline.unet.register_forward_pre_hook(lambda m, a: seen.__setitem__("unet", tuple(a[0].shape))),
     ]
     try:
@@ -103,9 +105,13 @@ def test_preprocess_forms_and_errors():
 
 def test_check_inputs_names_the_argument(tiny_pipeline):
     assert tiny_pipeline.check_inputs(None, 1, "np", False, 1, False) == tiny_pipeline.config.processing_resolution
-    for kwargs, msg in [(dict(output_type="pil"), "output_type"), (dict(batch_size=0), "batch_size"),
-                        (dict(processing_resolution=-1), "processing_resolution"), (dict(ensemble_size=9), "ensemble_size"),
-                        (dict(output_uncertainty=True), "output_uncertainty")]:
+    for kwargs, msg in [
+        (dict(output_type="pil"), "output_type"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(processing_resolution=-1), "processing_resolution"),
+        (dict(ensemble_size=9), "ensemble_size"),
+        (dict(output_uncertainty=True), "output_uncertainty"),
+    ]:
         with pytest.raises(ValueError, match=msg):
             tiny_pipeline(random_rgb(16, 16), **kwargs)
 

@@ -96,8 +96,9 @@ def test_hub_options_reach_the_download(tiny_checkpoint, monkeypatch, tmp_path):
         return str(tiny_checkpoint)
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
-    pipe = ApDepthPipeline.from_pretrained("someone/model", revision="v1.2", cache_dir=tmp_path / "cache",
-                                           token="hf_x", local_files_only=True)
+    pipe = ApDepthPipeline.from_pretrained(
+        "someone/model", revision="v1.2", cache_dir=tmp_path / "cache", token="hf_x", local_files_only=True
+    )
     assert pipe.unet is not None
     assert seen["repo_id"] == "someone/model" and seen["revision"] == "v1.2" and seen["token"] == "hf_x"
     assert seen["cache_dir"] == str(tmp_path / "cache") and seen["local_files_only"] is True
@@ -161,7 +162,7 @@ def _imports(path: Path, module: str, top_level_only: bool) -> set[str]:
     """apdepth modules imported by ``path`` (relative imports resolved)."""
     tree = ast.parse(path.read_text())
     out = set()
-    for node in (tree.body if top_level_only else ast.walk(tree)):
+    for node in tree.body if top_level_only else ast.walk(tree):
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names if a.name.startswith("apdepth")}
         elif isinstance(node, ast.ImportFrom):
@@ -182,7 +183,13 @@ def test_import_graph_has_no_arrow_into_the_dispatcher_and_no_cycle():
         modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
     graph = {m: {i for i in _imports(f, m, False) if i in modules and i != m} for m, f in modules.items()}
     assert [m for m, deps in graph.items() if "apdepth.cli" in deps] == ["apdepth.__main__"]
-    commands = {"apdepth.predict", "apdepth.demo", "apdepth.evaluation.cli", "apdepth.training.cli", "apdepth.data.synthetic_cli"}
+    commands = {
+        "apdepth.predict",
+        "apdepth.demo",
+        "apdepth.evaluation.cli",
+        "apdepth.training.cli",
+        "apdepth.data.synthetic_cli",
+    }
     assert {m: deps & commands for m, deps in graph.items() if deps & commands and m != "apdepth.cli"} == {}
 
     top_level = {m: {i for i in _imports(f, m, True) if i in modules and i != m} for m, f in modules.items()}
@@ -245,8 +252,13 @@ def test_a_second_prior_family_is_one_adapter(tiny_pipeline):
 
     register_prior_adapter(MeanPriorAdapter())
     try:
-        pipe = ApDepthPipeline(unet=tiny_pipeline.unet, vae=tiny_pipeline.vae, prior=_MeanPrior(),
-                               text_embedding=tiny_pipeline.text_embedding, processing_resolution=32)
+        pipe = ApDepthPipeline(
+            unet=tiny_pipeline.unet,
+            vae=tiny_pipeline.vae,
+            prior=_MeanPrior(),
+            text_embedding=tiny_pipeline.text_embedding,
+            processing_resolution=32,
+        )
         assert isinstance(adapter_for(pipe.prior), MeanPriorAdapter)
         rgb = torch.rand(1, 3, 32, 32)
         cond, disp = pipe.prior_condition(rgb, return_disparity=True)
@@ -263,5 +275,8 @@ def test_an_unknown_recorded_prior_class_is_named(tiny_checkpoint, tmp_path):
     config = json.loads((ckpt / "prior" / "config.json").read_text())
     config["architectures"] = ["SomeOtherDepthModel"]
     (ckpt / "prior" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="no prior adapter for 'SomeOtherDepthModel'; known prior classes: .*DepthAnythingForDepthEstimation"):
+    with pytest.raises(
+        ValueError,
+        match="no prior adapter for 'SomeOtherDepthModel'; known prior classes: .*DepthAnythingForDepthEstimation",
+    ):
         ApDepthPipeline.from_pretrained(ckpt)

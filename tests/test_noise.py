@@ -34,8 +34,21 @@ def test_help_is_plain_text_and_never_imports_the_model_stack():
 
 def test_no_loading_bars_and_no_false_fp16_warning(tmp_path, tiny_checkpoint):
     Image.fromarray(random_rgb(16, 16)).save(tmp_path / "q.png")
-    cmd = [sys.executable, "-m", "apdepth", "predict", str(tmp_path / "q.png"), "-o", str(tmp_path / "o"),
-           "--checkpoint", str(tiny_checkpoint), "--dtype", "fp16", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "apdepth",
+        "predict",
+        str(tmp_path / "q.png"),
+        "-o",
+        str(tmp_path / "o"),
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--dtype",
+        "fp16",
+        "--device",
+        "cpu",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stderr
     assert "Loading weights" not in res.stderr
@@ -69,15 +82,25 @@ def test_native_resolution_warns_about_the_cost(tmp_path, tiny_checkpoint, capsy
     big = tmp_path / "big.png"
     Image.new("RGB", (3000, 2000)).save(big)  # 6 MP
     note = predict.native_size_note([predict.InputItem(big, big.with_suffix(""))])
-    assert note.startswith(f"note: --processing-res 0 runs at native size; 1 input(s) exceed 4 MP, the largest {big} "
-                           "at 3000x2000 (6.0 MP, 15x the pixels of --processing-res 768).")
+    assert note.startswith(
+        f"note: --processing-res 0 runs at native size; 1 input(s) exceed 4 MP, the largest {big} "
+        "at 3000x2000 (6.0 MP, 15x the pixels of --processing-res 768)."
+    )
     assert predict.native_size_note([predict.InputItem(big, big)], megapixels=10) is None
 
     # the command prints it before the model loads, unless --quiet
     monkeypatch.setattr(predict, "NATIVE_NOTE_MEGAPIXELS", 0.0001)
     Image.fromarray(random_rgb(16, 16)).save(tmp_path / "s.png")
-    args = ["predict", str(tmp_path / "s.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(tiny_checkpoint),
-            "--processing-res", "0"]
+    args = [
+        "predict",
+        str(tmp_path / "s.png"),
+        "-o",
+        str(tmp_path / "o"),
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--processing-res",
+        "0",
+    ]
     assert main(args) == 0
     assert "note: --processing-res 0 runs at native size; 1 input(s) exceed 0.0001 MP" in capsys.readouterr().err
     assert main(args + ["--quiet"]) == 0

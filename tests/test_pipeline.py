@@ -127,16 +127,26 @@ def _write_published_layout(root, pipe, with_clip=True):
     pipe.unet.save_pretrained(root / "unet")
     pipe.vae.save_pretrained(root / "vae")
     (root / "scheduler").mkdir()
-    (root / "scheduler" / "scheduler_config.json").write_text(json.dumps({"_class_name": "DDIMScheduler", "num_train_timesteps": 1000}))
+    (root / "scheduler" / "scheduler_config.json").write_text(
+        json.dumps({"_class_name": "DDIMScheduler", "num_train_timesteps": 1000})
+    )
     if with_clip:
         write_tiny_clip(root)
-    (root / "model_index.json").write_text(json.dumps({
-        "_class_name": "MarigoldDepthPipeline", "_diffusers_version": "0.25.0",
-        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
-        "scheduler": ["diffusers", "DDIMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"], "prediction_type": "depth",
-        "default_processing_resolution": 48,
-    }))
+    (root / "model_index.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "MarigoldDepthPipeline",
+                "_diffusers_version": "0.25.0",
+                "unet": ["diffusers", "UNet2DConditionModel"],
+                "vae": ["diffusers", "AutoencoderKL"],
+                "scheduler": ["diffusers", "DDIMScheduler"],
+                "text_encoder": ["transformers", "CLIPTextModel"],
+                "tokenizer": ["transformers", "CLIPTokenizer"],
+                "prediction_type": "depth",
+                "default_processing_resolution": 48,
+            }
+        )
+    )
 
 
 def test_published_layout_loads_with_separate_prior(tmp_path, tiny_pipeline):
@@ -197,8 +207,12 @@ def test_prior_free_control_model():
 
 def test_unet_channel_mismatch_is_a_clear_error(tiny_pipeline):
     with pytest.raises(ValueError, match="4 input channels but 8"):
-        ApDepthPipeline(unet=build_pipeline("tiny", use_prior=False).unet, vae=tiny_pipeline.vae,
-                        prior=tiny_pipeline.prior, text_embedding=tiny_pipeline.text_embedding)
+        ApDepthPipeline(
+            unet=build_pipeline("tiny", use_prior=False).unet,
+            vae=tiny_pipeline.vae,
+            prior=tiny_pipeline.prior,
+            text_embedding=tiny_pipeline.text_embedding,
+        )
 
 
 def test_widen_conv_in_preserves_output_for_duplicated_input():
@@ -260,7 +274,9 @@ def test_condition_prior_output_range_is_exact_under_quantile_normalisation(tiny
     assert scale > 1
     assert 0.9 < after.min().item() and after.max().item() < 2.1  # calibrated onto about [1, 2]
     torch.testing.assert_close(after, (before - before.min()) * scale + after.min(), atol=1e-3, rtol=1e-3)
-    torch.testing.assert_close(normalize_prior_disparity(after, "quantile"), normalize_prior_disparity(before, "quantile"), atol=5e-3, rtol=0)
+    torch.testing.assert_close(
+        normalize_prior_disparity(after, "quantile"), normalize_prior_disparity(before, "quantile"), atol=5e-3, rtol=0
+    )
 
 
 def test_test_time_ensemble(tiny_pipeline):
@@ -278,7 +294,11 @@ def test_test_time_ensemble(tiny_pipeline):
     two = tiny_pipeline(img, ensemble_size=2).depth[0]
     mirrored = tiny_pipeline(img[:, ::-1].copy()).depth[0][:, ::-1]
     assert np.abs(two - single[0]).mean() < np.abs(mirrored - single[0]).mean() + 1e-6
-    assert tiny_pipeline(img, ensemble_size=3, processing_resolution=0, match_input_resolution=False).depth.shape == (1, 40, 56)
+    assert tiny_pipeline(img, ensemble_size=3, processing_resolution=0, match_input_resolution=False).depth.shape == (
+        1,
+        40,
+        56,
+    )
     with pytest.raises(ValueError, match="ensemble_size must be between 1 and 8"):
         tiny_pipeline(img, ensemble_size=9)
     with pytest.raises(ValueError, match="output_uncertainty needs ensemble_size >= 2"):

@@ -100,7 +100,7 @@ def test_binary_ply_round_trip(tmp_path):
     assert b"element vertex 257" in header
     assert len(raw) == len(header) + 257 * 15  # 3 float32 + 3 uchar per vertex, no padding
     # little-endian float32 x of the first vertex sits right after the header
-    assert np.frombuffer(raw[len(header):len(header) + 4], "<f4")[0] == points[0, 0]
+    assert np.frombuffer(raw[len(header) : len(header) + 4], "<f4")[0] == points[0, 0]
     p2, c2 = read_ply(path)
     np.testing.assert_array_equal(p2, points)
     np.testing.assert_array_equal(c2, colors)
@@ -153,10 +153,10 @@ def test_glb_is_valid_gltf_binary(tmp_path):
     magic, version, total = struct.unpack("<4sII", raw[:12])
     assert (magic, version, total) == (b"glTF", 2, len(raw))
     jlen, jtype = struct.unpack("<I4s", raw[12:20])
-    gltf = json.loads(raw[20:20 + jlen])
+    gltf = json.loads(raw[20 : 20 + jlen])
     assert jtype == b"JSON" and gltf["meshes"][0]["primitives"][0]["mode"] == 0  # POINTS
-    blen, btype = struct.unpack("<I4s", raw[20 + jlen:28 + jlen])
-    binary = raw[28 + jlen:28 + jlen + blen]
+    blen, btype = struct.unpack("<I4s", raw[20 + jlen : 28 + jlen])
+    binary = raw[28 + jlen : 28 + jlen + blen]
     pos = np.frombuffer(binary[:24], "<f4").reshape(2, 3)
     np.testing.assert_array_equal(pos, pts * [1, -1, -1])  # OpenCV camera frame -> glTF (y up, z back)
     assert gltf["accessors"][0]["max"] == pos.max(axis=0).tolist()

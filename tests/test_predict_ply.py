@@ -24,8 +24,23 @@ def test_predict_save_ply_matches_depth(tmp_path, tiny_checkpoint):
     rgb = random_rgb(24, 32, 5)
     Image.fromarray(rgb).save(tmp_path / "scene.png")
     out = tmp_path / "out"
-    code = main(["predict", str(tmp_path / "scene.png"), "--output", str(out), "--checkpoint", str(tiny_checkpoint),
-                 "--save-ply", "--fov", "75", "--near-far", "2", "6", "--quiet"])
+    code = main(
+        [
+            "predict",
+            str(tmp_path / "scene.png"),
+            "--output",
+            str(out),
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--save-ply",
+            "--fov",
+            "75",
+            "--near-far",
+            "2",
+            "6",
+            "--quiet",
+        ]
+    )
     assert code == 0
     depth = np.load(out / "scene_depth.npy")
     points, colors = read_ply(out / "scene.ply")
@@ -39,11 +54,38 @@ def test_predict_save_ply_matches_depth(tmp_path, tiny_checkpoint):
 def test_predict_without_save_ply_writes_no_ply_and_checks_flags(tmp_path, tiny_checkpoint, capsys):
     Image.fromarray(random_rgb(16, 16, 6)).save(tmp_path / "a.png")
     out = tmp_path / "out"
-    assert main(["predict", str(tmp_path / "a.png"), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--quiet"]) == 0
+    assert (
+        main(["predict", str(tmp_path / "a.png"), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--quiet"]) == 0
+    )
     assert (out / "a_depth.npy").is_file() and not (out / "a.ply").exists()
-    code = main(["predict", str(tmp_path / "a.png"), "-o", str(out), "--checkpoint", str(tiny_checkpoint),
-                 "--save-ply", "--near-far", "5", "1", "--quiet"])
+    code = main(
+        [
+            "predict",
+            str(tmp_path / "a.png"),
+            "-o",
+            str(out),
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--save-ply",
+            "--near-far",
+            "5",
+            "1",
+            "--quiet",
+        ]
+    )
     assert code == 2 and "NEAR < FAR" in capsys.readouterr().err
-    code = main(["predict", str(tmp_path / "a.png"), "-o", str(out), "--checkpoint", str(tiny_checkpoint),
-                 "--save-ply", "--fov", "190", "--quiet"])
+    code = main(
+        [
+            "predict",
+            str(tmp_path / "a.png"),
+            "-o",
+            str(out),
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--save-ply",
+            "--fov",
+            "190",
+            "--quiet",
+        ]
+    )
     assert code == 2 and "--fov" in capsys.readouterr().err

@@ -17,8 +17,11 @@ from conftest import random_rgb
 
 
 def _hashes(root) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _summary(out) -> dict:
@@ -51,11 +54,16 @@ def test_output_folder_equal_to_input_never_overwrites_a_user_file(tmp_path, tin
     out = capsys.readouterr().out
     assert out.startswith("done: 0  skipped: 2  failed: 0  ignored: 4  ->  ")
     after = _hashes(folder)
-    assert {k: v for k, v in after.items() if k != "predict_summary.json"} == \
-           {k: v for k, v in before.items() if k != "predict_summary.json"}
+    assert {k: v for k, v in after.items() if k != "predict_summary.json"} == {
+        k: v for k, v in before.items() if k != "predict_summary.json"
+    }
     ignored = _summary(folder)["ignored"]
     assert sorted(os.path.basename(k) for k in ignored) == [
-        "scene_depth_depth.png", "scene_depth_depth_colored.png", "scene_png_depth.png", "scene_png_depth_colored.png"]
+        "scene_depth_depth.png",
+        "scene_depth_depth_colored.png",
+        "scene_png_depth.png",
+        "scene_png_depth_colored.png",
+    ]
     assert set(ignored.values()) == {"written by apdepth (an earlier run's output), not an input"}
 
 
@@ -166,7 +174,7 @@ def test_full_disk_stops_with_one_line_and_a_summary(tmp_path, tiny_checkpoint, 
     reasons = [summary["failed"][str(tmp_path / f"x{i}.png")] for i in range(3)]
     assert reasons[0] == "cannot write its outputs: No space left on device"
     assert reasons.count("cannot write its outputs: No space left on device") == len(calls)
-    assert set(reasons[len(calls):]) <= {"not processed: the run stopped (output not writable)"}
+    assert set(reasons[len(calls) :]) <= {"not processed: the run stopped (output not writable)"}
     assert captured.out.startswith("done: 0  skipped: 0  failed: 3")
 
     # not even the summary fits: the printed summary stands, one error line says so
@@ -179,4 +187,5 @@ def test_full_disk_stops_with_one_line_and_a_summary(tmp_path, tiny_checkpoint, 
     assert captured.out.startswith("done: 0  skipped: 0  failed: 1")
     assert captured.err.splitlines() == [
         f"error: cannot write to {tmp_path / 'out2'}: No space left on device; predict_summary.json not written "
-        "(the lines above are the summary)"]
+        "(the lines above are the summary)"
+    ]

@@ -31,13 +31,29 @@ def _images(root: Path, n: int, h: int = 48, w: int = 64) -> Path:
 
 
 def _visible_files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and not p.name.startswith(".") and p.name != "predict_summary.json"}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.startswith(".") and p.name != "predict_summary.json"
+    }
 
 
 def _predict_cmd(inp, out, ckpt, *extra):
-    return [sys.executable, "-m", "apdepth", "predict", str(inp), "--output", str(out), "--checkpoint", str(ckpt),
-            "--batch-size", "1", "--quiet", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "apdepth",
+        "predict",
+        str(inp),
+        "--output",
+        str(out),
+        "--checkpoint",
+        str(ckpt),
+        "--batch-size",
+        "1",
+        "--quiet",
+        *extra,
+    ]
 
 
 def test_kill_9_mid_run_leaves_no_partial_files_and_skip_existing_completes_it(tmp_path, tiny_checkpoint):
@@ -45,14 +61,29 @@ def test_kill_9_mid_run_leaves_no_partial_files_and_skip_existing_completes_it(t
     env = dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
 
     reference = tmp_path / "reference"
-    assert main(["predict", str(inp), "--output", str(reference), "--checkpoint", str(tiny_checkpoint),
-                 "--batch-size", "1", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(inp),
+                "--output",
+                str(reference),
+                "--checkpoint",
+                str(tiny_checkpoint),
+                "--batch-size",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     expected = _visible_files(reference)
     assert len(expected) == 3 * 60
 
     out = tmp_path / "out"
-    proc = subprocess.Popen(_predict_cmd(inp, out, tiny_checkpoint), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _predict_cmd(inp, out, tiny_checkpoint), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 240
     try:
         while time.monotonic() < deadline and proc.poll() is None:
@@ -71,8 +102,9 @@ def test_kill_9_mid_run_leaves_no_partial_files_and_skip_existing_completes_it(t
 
     # leftovers of a write cut short are hidden; plant one to be sure the resume removes them
     (out / ".img059_depth.npy.abc123.tmp").write_bytes(b"partial")
-    res = subprocess.run(_predict_cmd(inp, out, tiny_checkpoint, "--skip-existing"), env=env, capture_output=True,
-                         text=True, timeout=300)
+    res = subprocess.run(
+        _predict_cmd(inp, out, tiny_checkpoint, "--skip-existing"), env=env, capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     n_complete = len({n.split("_depth")[0] for n in partial if n.endswith("_depth_colored.png")})
     assert f"skipped: {n_complete}" in res.stdout
@@ -94,8 +126,7 @@ def _nan_checkpoint(tmp_path) -> Path:
 def test_non_finite_depth_fails_that_input_by_name(tmp_path, capsys):
     inp = _images(tmp_path / "in", 2)
     out = tmp_path / "out"
-    code = main(["predict", str(inp), "--output", str(out), "--checkpoint", str(_nan_checkpoint(tmp_path)),
-                 "--quiet"])
+    code = main(["predict", str(inp), "--output", str(out), "--checkpoint", str(_nan_checkpoint(tmp_path)), "--quiet"])
     assert code == 1
     text = capsys.readouterr()
     assert "done: 0  skipped: 0  failed: 2" in text.out
@@ -132,8 +163,19 @@ def test_a_failed_write_fails_that_input_and_the_rest_are_written(tmp_path, tiny
     out = tmp_path / "out"
     old = os.umask(0o022)
     try:
-        code = main(["predict", str(inp), "--output", str(out), "--checkpoint", str(tiny_checkpoint), "--batch-size", "3",
-                     "--quiet"])
+        code = main(
+            [
+                "predict",
+                str(inp),
+                "--output",
+                str(out),
+                "--checkpoint",
+                str(tiny_checkpoint),
+                "--batch-size",
+                "3",
+                "--quiet",
+            ]
+        )
     finally:
         os.umask(old)
     assert code == 1
@@ -150,8 +192,22 @@ def test_a_failed_write_fails_that_input_and_the_rest_are_written(tmp_path, tiny
 def test_streamed_outputs_equal_the_python_api(tmp_path, tiny_pipeline, tiny_checkpoint, batch_size):
     inp = _images(tmp_path / "in", 5, 40, 56)
     out = tmp_path / "out"
-    assert main(["predict", str(inp), "--output", str(out), "--checkpoint", str(tiny_checkpoint),
-                 "--batch-size", str(batch_size), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(inp),
+                "--output",
+                str(out),
+                "--checkpoint",
+                str(tiny_checkpoint),
+                "--batch-size",
+                str(batch_size),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     from apdepth.image_io import read_image
 
     for k in range(5):

@@ -24,11 +24,44 @@ def test_two_processes_shard_inputs_exactly_once(tmp_path, tiny_checkpoint, laun
     out = tmp_path / "out"
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
     if launcher == "accelerate":
-        launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                  "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
+        launch = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(free_port()),
+        ]
     else:
-        launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
-    cmd = [*launch, "-m", "apdepth", "predict", str(src), "--output", str(out), "--checkpoint", str(tiny_checkpoint), "--quiet"]
+        launch = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(free_port()),
+        ]
+    cmd = [
+        *launch,
+        "-m",
+        "apdepth",
+        "predict",
+        str(src),
+        "--output",
+        str(out),
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--quiet",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0, proc.stdout + proc.stderr  # broken.png failed, so the run reports failure
     summary = json.loads((out / "predict_summary.json").read_text())

@@ -129,8 +129,19 @@ def test_checkpoint_loads_in_predict(reference_run, tmp_path):
 
     Image.fromarray(random_rgb(40, 48)).save(tmp_path / "img.png")
     ckpt = reference_run / "checkpoints" / "step_000004"
-    rc = main(["predict", str(tmp_path / "img.png"), "--output", str(tmp_path / "pred"), "--checkpoint", str(ckpt),
-               "--device", "cpu", "--quiet"])
+    rc = main(
+        [
+            "predict",
+            str(tmp_path / "img.png"),
+            "--output",
+            str(tmp_path / "pred"),
+            "--checkpoint",
+            str(ckpt),
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     import numpy as np
 
@@ -143,8 +154,18 @@ def test_killed_run_resumes_to_the_same_weights(reference_run, tmp_path):
     out = tmp_path / "killed"
     # The same run, but aimed at many more steps (same schedule: decay_steps is fixed), killed with
     # SIGKILL right after its first checkpoint appears.
-    cmd = [sys.executable, "-m", "apdepth", "train", "--config", str(TINY), "--output", str(out), *BASE,
-           "optim.max_steps=10000"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "apdepth",
+        "train",
+        "--config",
+        str(TINY),
+        "--output",
+        str(out),
+        *BASE,
+        "optim.max_steps=10000",
+    ]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     latest = out / "checkpoints" / "latest"
     deadline = time.time() + 120
@@ -173,8 +194,10 @@ def test_batches_are_a_function_of_step_and_rank():
     from apdepth.training.config import DatasetConfig
     from apdepth.training.data import StepBatches
 
-    ds = [DatasetConfig(name="synthetic_stream", size=[32, 32], probability=0.7),
-          DatasetConfig(name="synthetic_stream", size=[16, 16], probability=0.3)]
+    ds = [
+        DatasetConfig(name="synthetic_stream", size=[32, 32], probability=0.7),
+        DatasetConfig(name="synthetic_stream", size=[16, 16], probability=0.3),
+    ]
     a0, a1 = StepBatches(ds, 2, seed=1, rank=0, world_size=2), StepBatches(ds, 2, seed=1, rank=1, world_size=2)
     again = StepBatches(ds, 2, seed=1, rank=0, world_size=2)
     assert torch.equal(a0[5]["rgb"], again[5]["rgb"])  # reproducible
@@ -189,10 +212,33 @@ def test_two_process_run_keeps_replicas_identical(tmp_path):
     out = tmp_path / "ddp"
     env = _env()
     env["ACCELERATE_USE_CPU"] = "1"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-           "-m", "apdepth", "train", "--config", str(TINY), "--output", str(out), *BASE,
-           "optim.max_steps=3", "checkpointing.every=0", "logging.tensorboard=false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        "-m",
+        "apdepth",
+        "train",
+        "--config",
+        str(TINY),
+        "--output",
+        str(out),
+        *BASE,
+        "optim.max_steps=3",
+        "checkpointing.every=0",
+        "logging.tensorboard=false",
+    ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     info = json.loads((out / "run_info.json").read_text())
@@ -200,8 +246,8 @@ def test_two_process_run_keeps_replicas_identical(tmp_path):
     sums = [(out / f"weights_checksum_rank{r}.txt").read_text().strip() for r in (0, 1)]
     assert sums[0] == sums[1]
     # ... and the replicas did train (the weights moved away from the initialisation).
-    from apdepth.training.trainer import weights_checksum
     from apdepth.models import build_pipeline
+    from apdepth.training.trainer import weights_checksum
 
     init = build_pipeline("tiny", seed=0)
     from apdepth.training.tasks import LatentPredictor
@@ -213,18 +259,47 @@ def test_two_process_run_keeps_replicas_identical(tmp_path):
 def test_tiny_training_lowers_validation_absrel(tmp_path):
     # A random VAE cannot decode anything meaningful, so first train the tiny VAE (200 steps), then the
     # U-Net on top of it (150 steps: 120 MSE + 30 MSE + freq), validating before and during training.
-    size = ["data.datasets.0.size=[32,32]", "validation.dataset.size=[32,32]", "checkpointing.every=0",
-            "logging.tensorboard=false"]
+    size = [
+        "data.datasets.0.size=[32,32]",
+        "validation.dataset.size=[32,32]",
+        "checkpointing.every=0",
+        "logging.tensorboard=false",
+    ]
     vae = tmp_path / "vae"
-    assert _train_in_process(vae, *size, "model.task=vae", "optim.lr=2e-3", "optim.max_steps=200",
-                             "optim.decay_steps=200", "stages=[{until: 200, losses: {l1: 1.0, kl: 1e-4}}]",
-                             "validation.every=0", base=False) == 0
+    assert (
+        _train_in_process(
+            vae,
+            *size,
+            "model.task=vae",
+            "optim.lr=2e-3",
+            "optim.max_steps=200",
+            "optim.decay_steps=200",
+            "stages=[{until: 200, losses: {l1: 1.0, kl: 1e-4}}]",
+            "validation.every=0",
+            base=False,
+        )
+        == 0
+    )
     out = tmp_path / "apdepth"
-    assert _train_in_process(out, *size, f"model.vae={vae}", "optim.max_steps=150", "optim.decay_steps=150",
-                             "stages=[{until: 120, losses: {mse: 1.0}}, {until: 150, losses: {mse: 1.0, freq: 0.5}}]",
-                             "validation.at_start=true", "validation.every=75", base=False) == 0
+    assert (
+        _train_in_process(
+            out,
+            *size,
+            f"model.vae={vae}",
+            "optim.max_steps=150",
+            "optim.decay_steps=150",
+            "stages=[{until: 120, losses: {mse: 1.0}}, {until: 150, losses: {mse: 1.0, freq: 0.5}}]",
+            "validation.at_start=true",
+            "validation.every=75",
+            base=False,
+        )
+        == 0
+    )
     vals = [r["validation"] for r in _log(out) if "validation" in r]
-    print("validation AbsRel / delta1 at steps 0, 75, 150:", [(round(v["abs_rel"], 4), round(v["delta1"], 4)) for v in vals])
+    print(
+        "validation AbsRel / delta1 at steps 0, 75, 150:",
+        [(round(v["abs_rel"], 4), round(v["delta1"], 4)) for v in vals],
+    )
     assert len(vals) == 3
     assert vals[-1]["abs_rel"] < 0.9 * vals[0]["abs_rel"]
     assert json.loads((out / "best" / "best.json").read_text())["step"] > 0
@@ -246,7 +321,8 @@ def _tiny_sd2_folder(root: Path) -> Path:
 
 def _tiny_depth_sets(root: Path) -> tuple[Path, Path]:
     import numpy as np
-    from _dataset_layouts import png8, png16, jpg, rgb_pattern, write_tree
+
+    from _dataset_layouts import jpg, png8, png16, rgb_pattern, write_tree
 
     rng = np.random.default_rng(0)
     hs, vk = {}, {}
@@ -260,22 +336,35 @@ def _tiny_depth_sets(root: Path) -> tuple[Path, Path]:
 
 
 def test_sd2_recipe_widens_conv_in_and_trains(tmp_path):
+    from diffusers import UNet2DConditionModel
+
     from apdepth.models import build_prior, get_preset
     from apdepth.pipeline import ApDepthPipeline
     from apdepth.training.config import load_config
     from apdepth.training.tasks import build_apdepth_pipeline
-    from diffusers import UNet2DConditionModel
 
     sd2 = _tiny_sd2_folder(tmp_path / "sd2")
     build_prior(get_preset("tiny").prior).save_pretrained(tmp_path / "da")
     hypersim, vkitti = _tiny_depth_sets(tmp_path)
     recipe = ROOT / "configs" / "train" / "apdepth_sd2.yaml"
     overrides = [
-        f"model.init_from={sd2}", f"model.prior={tmp_path / 'da'}", f"data.datasets.0.path={hypersim}",
-        f"data.datasets.1.path={vkitti}", f"validation.dataset.path={hypersim}", "model.processing_resolution=32",
-        "model.prior_input_size=28", "data.datasets.0.size=[32,32]", "data.datasets.1.size=[32,32]",
-        "data.num_workers=0", "optim.micro_batch=1", "optim.grad_accum=2", "optim.max_steps=2",
-        "validation.every=2", "validation.max_samples=1", "validation.num_images=1", "checkpointing.every=2",
+        f"model.init_from={sd2}",
+        f"model.prior={tmp_path / 'da'}",
+        f"data.datasets.0.path={hypersim}",
+        f"data.datasets.1.path={vkitti}",
+        f"validation.dataset.path={hypersim}",
+        "model.processing_resolution=32",
+        "model.prior_input_size=28",
+        "data.datasets.0.size=[32,32]",
+        "data.datasets.1.size=[32,32]",
+        "data.num_workers=0",
+        "optim.micro_batch=1",
+        "optim.grad_accum=2",
+        "optim.max_steps=2",
+        "validation.every=2",
+        "validation.max_samples=1",
+        "validation.num_images=1",
+        "checkpointing.every=2",
         "logging.tensorboard=false",
     ]
     # The widened conv_in: kernel repeated along the input axis and halved, bias unchanged.
@@ -297,12 +386,28 @@ def test_tasks_declare_their_losses_and_unknown_ones_fail_before_training(tmp_pa
     from apdepth.training.tasks import TASK_CLASSES, Task
 
     assert {k: v.loss_names for k, v in TASK_CLASSES.items()} == {
-        "apdepth": ("mse", "freq", "pixel_l1"), "vae": ("l1", "mse", "kl"), "prior": ("ssi", "mse")}
+        "apdepth": ("mse", "freq", "pixel_l1"),
+        "vae": ("l1", "mse", "kl"),
+        "prior": ("ssi", "mse"),
+    }
     with pytest.raises(TypeError, match="must declare its loss_names"):
         type("NoLosses", (Task,), {"build": None, "losses": None, "export": None, "validate": None})
     with pytest.raises(TypeError, match="abstract"):
         Task(None, torch.device("cpu"), torch.float32)
-    rc = main(["train", "--config", str(TINY), "--output", str(tmp_path / "x"), *BASE, "stages=[{until: 6, losses: {ssi: 1.0}}]"])
+    rc = main(
+        [
+            "train",
+            "--config",
+            str(TINY),
+            "--output",
+            str(tmp_path / "x"),
+            *BASE,
+            "stages=[{until: 6, losses: {ssi: 1.0}}]",
+        ]
+    )
     assert rc == 2
-    assert "stages.0.losses: unknown loss 'ssi' for task 'apdepth'; known: ['mse', 'freq', 'pixel_l1']" in capsys.readouterr().err
+    assert (
+        "stages.0.losses: unknown loss 'ssi' for task 'apdepth'; known: ['mse', 'freq', 'pixel_l1']"
+        in capsys.readouterr().err
+    )
     assert not (tmp_path / "x" / "checkpoints").exists()

@@ -80,12 +80,21 @@ def test_factor4_training_step_masks_4x4_latent_cells(tmp_path, capsys):
     build_vae(_factor4_preset().vae).save_pretrained(tmp_path / "vae4")
     out = tmp_path / "run"
     args = [
-        "train", "--config", str(Path(__file__).resolve().parents[1] / "configs" / "train" / "tiny_synthetic.yaml"),
-        "--output", str(out), f"model.vae={tmp_path / 'vae4'}",
+        "train",
+        "--config",
+        str(Path(__file__).resolve().parents[1] / "configs" / "train" / "tiny_synthetic.yaml"),
+        "--output",
+        str(out),
+        f"model.vae={tmp_path / 'vae4'}",
         # 36 is a multiple of 4 but not of 8: accepted because this VAE downsamples by 4
-        "data.datasets.0.size=[36,36]", "optim.micro_batch=2", "optim.max_steps=1", "optim.warmup_steps=0",
+        "data.datasets.0.size=[36,36]",
+        "optim.micro_batch=2",
+        "optim.max_steps=1",
+        "optim.warmup_steps=0",
         "stages=[{until: 1, losses: {mse: 1.0, freq: 0.5, pixel_l1: 0.1}}]",
-        "validation.every=0", "checkpointing.every=0", "logging.every=1",
+        "validation.every=0",
+        "checkpointing.every=0",
+        "logging.every=1",
     ]
     from accelerate.state import AcceleratorState, GradientState
 

@@ -83,10 +83,13 @@ def test_rotation_metadata_is_applied(tmp_path):
     assert got[0, -8:, :8].mean() > 200 and got[0, :8, :8].mean() < 50
 
 
-@pytest.mark.parametrize("content, reason", [
-    (b"", "empty"),
-    (b"this is not a video at all" * 40, "not a readable video"),
-])
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"", "empty"),
+        (b"this is not a video at all" * 40, "not a readable video"),
+    ],
+)
 def test_bad_video_files_fail_with_one_clear_error(tmp_path, content, reason):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(content)
@@ -150,8 +153,16 @@ def test_coalignment_recovers_known_per_frame_scale_shift_exactly(dense_limit):
     for d in pred:
         al.add_frame(d)
     p = al._pairs
-    a, c = solve_coalignment(T, np.concatenate(p.i), np.concatenate(p.j), np.concatenate(p.x), np.concatenate(p.y),
-                             level=np.asarray(al.level), spread=np.asarray(al.spread), dense_limit=dense_limit)
+    a, c = solve_coalignment(
+        T,
+        np.concatenate(p.i),
+        np.concatenate(p.j),
+        np.concatenate(p.x),
+        np.concatenate(p.y),
+        level=np.asarray(al.level),
+        spread=np.asarray(al.spread),
+        dense_limit=dense_limit,
+    )
     aligned = a[:, None, None] * pred + c[:, None, None]
     assert _affine_residual(aligned, truth) < 1e-6
     # the recovered per-frame scales are the true ones up to one common factor
@@ -204,8 +215,23 @@ def test_predict_cli_clip(tmp_path, tiny_checkpoint, capsys):
     for f in stale:  # what a killed run leaves behind
         f.write_bytes(b"x")
     (out / ".other.k1l2.spill.raw").write_bytes(b"x")  # another clip's: not ours to remove
-    code = main(["predict", str(clip), "--output", str(out), "--checkpoint", str(tiny_checkpoint), "--processing-res", "32",
-                 "--batch-size", "4", "--side-by-side", "--png-frames", "--quiet"])
+    code = main(
+        [
+            "predict",
+            str(clip),
+            "--output",
+            str(out),
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--processing-res",
+            "32",
+            "--batch-size",
+            "4",
+            "--side-by-side",
+            "--png-frames",
+            "--quiet",
+        ]
+    )
     assert code == 0
     stack = np.load(out / "walk_depth.npy")
     assert stack.shape == (10, 48, 64) and stack.dtype == np.float32 and 0 <= stack.min() and stack.max() <= 1
@@ -215,7 +241,9 @@ def test_predict_cli_clip(tmp_path, tiny_checkpoint, capsys):
     assert sbs.shape == (10, 48, 128, 3)
     from apdepth.image_io import read_depth_png16
 
-    np.testing.assert_allclose(read_depth_png16(out / "walk_depth_frames" / "000004.png"), stack[4], atol=1 / 65535 + 1e-6)
+    np.testing.assert_allclose(
+        read_depth_png16(out / "walk_depth_frames" / "000004.png"), stack[4], atol=1 / 65535 + 1e-6
+    )
     record = json.loads((out / "walk_video.json").read_text())
     assert record["frames"] == 10 and record["consistent"] and len(record["scale"]) == 10
     assert "10 frames 64x48" in capsys.readouterr().out
@@ -232,8 +260,25 @@ def test_predict_cli_frame_folder_and_bad_clip(tmp_path, tiny_checkpoint, capsys
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00" * 500)
     out = tmp_path / "out"
-    code = main(["predict", str(folder), str(bad), "--video", "--fps", "5", "--output", str(out),
-                 "--checkpoint", str(tiny_checkpoint), "--processing-res", "32", "--stack", "npz", "--quiet"])
+    code = main(
+        [
+            "predict",
+            str(folder),
+            str(bad),
+            "--video",
+            "--fps",
+            "5",
+            "--output",
+            str(out),
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--processing-res",
+            "32",
+            "--stack",
+            "npz",
+            "--quiet",
+        ]
+    )
     assert code == 1
     assert np.load(out / "shots_depth.npz")["depth"].shape == (5, 32, 40)
     summary = json.loads((out / "predict_summary.json").read_text())
@@ -247,8 +292,29 @@ def test_synth_video_sequences_reproject_exactly(tmp_path):
     from apdepth.data.synthetic.video import reproject
 
     out = tmp_path / "seqs"
-    assert main(["synth", "--video", "--out", str(out), "--num", "2", "--frames", "5", "--size", "30x40",
-                 "--seed", "950000", "--trajectory", "walk", "--fps", "12"]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "--video",
+                "--out",
+                str(out),
+                "--num",
+                "2",
+                "--frames",
+                "5",
+                "--size",
+                "30x40",
+                "--seed",
+                "950000",
+                "--trajectory",
+                "walk",
+                "--fps",
+                "12",
+            ]
+        )
+        == 0
+    )
     assert (out / "sequences.txt").read_text().split() == ["00950000", "00950001"]
     seq = out / "00950000"
     meta = json.loads((seq / "meta.json").read_text())
@@ -274,7 +340,9 @@ def test_video_metrics_on_ground_truth_and_jitter(tmp_path):
     s = render_sequence(950002, 6, 30, 40, "indoor", "pan")
     g, v, K, P = s["depth"], s["valid"], s["intrinsics"], s["poses"]
     perfect = video_metrics(0.5 * g + 3.0, g, v, K, P)  # an affine image of GT: one alignment undoes it
-    assert perfect["abs_rel"] < 1e-6 and perfect["delta1"] == 1.0 and perfect["tae"] < 0.01 and perfect["flicker"] < 0.005
+    assert (
+        perfect["abs_rel"] < 1e-6 and perfect["delta1"] == 1.0 and perfect["tae"] < 0.01 and perfect["flicker"] < 0.005
+    )
     rng = np.random.default_rng(0)
     jitter = g * rng.uniform(0.8, 1.2, (6, 1, 1)) + rng.uniform(-0.3, 0.3, (6, 1, 1))
     seq = video_metrics(jitter, g, v, K, P)
@@ -301,16 +369,53 @@ def test_demo_video_core(tiny_pipeline, tmp_path):
 
 def test_eval_synthetic_video(tmp_path, tiny_checkpoint, capsys):
     seqs = tmp_path / "seqs"
-    assert main(["synth", "--video", "--out", str(seqs), "--num", "2", "--frames", "6", "--size", "24x32",
-                 "--seed", "950000"]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "--video",
+                "--out",
+                str(seqs),
+                "--num",
+                "2",
+                "--frames",
+                "6",
+                "--size",
+                "24x32",
+                "--seed",
+                "950000",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "eval"
-    args = ["eval", "--dataset", "synthetic-video", "--data-dir", str(seqs), "--output", str(out),
-            "--checkpoint", str(tiny_checkpoint), "--processing-res", "32", "--no-progress"]
+    args = [
+        "eval",
+        "--dataset",
+        "synthetic-video",
+        "--data-dir",
+        str(seqs),
+        "--output",
+        str(out),
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--processing-res",
+        "32",
+        "--no-progress",
+    ]
     assert main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
     rows = {(r["method"], r["alignment"]): r for r in summary["rows"]}
-    assert set(rows) == {("naive", "per frame"), ("naive", "per sequence"), ("consistent", "per sequence"), ("ground truth", "-")}
-    assert rows[("ground truth", "-")]["tae"] < 0.01 and rows[("naive", "per sequence")]["tae"] > rows[("ground truth", "-")]["tae"]
+    assert set(rows) == {
+        ("naive", "per frame"),
+        ("naive", "per sequence"),
+        ("consistent", "per sequence"),
+        ("ground truth", "-"),
+    }
+    assert (
+        rows[("ground truth", "-")]["tae"] < 0.01
+        and rows[("naive", "per sequence")]["tae"] > rows[("ground truth", "-")]["tae"]
+    )
     assert np.load(out / "raw" / "00950000.npy").shape == (6, 24, 32)
     assert "| consistent | per sequence |" in capsys.readouterr().out
     assert (out / "per_sequence.csv").read_text().count("\n") == 1 + 2 * 4

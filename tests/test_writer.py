@@ -54,8 +54,12 @@ def test_png_text_chunks_are_read_back():
 
 
 def test_png_rejects_other_kinds():
-    for bad in (np.zeros((4, 4), np.float32), np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4, 3), np.uint16),
-                np.zeros((0, 4), np.uint8)):
+    for bad in (
+        np.zeros((4, 4), np.float32),
+        np.zeros((4, 4, 4), np.uint8),
+        np.zeros((4, 4, 3), np.uint16),
+        np.zeros((0, 4), np.uint8),
+    ):
         with pytest.raises(ValueError):
             encode_png(bad)
     with pytest.raises(ValueError, match="level"):
@@ -111,8 +115,13 @@ def test_depth_outputs_respect_the_umask(tmp_path):
 def test_stale_temps_of_the_given_outputs_are_removed_and_nothing_else(tmp_path):
     target = tmp_path / "img_depth.npy"
     stale = [tmp_path / ".img_depth.npy.k3j_x9a1.tmp", tmp_path / ".img_depth.npy.zz.tmp"]
-    keep = [tmp_path / ".other_depth.npy.k3j_x9a1.tmp", tmp_path / ".img_depth.npy.k3j.tmp.keep",
-            tmp_path / "img_depth.npy.k3j.tmp", tmp_path / ".img_depth.npy.a b.tmp", tmp_path / "user.tmp"]
+    keep = [
+        tmp_path / ".other_depth.npy.k3j_x9a1.tmp",
+        tmp_path / ".img_depth.npy.k3j.tmp.keep",
+        tmp_path / "img_depth.npy.k3j.tmp",
+        tmp_path / ".img_depth.npy.a b.tmp",
+        tmp_path / "user.tmp",
+    ]
     for p in stale + keep:
         p.write_bytes(b"partial")
     removed = remove_stale_temps([target, tmp_path / "missing" / "x.png"])

@@ -57,8 +57,10 @@ class LoadOptions:
 
     def __post_init__(self):
         if self.use_safetensors is False and not self.allow_pickle:
-            raise ValueError("use_safetensors=False reads pickled weights: pass allow_pickle=True as well "
-                             "(only for checkpoints you trust)")
+            raise ValueError(
+                "use_safetensors=False reads pickled weights: pass allow_pickle=True as well "
+                "(only for checkpoints you trust)"
+            )
 
     @property
     def safetensors_flag(self) -> bool | None:
@@ -79,7 +81,11 @@ def check_loading_info(info: dict, what: str, strict: bool = True) -> None:
     if not strict:
         return
     problems = []
-    for key, label in (("missing_keys", "missing"), ("unexpected_keys", "unexpected"), ("mismatched_keys", "wrong shape")):
+    for key, label in (
+        ("missing_keys", "missing"),
+        ("unexpected_keys", "unexpected"),
+        ("mismatched_keys", "wrong shape"),
+    ):
         keys = sorted(str(k[0] if isinstance(k, tuple) else k) for k in (info.get(key) or ()))
         if keys:
             shown = ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
@@ -141,8 +147,12 @@ def load_prior(prior, torch_dtype=None, opts: LoadOptions | None = None, own_fol
     folder = resolve_prior(str(prior), opts.allow_pickle, opts.local_files_only, opts.cache_dir, opts.token)
     # The class recorded with the weights picks the prior family (apdepth.priors).
     model_class = get_prior_adapter(recorded_class(folder) or DEFAULT_PRIOR_CLASS).model_class()
-    kwargs = {"use_safetensors": opts.safetensors_flag, "output_loading_info": True, "local_files_only": True,
-              "dtype": torch_dtype or torch.float32}
+    kwargs = {
+        "use_safetensors": opts.safetensors_flag,
+        "output_loading_info": True,
+        "local_files_only": True,
+        "dtype": torch_dtype or torch.float32,
+    }
     if own_folder and opts.variant and _has_variant(folder, opts.variant):
         kwargs["variant"] = opts.variant
     try:

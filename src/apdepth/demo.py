@@ -81,10 +81,12 @@ def model_description(pipeline) -> str:
     if not source:
         return "**Model:** a pipeline passed in from Python."
     if source.get("bundled"):
-        return ("**Model: the bundled small model**, trained only on this project's synthetic scenes so that the "
-                "demo works offline. On real photos it recovers a coarse layout and blurs object edges; that is "
-                "the model, not your photo. For the published paper weights (internet needed once), restart with "
-                "`apdepth demo --checkpoint developy/ApDepth --prior depth-anything/Depth-Anything-V2-Small-hf`.")
+        return (
+            "**Model: the bundled small model**, trained only on this project's synthetic scenes so that the "
+            "demo works offline. On real photos it recovers a coarse layout and blurs object edges; that is "
+            "the model, not your photo. For the published paper weights (internet needed once), restart with "
+            "`apdepth demo --checkpoint developy/ApDepth --prior depth-anything/Depth-Anything-V2-Small-hf`."
+        )
     prior = f", prior `{source['prior']}`" if source.get("prior") else ""
     return f"**Model:** `{source['checkpoint']}`{prior}."
 
@@ -231,8 +233,9 @@ def process_images(
             stem = f"{base}_{k}"
         used.add(stem)
         try:
-            out = pipeline(rgb01, processing_resolution=processing_resolution, output_type="np",
-                           output_prior=want_prior)
+            out = pipeline(
+                rgb01, processing_resolution=processing_resolution, output_type="np", output_prior=want_prior
+            )
         except (RuntimeError, ValueError) as err:
             results.failed[path.name] = f"depth estimation failed ({err})"
             continue
@@ -249,15 +252,23 @@ def process_images(
             save_png(prior_path, colorize_depth(prior, cmap=color_map))
         ply_path = out_dir / f"{stem}.ply"
         step = max(1, math.ceil(math.sqrt(depth.size / max_ply_points)))  # a regular subsample keeps the geometry
-        n_points = save_depth_ply(ply_path, depth[::step, ::step], rgb8[::step, ::step], fov_deg=fov_deg,
-                                  near=1.0, far=far_near_ratio)
+        n_points = save_depth_ply(
+            ply_path, depth[::step, ::step], rgb8[::step, ::step], fov_deg=fov_deg, near=1.0, far=far_near_ratio
+        )
         pts, cols = _display_cloud(relative_to_metric(depth, 1.0, far_near_ratio), rgb8, fov_deg, DISPLAY_MAX_POINTS)
         glb_path = write_glb_points(out_dir / f"{stem}_view.glb", pts, cols)
-        results.append(DemoResult(
-            name=path.name, shape=depth.shape, rgb_path=rgb_path, colored_path=colored,
-            prior_colored_path=prior_path, glb_path=glb_path,
-            downloads=[png16, npy, colored, ply_path], n_points=n_points,
-        ))
+        results.append(
+            DemoResult(
+                name=path.name,
+                shape=depth.shape,
+                rgb_path=rgb_path,
+                colored_path=colored,
+                prior_colored_path=prior_path,
+                glb_path=glb_path,
+                downloads=[png16, npy, colored, ply_path],
+                n_points=n_points,
+            )
+        )
     if not results:
         raise ValueError("; ".join(f"{name}: {reason}" for name, reason in results.failed.items()))
     if progress is not None:
@@ -328,9 +339,16 @@ def build_demo(
         t0 = time.perf_counter()
         try:
             results = process_images(
-                pipeline, paths, out_dir, processing_resolution=int(resolution), color_map=cmap,
-                fov_deg=float(fov), far_near_ratio=float(ratio), max_images=max_images,
-                max_megapixels=max_megapixels, progress=progress,
+                pipeline,
+                paths,
+                out_dir,
+                processing_resolution=int(resolution),
+                color_map=cmap,
+                fov_deg=float(fov),
+                far_near_ratio=float(ratio),
+                max_images=max_images,
+                max_megapixels=max_megapixels,
+                progress=progress,
             )
         except ValueError as err:
             shutil.rmtree(out_dir, ignore_errors=True)
@@ -339,28 +357,46 @@ def build_demo(
         except Exception as err:  # a stack trace helps the operator, not the visitor
             traceback.print_exc(file=sys.stderr)
             shutil.rmtree(out_dir, ignore_errors=True)
-            raise gr.Error(f"Depth estimation failed: {type(err).__name__}: {err}", duration=None,
-                           print_exception=False) from None
+            raise gr.Error(
+                f"Depth estimation failed: {type(err).__name__}: {err}", duration=None, print_exception=False
+            ) from None
         seconds = time.perf_counter() - t0
         state = [
-            {"name": r.name, "rgb": str(r.rgb_path), "colored": str(r.colored_path),
-             "prior": str(r.prior_colored_path) if r.prior_colored_path else None, "glb": str(r.glb_path)}
+            {
+                "name": r.name,
+                "rgb": str(r.rgb_path),
+                "colored": str(r.colored_path),
+                "prior": str(r.prior_colored_path) if r.prior_colored_path else None,
+                "glb": str(r.glb_path),
+            }
             for r in results
         ]
         downloads = [str(p) for r in results for p in r.downloads]
         names = [r.name for r in results]
         h, w = results[0].shape
-        status = (f"**{len(results)} image{'s' if len(results) > 1 else ''}** in {seconds:.1f} s on "
-                  f"`{_device_label(pipeline)}`, processing resolution {int(resolution) or 'native'}; "
-                  f"first image {w}×{h} px, {results[0].n_points:,} points in its PLY.")
+        status = (
+            f"**{len(results)} image{'s' if len(results) > 1 else ''}** in {seconds:.1f} s on "
+            f"`{_device_label(pipeline)}`, processing resolution {int(resolution) or 'native'}; "
+            f"first image {w}×{h} px, {results[0].n_points:,} points in its PLY."
+        )
         if results.failed:
             lines = "\n".join(f"- {name}: {reason}" for name, reason in results.failed.items())
             status += f"\n\n**Not processed ({len(results.failed)}):**\n{lines}"
-            gr.Warning(f"{len(results.failed)} of {len(paths)} files could not be processed: "
-                       + "; ".join(f"{n}: {r}" for n, r in results.failed.items()), duration=None)
+            gr.Warning(
+                f"{len(results.failed)} of {len(paths)} files could not be processed: "
+                + "; ".join(f"{n}: {r}" for n, r in results.failed.items()),
+                duration=None,
+            )
         slider, prior_img, glb = view(state, names[0])
-        return (slider, prior_img, glb, downloads, state,
-                gr.update(choices=names, value=names[0], visible=len(names) > 1), status)
+        return (
+            slider,
+            prior_img,
+            glb,
+            downloads,
+            state,
+            gr.update(choices=names, value=names[0], visible=len(names) > 1),
+            status,
+        )
 
     with gr.Blocks(title="ApDepth demo", delete_cache=GRADIO_DELETE_CACHE) as demo:
         state = gr.State([])
@@ -375,19 +411,33 @@ def build_demo(
             with gr.Row(equal_height=False):
                 with gr.Column(scale=2, min_width=300):
                     files = gr.File(
-                        label="Images", file_count="multiple", file_types=list(IMAGE_EXTENSIONS),
-                        elem_id="apdepth-input", height=180,
+                        label="Images",
+                        file_count="multiple",
+                        file_types=list(IMAGE_EXTENSIONS),
+                        elem_id="apdepth-input",
+                        height=180,
                     )
                     resolution = gr.Slider(
-                        0, 2048, value=default_res, step=8, label="Processing resolution (px, 0 = native)",
+                        0,
+                        2048,
+                        value=default_res,
+                        step=8,
+                        label="Processing resolution (px, 0 = native)",
                         info="Longer side the model runs at; higher is sharper and slower.",
                     )
-                    cmap = gr.Dropdown(list(COLOR_MAPS), value="Spectral", label="Colour map",
-                                       info="Spectral: red = near, blue = far.")
+                    cmap = gr.Dropdown(
+                        list(COLOR_MAPS), value="Spectral", label="Colour map", info="Spectral: red = near, blue = far."
+                    )
                     with gr.Accordion("Point cloud", open=False):
                         fov = gr.Slider(20, 120, value=60, step=1, label="Horizontal field of view (degrees)")
-                        ratio = gr.Slider(1.5, 50, value=10, step=0.5, label="Far / near depth ratio",
-                                          info="Relative depth has no scale; this sets how deep the 3D view looks.")
+                        ratio = gr.Slider(
+                            1.5,
+                            50,
+                            value=10,
+                            step=0.5,
+                            label="Far / near depth ratio",
+                            info="Relative depth has no scale; this sets how deep the 3D view looks.",
+                        )
                     run_btn = gr.Button("Estimate depth", variant="primary", elem_id="apdepth-run")
                     status = gr.Markdown(elem_id="apdepth-status")
                     ex_dir = Path(examples_dir) if examples_dir is not None else None
@@ -398,19 +448,41 @@ def build_demo(
                 with gr.Column(scale=3, min_width=400):
                     pick = gr.Dropdown([], label="Show result for", visible=False, elem_id="apdepth-pick")
                     with gr.Row():
-                        slider = gr.ImageSlider(label="Image | depth (drag to compare)", type="filepath",
-                                                format="png", elem_id="apdepth-slider", scale=3, height=340)
-                        prior_img = gr.Image(label="Prior's depth", type="filepath", format="png",
-                                             interactive=False, elem_id="apdepth-prior", visible=has_prior, scale=2,
-                                             height=340)
-                    model3d = gr.Model3D(label="Point cloud (drag to rotate, scroll to zoom)", display_mode="point_cloud",
-                                         camera_position=(90, 90, None), height=420, elem_id="apdepth-3d")
-                    downloads = gr.File(label="Downloads: 16-bit PNG (value/65535), .npy (float32 [0,1]), colour PNG, "
-                                        "PLY point cloud", file_count="multiple", interactive=False,
-                                        elem_id="apdepth-downloads")
+                        slider = gr.ImageSlider(
+                            label="Image | depth (drag to compare)",
+                            type="filepath",
+                            format="png",
+                            elem_id="apdepth-slider",
+                            scale=3,
+                            height=340,
+                        )
+                        prior_img = gr.Image(
+                            label="Prior's depth",
+                            type="filepath",
+                            format="png",
+                            interactive=False,
+                            elem_id="apdepth-prior",
+                            visible=has_prior,
+                            scale=2,
+                            height=340,
+                        )
+                    model3d = gr.Model3D(
+                        label="Point cloud (drag to rotate, scroll to zoom)",
+                        display_mode="point_cloud",
+                        camera_position=(90, 90, None),
+                        height=420,
+                        elem_id="apdepth-3d",
+                    )
+                    downloads = gr.File(
+                        label="Downloads: 16-bit PNG (value/65535), .npy (float32 [0,1]), colour PNG, PLY point cloud",
+                        file_count="multiple",
+                        interactive=False,
+                        elem_id="apdepth-downloads",
+                    )
 
             run_btn.click(
-                on_run, inputs=[files, resolution, cmap, fov, ratio],
+                on_run,
+                inputs=[files, resolution, cmap, fov, ratio],
                 outputs=[slider, prior_img, model3d, downloads, state, pick, status],
                 concurrency_limit=1,  # one model, one device: requests queue instead of competing for memory
             )
@@ -434,19 +506,33 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def launch(demo, host: str = "127.0.0.1", port: int | None = 7860, *, block: bool = True,
-           max_file_size: str | int = DEFAULT_MAX_FILE_SIZE, quiet: bool = False):
+def launch(
+    demo,
+    host: str = "127.0.0.1",
+    port: int | None = 7860,
+    *,
+    block: bool = True,
+    max_file_size: str | int = DEFAULT_MAX_FILE_SIZE,
+    quiet: bool = False,
+):
     """Serve ``demo`` on ``host:port`` with the project's theme; sharing is always off."""
     import gradio as gr
 
     if not _is_loopback(host):
-        print(f"warning: the demo listens on {host}, reachable from other machines; it has no login.",
-              file=sys.stderr)
+        print(f"warning: the demo listens on {host}, reachable from other machines; it has no login.", file=sys.stderr)
     theme = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate")
     return demo.queue(max_size=32).launch(
-        server_name=host, server_port=port, share=False, prevent_thread_lock=not block,
-        max_file_size=max_file_size, theme=theme, css=CSS, ssr_mode=False, quiet=quiet,
-        footer_links=["gradio"], inbrowser=False,
+        server_name=host,
+        server_port=port,
+        share=False,
+        prevent_thread_lock=not block,
+        max_file_size=max_file_size,
+        theme=theme,
+        css=CSS,
+        ssr_mode=False,
+        quiet=quiet,
+        footer_links=["gradio"],
+        inbrowser=False,
     )
 
 
@@ -456,9 +542,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from apdepth.runtime import add_model_arguments
 
     add_model_arguments(p)
-    p.add_argument("--max-images", type=int, default=DEFAULT_MAX_IMAGES, help="images per request (default %(default)s)")
-    p.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS,
-                   help="largest accepted image in millions of pixels (default %(default)s)")
+    p.add_argument(
+        "--max-images", type=int, default=DEFAULT_MAX_IMAGES, help="images per request (default %(default)s)"
+    )
+    p.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=DEFAULT_MAX_MEGAPIXELS,
+        help="largest accepted image in millions of pixels (default %(default)s)",
+    )
     p.add_argument("--max-file-size", default=DEFAULT_MAX_FILE_SIZE, help="largest upload (default %(default)s)")
 
 

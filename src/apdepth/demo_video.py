@@ -17,9 +17,17 @@ DEFAULT_MAX_SECONDS = 20.0
 DEFAULT_MAX_VIDEO_FRAMES = 600
 
 
-def process_clip(pipeline, path: str | Path, out_dir: str | Path, processing_resolution: int | None = None,
-                 color_map: str = "Spectral", consistent: bool = True, max_seconds: float = DEFAULT_MAX_SECONDS,
-                 max_frames: int = DEFAULT_MAX_VIDEO_FRAMES, show_progress: bool = False) -> dict:
+def process_clip(
+    pipeline,
+    path: str | Path,
+    out_dir: str | Path,
+    processing_resolution: int | None = None,
+    color_map: str = "Spectral",
+    consistent: bool = True,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    max_frames: int = DEFAULT_MAX_VIDEO_FRAMES,
+    show_progress: bool = False,
+) -> dict:
     """Depth for one uploaded clip, written to ``out_dir``.
 
     Returns ``{"depth_video", "side_by_side", "stack", "record"}``: paths of ``<stem>_depth.mp4``,
@@ -35,16 +43,31 @@ def process_clip(pipeline, path: str | Path, out_dir: str | Path, processing_res
     info = source.info
     duration = info.duration_s if info.duration_s is not None else (info.num_frames or 0) / info.fps
     if duration > max_seconds + 1e-6 or (info.num_frames or 0) > max_frames:
-        raise ValueError(f"{path.name}: the clip is {duration:.1f} s long ({info.num_frames} frames); "
-                         f"this demo takes clips up to {max_seconds:g} s and {max_frames} frames")
+        raise ValueError(
+            f"{path.name}: the clip is {duration:.1f} s long ({info.num_frames} frames); "
+            f"this demo takes clips up to {max_seconds:g} s and {max_frames} frames"
+        )
     source.max_frames = max_frames
     stem = _stem(path.name)
     opts = VideoOutputOptions(color_map=color_map, side_by_side=True, stack="npz", png_frames=False)
-    record = process_video(pipeline, source, out_dir, stem, opts, processing_resolution=processing_resolution,
-                           batch_size=4, consistent=consistent, show_progress=show_progress)
+    record = process_video(
+        pipeline,
+        source,
+        out_dir,
+        stem,
+        opts,
+        processing_resolution=processing_resolution,
+        batch_size=4,
+        consistent=consistent,
+        show_progress=show_progress,
+    )
     out_dir = Path(out_dir)
-    return {"depth_video": out_dir / f"{stem}_depth.mp4", "side_by_side": out_dir / f"{stem}_depth_sbs.mp4",
-            "stack": out_dir / f"{stem}_depth.npz", "record": record}
+    return {
+        "depth_video": out_dir / f"{stem}_depth.mp4",
+        "side_by_side": out_dir / f"{stem}_depth_sbs.mp4",
+        "stack": out_dir / f"{stem}_depth.npz",
+        "record": record,
+    }
 
 
 def _stem(name: str) -> str:
@@ -67,8 +90,15 @@ def video_tab(pipeline, work_root: Path, default_res: int, color_maps, max_secon
         t0 = time.perf_counter()
         progress(0.05, desc="Estimating depth")
         try:
-            res = process_clip(pipeline, path, out_dir, processing_resolution=int(resolution), color_map=cmap,
-                               consistent=bool(consistent), max_seconds=max_seconds)
+            res = process_clip(
+                pipeline,
+                path,
+                out_dir,
+                processing_resolution=int(resolution),
+                color_map=cmap,
+                consistent=bool(consistent),
+                max_seconds=max_seconds,
+            )
         except ValueError as err:
             shutil.rmtree(out_dir, ignore_errors=True)
             raise gr.Error(str(err), print_exception=False) from None
@@ -77,16 +107,22 @@ def video_tab(pipeline, work_root: Path, default_res: int, color_maps, max_secon
             shutil.rmtree(out_dir, ignore_errors=True)
             raise gr.Error(f"Depth estimation failed: {type(err).__name__}: {err}", print_exception=False) from None
         r = res["record"]
-        status = (f"**{r['frames']} frames** ({r['width']}×{r['height']}, {r['fps']:.3g} fps) in "
-                  f"{time.perf_counter() - t0:.1f} s ({r['frames_per_s']:.2f} frames/s); "
-                  f"{'temporally consistent' if r['consistent'] else 'per-frame'} depth.")
+        status = (
+            f"**{r['frames']} frames** ({r['width']}×{r['height']}, {r['fps']:.3g} fps) in "
+            f"{time.perf_counter() - t0:.1f} s ({r['frames_per_s']:.2f} frames/s); "
+            f"{'temporally consistent' if r['consistent'] else 'per-frame'} depth."
+        )
         return str(res["side_by_side"]), [str(res["depth_video"]), str(res["stack"])], status
 
-    gr.Markdown(f"Upload a short clip (up to {max_seconds:g} s). Each frame's depth is co-aligned with its "
-                "neighbours so that the clip does not flicker; the result comes back next to the input.")
+    gr.Markdown(
+        f"Upload a short clip (up to {max_seconds:g} s). Each frame's depth is co-aligned with its "
+        "neighbours so that the clip does not flicker; the result comes back next to the input."
+    )
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=300):
-            clip = gr.File(label="Video clip", file_types=list(VIDEO_EXTENSIONS), elem_id="apdepth-video-input", height=140)
+            clip = gr.File(
+                label="Video clip", file_types=list(VIDEO_EXTENSIONS), elem_id="apdepth-video-input", height=140
+            )
             resolution = gr.Slider(0, 1024, value=default_res, step=8, label="Processing resolution (px, 0 = native)")
             cmap = gr.Dropdown(list(color_maps), value="Spectral", label="Colour map")
             consistent = gr.Checkbox(value=True, label="Temporally consistent (co-align frames)")
@@ -94,7 +130,12 @@ def video_tab(pipeline, work_root: Path, default_res: int, color_maps, max_secon
             status = gr.Markdown(elem_id="apdepth-video-status")
         with gr.Column(scale=3, min_width=400):
             video = gr.Video(label="Input | depth", interactive=False, elem_id="apdepth-video-output", height=360)
-            downloads = gr.File(label="Downloads: depth video (.mp4), float32 (T,H,W) stack in [0,1] (.npz)",
-                                file_count="multiple", interactive=False, elem_id="apdepth-video-downloads")
-    run_btn.click(on_run, inputs=[clip, resolution, cmap, consistent], outputs=[video, downloads, status],
-                  concurrency_limit=1)
+            downloads = gr.File(
+                label="Downloads: depth video (.mp4), float32 (T,H,W) stack in [0,1] (.npz)",
+                file_count="multiple",
+                interactive=False,
+                elem_id="apdepth-video-downloads",
+            )
+    run_btn.click(
+        on_run, inputs=[clip, resolution, cmap, consistent], outputs=[video, downloads, status], concurrency_limit=1
+    )

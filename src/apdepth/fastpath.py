@@ -54,13 +54,21 @@ class SharedContextAttnProcessor:
     def applies(attn, hidden_states, encoder_hidden_states, attention_mask, temb) -> bool:
         """Whether this call is the shared-context case the fast path handles (else ``base`` runs)."""
         return (
-            encoder_hidden_states is not None and encoder_hidden_states.ndim == 3 and encoder_hidden_states.shape[0] > 1
-            and encoder_hidden_states.stride(0) == 0 and attention_mask is None and hidden_states.ndim == 3
-            and attn.spatial_norm is None and attn.group_norm is None and not attn.residual_connection
+            encoder_hidden_states is not None
+            and encoder_hidden_states.ndim == 3
+            and encoder_hidden_states.shape[0] > 1
+            and encoder_hidden_states.stride(0) == 0
+            and attention_mask is None
+            and hidden_states.ndim == 3
+            and attn.spatial_norm is None
+            and attn.group_norm is None
+            and not attn.residual_connection
             and attn.rescale_output_factor == 1.0
         )
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+    def __call__(
+        self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs
+    ):
         """diffusers' attention-processor call; the same result as ``base`` with keys/values projected once."""
         if args or kwargs or not self.applies(attn, hidden_states, encoder_hidden_states, attention_mask, temb):
             return self.base(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)

@@ -84,7 +84,9 @@ def _corrupt_weights(folder: Path) -> tuple[Path, str] | None:
     return None
 
 
-def local_load_error(path: str | os.PathLike, what: str, err: BaseException, allow_pickle: bool = False) -> CheckpointNotFoundError:
+def local_load_error(
+    path: str | os.PathLike, what: str, err: BaseException, allow_pickle: bool = False
+) -> CheckpointNotFoundError:
     """The error for a local folder that exists but does not load: corrupt weights, pickled-only weights,
     or what the loader said, without any Hub or download hint (nothing was to be downloaded)."""
     path = Path(path)
@@ -106,7 +108,9 @@ def local_load_error(path: str | os.PathLike, what: str, err: BaseException, all
     return CheckpointNotFoundError(f"Could not load the {what} from {path}: {_first_line(err)}")
 
 
-def friendly_load_error(name: str, what: str, err: BaseException, allow_pickle: bool = False) -> CheckpointNotFoundError:
+def friendly_load_error(
+    name: str, what: str, err: BaseException, allow_pickle: bool = False
+) -> CheckpointNotFoundError:
     """One clear error for a failed load of ``name`` (a local folder or a Hub id)."""
     if Path(name).expanduser().exists():
         return local_load_error(Path(name).expanduser(), what, err, allow_pickle)
@@ -140,9 +144,15 @@ def hub_unreachable() -> str | None:
         return f"cannot reach {host}: {err.strerror or err}"
 
 
-def hub_snapshot(name: str, what: str, patterns: list[str], local_files_only: bool | None = None,
-                 revision: str | None = None, cache_dir: str | os.PathLike | None = None,
-                 token: str | bool | None = None) -> Path:
+def hub_snapshot(
+    name: str,
+    what: str,
+    patterns: list[str],
+    local_files_only: bool | None = None,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | bool | None = None,
+) -> Path:
     """Download (or find in the local cache) the Hub repository ``name`` and return its local folder
     (``revision``, ``cache_dir`` and ``token`` as in ``huggingface_hub.snapshot_download``).
 
@@ -158,8 +168,16 @@ def hub_snapshot(name: str, what: str, patterns: list[str], local_files_only: bo
         if unreachable:
             offline_reason = f"{unreachable}; not in the local cache either"
     try:
-        return Path(snapshot_download(name, allow_patterns=patterns, local_files_only=offline_reason is not None,
-                                      revision=revision, cache_dir=cache_dir, token=token))
+        return Path(
+            snapshot_download(
+                name,
+                allow_patterns=patterns,
+                local_files_only=offline_reason is not None,
+                revision=revision,
+                cache_dir=cache_dir,
+                token=token,
+            )
+        )
     except Exception as err:  # huggingface_hub raises many types for offline/missing/auth cases
         raise hub_error(name, what, offline_reason or _first_line(err)) from err
 
@@ -194,8 +212,13 @@ def resolve_checkpoint(
     return hub_snapshot(name, "checkpoint", _patterns(allow_pickle), local_files_only, revision, cache_dir, token)
 
 
-def resolve_prior(name_or_path: str, allow_pickle: bool = False, local_files_only: bool | None = None,
-                  cache_dir: str | os.PathLike | None = None, token: str | bool | None = None) -> Path:
+def resolve_prior(
+    name_or_path: str,
+    allow_pickle: bool = False,
+    local_files_only: bool | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | bool | None = None,
+) -> Path:
     """Like :func:`resolve_checkpoint` for a depth prior (a transformers folder with ``config.json``)."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
@@ -207,8 +230,9 @@ def resolve_prior(name_or_path: str, allow_pickle: bool = False, local_files_onl
             f"Depth prior {str(name_or_path)!r}: no such folder (it reads as a local path, so it is not looked up "
             "as a Hugging Face Hub id of the form 'owner/name')."
         )
-    return hub_snapshot(str(name_or_path), "depth prior", _patterns(allow_pickle), local_files_only,
-                        cache_dir=cache_dir, token=token)
+    return hub_snapshot(
+        str(name_or_path), "depth prior", _patterns(allow_pickle), local_files_only, cache_dir=cache_dir, token=token
+    )
 
 
 def _patterns(allow_pickle: bool) -> list[str]:

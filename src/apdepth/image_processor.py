@@ -76,7 +76,9 @@ def to_tensor(image, index: int = 0) -> torch.Tensor:
     elif t.shape[0] == 4:
         t = t[:3]
     if t.shape[1] < MIN_SIZE or t.shape[2] < MIN_SIZE:
-        raise ValueError(f"image {index}: too small ({t.shape[1]}x{t.shape[2]}); at least {MIN_SIZE}x{MIN_SIZE} pixels are needed")
+        raise ValueError(
+            f"image {index}: too small ({t.shape[1]}x{t.shape[2]}); at least {MIN_SIZE}x{MIN_SIZE} pixels are needed"
+        )
     if not torch.isfinite(t).all():
         raise ValueError(f"image {index}: contains NaN or infinite values")
     if t.min() < -1e-3 or t.max() > 1 + 1e-3:

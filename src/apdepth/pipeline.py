@@ -65,7 +65,16 @@ class ApDepthOutput(BaseOutput):
 
 
 # Test-time ensemble members: (mirror the image?, factor on the processing resolution).
-ENSEMBLE_MEMBERS = ((False, 1.0), (True, 1.0), (False, 0.75), (True, 0.75), (False, 1.25), (True, 1.25), (False, 0.5), (True, 0.5))
+ENSEMBLE_MEMBERS = (
+    (False, 1.0),
+    (True, 1.0),
+    (False, 0.75),
+    (True, 0.75),
+    (False, 1.25),
+    (True, 1.25),
+    (False, 0.5),
+    (True, 0.5),
+)
 
 
 def _align_to(d: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -184,8 +193,13 @@ class ApDepthPipeline(DiffusionPipeline):
             if key not in cls._config_keys():
                 raise ValueError(f"unknown pipeline setting {key!r}; known: {cls._config_keys()}")
         opts = LoadOptions(
-            allow_pickle=allow_pickle, variant=variant, revision=revision, use_safetensors=use_safetensors,
-            cache_dir=None if cache_dir is None else str(cache_dir), token=token, local_files_only=local_files_only,
+            allow_pickle=allow_pickle,
+            variant=variant,
+            revision=revision,
+            use_safetensors=use_safetensors,
+            cache_dir=None if cache_dir is None else str(cache_dir),
+            token=token,
+            local_files_only=local_files_only,
             strict=strict,
         )
         if pretrained_model_name_or_path is None:
@@ -208,7 +222,11 @@ class ApDepthPipeline(DiffusionPipeline):
         # What was loaded, for the people looking at the results (the demo names it on its page).
         pipe.loaded_from = {
             "checkpoint": str(pretrained_model_name_or_path),
-            "prior": None if prior is None else str(prior) if isinstance(prior, (str, os.PathLike)) else type(prior).__name__,
+            "prior": None
+            if prior is None
+            else str(prior)
+            if isinstance(prior, (str, os.PathLike))
+            else type(prior).__name__,
             "bundled": Path(pretrained_model_name_or_path).resolve() == BUNDLED_MODEL_DIR.resolve(),
         }
         return pipe
@@ -226,7 +244,9 @@ class ApDepthPipeline(DiffusionPipeline):
         if c.channel_order not in CHANNEL_ORDERS:
             raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {c.channel_order!r}")
         if c.prior_normalization not in PRIOR_NORMALIZATIONS:
-            raise ValueError(f"prior_normalization must be one of {PRIOR_NORMALIZATIONS}, got {c.prior_normalization!r}")
+            raise ValueError(
+                f"prior_normalization must be one of {PRIOR_NORMALIZATIONS}, got {c.prior_normalization!r}"
+            )
 
     # ------------------------------------------------------------------ fast paths (all off by default)
 
@@ -246,7 +266,9 @@ class ApDepthPipeline(DiffusionPipeline):
         """Encode and decode whole images again (undo :meth:`enable_vae_tiling`)."""
         self.vae.disable_tiling()
 
-    def enable_compile(self, cuda_graphs: bool = False, mode: str | None = None, dynamic: bool = False, cache_dir: str | None = None) -> None:
+    def enable_compile(
+        self, cuda_graphs: bool = False, mode: str | None = None, dynamic: bool = False, cache_dir: str | None = None
+    ) -> None:
         """``torch.compile`` the U-Net, the VAE encoder/decoder and the prior in place (weights, ``save_pretrained`` and
         ``.to()`` are unaffected). The first call per input shape pays the compile; Inductor's on-disk cache (``cache_dir``,
         default ``~/.cache/apdepth/inductor``) makes later processes reuse it.
@@ -456,12 +478,15 @@ class ApDepthPipeline(DiffusionPipeline):
             ValueError: a bad setting (see :meth:`check_inputs`) or image (see :mod:`apdepth.image_processor`).
         """
         # 1. Check the settings.
-        res = self.check_inputs(processing_resolution, batch_size, output_type, output_prior, ensemble_size,
-                                output_uncertainty)
+        res = self.check_inputs(
+            processing_resolution, batch_size, output_type, output_prior, ensemble_size, output_uncertainty
+        )
         # 2. Images -> list of (3,H,W) float in [0,1].
         images = self.image_processor.preprocess(image)
         # 3. One forward pass per image, batched by processing size: resize, prior condition, encode, U-Net, decode.
-        kwargs = dict(match_input_resolution=match_input_resolution, batch_size=batch_size, show_progress_bar=show_progress_bar)
+        kwargs = dict(
+            match_input_resolution=match_input_resolution, batch_size=batch_size, show_progress_bar=show_progress_bar
+        )
         depth_out, prior_out = self._predict(images, res, output_prior=output_prior, **kwargs)
         # 4. Test-time ensemble: more members, aligned to the first, median-combined.
         uncertainty = None
@@ -492,16 +517,22 @@ class ApDepthPipeline(DiffusionPipeline):
             if res > 0:
                 out, _ = self._predict(imgs, max(8, int(round(res * scale))), **kwargs)
             else:  # native resolution: scale each image's own longer side
-                out = [self._predict([im], max(8, int(round(max(im.shape[-2:]) * scale))), **kwargs)[0][0] for im in imgs]
+                out = [
+                    self._predict([im], max(8, int(round(max(im.shape[-2:]) * scale))), **kwargs)[0][0] for im in imgs
+                ]
             members.append([o.flip(-1) if flip else o for o in out])
         depth, spread = [], []
         for i, ref in enumerate(first):
-            stack = torch.stack([_align_to(self.image_processor.resize_map(m[i], tuple(ref.shape)), ref) for m in members])
+            stack = torch.stack(
+                [_align_to(self.image_processor.resize_map(m[i], tuple(ref.shape)), ref) for m in members]
+            )
             depth.append(stack.median(dim=0).values.clamp(0, 1))  # (H,W) from the (M,H,W) stack
             spread.append(stack.std(dim=0))
         return depth, spread
 
-    def _predict(self, images, res, match_input_resolution=True, batch_size=1, output_prior=False, show_progress_bar=False):
+    def _predict(
+        self, images, res, match_input_resolution=True, batch_size=1, output_prior=False, show_progress_bar=False
+    ):
         """Depth (and prior depth) for each image: lists of (H,W) tensors, in input order."""
         processor = self.image_processor
         sizes = [tuple(im.shape[-2:]) for im in images]

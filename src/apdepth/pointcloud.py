@@ -61,8 +61,9 @@ def relative_to_metric(depth01: np.ndarray, near: float = 1.0, far: float = 10.0
     return (np.float32(near) + d * np.float32(far - near)).astype(np.float32)
 
 
-def flying_pixel_mask(depth: np.ndarray, threshold: float = DEFAULT_FLYING_PIXEL_THRESHOLD,
-                      valid: np.ndarray | None = None) -> np.ndarray:
+def flying_pixel_mask(
+    depth: np.ndarray, threshold: float = DEFAULT_FLYING_PIXEL_THRESHOLD, valid: np.ndarray | None = None
+) -> np.ndarray:
     """Return a bool (H, W) mask, True where a pixel is *kept*.
 
     A pixel is dropped when it is invalid (``valid`` False, depth not finite or <= 0) or when
@@ -178,8 +179,15 @@ def write_ply(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray | 
     vertex["x"], vertex["y"], vertex["z"] = points[:, 0], points[:, 1], points[:, 2]
     if colors is not None:
         vertex["red"], vertex["green"], vertex["blue"] = colors[:, 0], colors[:, 1], colors[:, 2]
-    lines = ["ply", "format binary_little_endian 1.0", "comment written by apdepth",
-             f"element vertex {len(points)}", "property float x", "property float y", "property float z"]
+    lines = [
+        "ply",
+        "format binary_little_endian 1.0",
+        "comment written by apdepth",
+        f"element vertex {len(points)}",
+        "property float x",
+        "property float y",
+        "property float z",
+    ]
     if colors is not None:
         lines += ["property uchar red", "property uchar green", "property uchar blue"]
     header = ("\n".join(lines + ["end_header"]) + "\n").encode("ascii")
@@ -261,8 +269,9 @@ def save_depth_ply(
     ``metric=True`` it is used as z-depth as is.
     """
     z = np.asarray(depth, dtype=np.float32) if metric else relative_to_metric(depth, near, far)
-    points, colors = depth_to_points(z, rgb, focal=focal, fov_deg=fov_deg,
-                                     flying_pixel_threshold=flying_pixel_threshold)
+    points, colors = depth_to_points(
+        z, rgb, focal=focal, fov_deg=fov_deg, flying_pixel_threshold=flying_pixel_threshold
+    )
     write_ply(path, points, colors)
     return len(points)
 
@@ -292,8 +301,9 @@ def write_glb_points(path: str | os.PathLike, points: np.ndarray, colors: np.nda
         "scene": 0,
         "scenes": [{"nodes": [0]}],
         "nodes": [{"mesh": 0}],
-        "materials": [{"pbrMetallicRoughness": {"baseColorFactor": [1, 1, 1, 1]},
-                       "extensions": {"KHR_materials_unlit": {}}}],
+        "materials": [
+            {"pbrMetallicRoughness": {"baseColorFactor": [1, 1, 1, 1]}, "extensions": {"KHR_materials_unlit": {}}}
+        ],
         "meshes": [{"primitives": [{"attributes": {"POSITION": 0, "COLOR_0": 1}, "mode": 0, "material": 0}]}],
         "buffers": [{"byteLength": len(pos_bytes) + len(col_bytes)}],
         "bufferViews": [

@@ -152,15 +152,22 @@ def _match_parts(parts: tuple[str, ...], pats: tuple[str, ...]) -> bool:
     if not pats:
         return not parts
     if pats[0] == "**":
-        return any(_match_parts(parts[i:], pats[1:]) for i in range(len(parts) + 1)
-                   if not any(p.startswith(".") for p in parts[:i]))
+        return any(
+            _match_parts(parts[i:], pats[1:])
+            for i in range(len(parts) + 1)
+            if not any(p.startswith(".") for p in parts[:i])
+        )
     if not parts or (parts[0].startswith(".") and not pats[0].startswith(".")):
         return False
     return fnmatch.fnmatchcase(parts[0], pats[0]) and _match_parts(parts[1:], pats[1:])
 
 
-def collect_inputs(inputs: list[str], output: str | os.PathLike | None = None, color_map: str | None = "Spectral",
-                   save_ply: bool = False) -> CollectedInputs:
+def collect_inputs(
+    inputs: list[str],
+    output: str | os.PathLike | None = None,
+    color_map: str | None = "Spectral",
+    save_ply: bool = False,
+) -> CollectedInputs:
     """Expand files, folders (recursively) and glob patterns into the inputs to process, each exactly once.
 
     Files named explicitly are kept even with unusual extensions (so that a bad file is reported, not
@@ -177,8 +184,11 @@ def collect_inputs(inputs: list[str], output: str | os.PathLike | None = None, c
         p = Path(spec)
         if p.is_dir():
             skip = out_real if out_real is not None and out_real != os.path.realpath(p) else None
-            files = [(q, parts) for q, parts in _walk(p, None, skip, result.ignored)
-                     if _is_image(q) and not q.name.startswith(".")]
+            files = [
+                (q, parts)
+                for q, parts in _walk(p, None, skip, result.ignored)
+                if _is_image(q) and not q.name.startswith(".")
+            ]
             if not files:
                 result.errors[spec] = f"folder contains no images ({', '.join(IMAGE_EXTENSIONS)})"
             found += [InputItem(q, Path(*parts).with_suffix("")) for q, parts in files if not _own_output(q, result)]
@@ -190,8 +200,11 @@ def collect_inputs(inputs: list[str], output: str | os.PathLike | None = None, c
             files = []
             if base.is_dir():
                 skip = out_real if out_real is not None and out_real != os.path.realpath(base) else None
-                files = [(q, parts) for q, parts in _walk(base, depth, skip, result.ignored)
-                         if _is_image(q) and _match_parts(parts, pats)]
+                files = [
+                    (q, parts)
+                    for q, parts in _walk(base, depth, skip, result.ignored)
+                    if _is_image(q) and _match_parts(parts, pats)
+                ]
             if not files:
                 result.errors[spec] = "pattern matches no image files"
             found += [InputItem(q, Path(*parts).with_suffix("")) for q, parts in files if not _own_output(q, result)]
@@ -226,6 +239,7 @@ def _assign_output_names(result: CollectedInputs, out_dir: Path, input_reals: se
     ``<stem>`` when it alone claims it; otherwise it writes ``<stem>_<ext>`` (``a.jpg`` -> ``a_jpg_depth.*``),
     then ``<stem>_<ext>_2`` and so on, in sorted order, so the names do not depend on the order of arguments.
     """
+
     def key(rel: Path) -> str:
         return str(rel).casefold()
 
@@ -235,8 +249,9 @@ def _assign_output_names(result: CollectedInputs, out_dir: Path, input_reals: se
     claims: dict[str, list[InputItem]] = {}
     for it in result.items:
         claims.setdefault(key(it.rel), []).append(it)
-    contested = sorted((it for it in result.items if len(claims[key(it.rel)]) > 1 or hits_input(it.rel)),
-                       key=lambda it: str(it.path))
+    contested = sorted(
+        (it for it in result.items if len(claims[key(it.rel)]) > 1 or hits_input(it.rel)), key=lambda it: str(it.path)
+    )
     taken = {k for k, its in claims.items() if len(its) == 1 and not hits_input(its[0].rel)}
     for it in contested:
         ext = it.path.suffix.lstrip(".").lower() or "noext"
@@ -268,28 +283,62 @@ def output_paths(out_dir: Path, rel: Path, color_map: str | None, save_ply: bool
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively) or glob patterns")
+    p.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively) or glob patterns"
+    )
     p.add_argument("--output", "-o", required=True, help="output folder")
     add_model_arguments(p)
-    p.add_argument("--processing-res", type=int, default=None, help="longer side the model runs at (0 = native: time and memory grow with the pixel count; default: stored with the model)")
+    p.add_argument(
+        "--processing-res",
+        type=int,
+        default=None,
+        help="longer side the model runs at (0 = native: time and memory grow with the pixel count; default: stored with the model)",
+    )
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
-    p.add_argument("--ensemble-size", type=int, default=1,
-                   help="test-time ensemble of N members (mirror image, 0.75x/1.25x/0.5x resolution; 1 = off, max 8)")
-    p.add_argument("--color-map", default="Spectral", help="matplotlib colour map for *_depth_colored.png, 'none' to skip")
+    p.add_argument(
+        "--ensemble-size",
+        type=int,
+        default=1,
+        help="test-time ensemble of N members (mirror image, 0.75x/1.25x/0.5x resolution; 1 = off, max 8)",
+    )
+    p.add_argument(
+        "--color-map", default="Spectral", help="matplotlib colour map for *_depth_colored.png, 'none' to skip"
+    )
     p.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs all exist already")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (slow first batch, faster afterwards; cached on disk)")
-    p.add_argument("--compile-mode", default="default", choices=["default", "max-autotune"],
-                   help="with --compile: Inductor's tuning level; max-autotune compiles much longer, usually runs faster (default: default)")
-    p.add_argument("--cuda-graphs", action="store_true",
-                   help="with --compile on CUDA: also capture CUDA graphs (best for many same-size images)")
-    p.add_argument("--vae-tiling", action="store_true", help="encode/decode in 512 px tiles: bounded memory for very large inputs")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model (slow first batch, faster afterwards; cached on disk)",
+    )
+    p.add_argument(
+        "--compile-mode",
+        default="default",
+        choices=["default", "max-autotune"],
+        help="with --compile: Inductor's tuning level; max-autotune compiles much longer, usually runs faster (default: default)",
+    )
+    p.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="with --compile on CUDA: also capture CUDA graphs (best for many same-size images)",
+    )
+    p.add_argument(
+        "--vae-tiling", action="store_true", help="encode/decode in 512 px tiles: bounded memory for very large inputs"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("point cloud (--save-ply)")
     g.add_argument("--save-ply", action="store_true", help="also write <stem>.ply, a coloured point cloud (binary PLY)")
-    g.add_argument("--fov", type=float, default=60.0, help="horizontal field of view in degrees for the cloud (default 60)")
-    g.add_argument("--focal", type=float, default=None, help="focal length in pixels of the input image (overrides --fov)")
     g.add_argument(
-        "--near-far", type=float, nargs=2, default=(1.0, 10.0), metavar=("NEAR", "FAR"),
+        "--fov", type=float, default=60.0, help="horizontal field of view in degrees for the cloud (default 60)"
+    )
+    g.add_argument(
+        "--focal", type=float, default=None, help="focal length in pixels of the input image (overrides --fov)"
+    )
+    g.add_argument(
+        "--near-far",
+        type=float,
+        nargs=2,
+        default=(1.0, 10.0),
+        metavar=("NEAR", "FAR"),
         help="place relative depth 0 at NEAR and 1 at FAR (default 1 10); only FAR/NEAR changes the shape",
     )
     from apdepth.video_cli import add_video_arguments
@@ -385,9 +434,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: --cuda-graphs needs a CUDA device (running on {options['device']})", file=sys.stderr)
             return 2
         try:
-            pipe = load_pipeline(**options, compile=args.compile, compile_mode=args.compile_mode,
-                                 cuda_graphs=args.cuda_graphs, vae_tiling=args.vae_tiling,
-                                 quiet=args.quiet or (rank != 0 and world > 1))
+            pipe = load_pipeline(
+                **options,
+                compile=args.compile,
+                compile_mode=args.compile_mode,
+                cuda_graphs=args.cuda_graphs,
+                vae_tiling=args.vae_tiling,
+                quiet=args.quiet or (rank != 0 and world > 1),
+            )
         except (OSError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
@@ -435,10 +489,12 @@ def native_size_note(items: list[InputItem], megapixels: float | None = None) ->
     pixels, w, h, path = max(big)
     scale = 768 / max(w, h)
     ratio = pixels / (round(w * scale) * round(h * scale))
-    return (f"note: --processing-res 0 runs at native size; {len(big)} input(s) exceed {megapixels:g} MP, the largest "
-            f"{path} at {w}x{h} ({pixels / 1e6:.1f} MP, {ratio:.0f}x the pixels of --processing-res 768). Time and "
-            "memory grow at least in proportion, so expect minutes per image on a CPU and many GB of memory; "
-            "pass --processing-res N to bound it (--vae-tiling bounds the VAE's memory).")
+    return (
+        f"note: --processing-res 0 runs at native size; {len(big)} input(s) exceed {megapixels:g} MP, the largest "
+        f"{path} at {w}x{h} ({pixels / 1e6:.1f} MP, {ratio:.0f}x the pixels of --processing-res 768). Time and "
+        "memory grow at least in proportion, so expect minutes per image on a CPU and many GB of memory; "
+        "pass --processing-res N to bound it (--vae-tiling bounds the VAE's memory)."
+    )
 
 
 def _check_writable(out_dir: Path) -> str | None:
@@ -452,7 +508,7 @@ def _reason(err: BaseException, path: Path) -> str:
     """An error message without the leading ``<path>: `` that the readers put in front."""
     text = str(err)
     prefix = f"{path}: "
-    return text[len(prefix):] if text.startswith(prefix) else text
+    return text[len(prefix) :] if text.startswith(prefix) else text
 
 
 def _fail(summary: Summary, path: Path, reason: str) -> None:
@@ -501,6 +557,7 @@ def _stream(pipe, todo: list[InputItem], args, out_dir: Path, color_map, save_pl
     with ThreadPoolExecutor(readers, thread_name_prefix="apdepth-reader") as read_pool:
         writers = WriterPool(max_pending=max(2 * args.batch_size, 4), on_done=finished)
         try:
+
             def refill() -> None:
                 while len(pending) < ahead:
                     it = next(items, None)
@@ -546,8 +603,13 @@ class _RunStopped(ValueError):
 def _predict_and_queue(pipe, ready, args, out_dir, color_map, save_ply, writers, finished, stop) -> None:
     """Run one batch and queue its writes; if the batch fails, retry image by image so that the culprit is named."""
     try:
-        out = pipe([a for _, a in ready], processing_resolution=args.processing_res, batch_size=args.batch_size,
-                   ensemble_size=getattr(args, "ensemble_size", 1), output_type="pt")
+        out = pipe(
+            [a for _, a in ready],
+            processing_resolution=args.processing_res,
+            batch_size=args.batch_size,
+            ensemble_size=getattr(args, "ensemble_size", 1),
+            output_type="pt",
+        )
         # start every device->host copy before the first write waits on one (no per-image synchronisation here)
         hosts = [_to_host(d) for d in out.depth]
     except (ValueError, RuntimeError) as err:
@@ -603,7 +665,9 @@ def _write_ply(path, depth, rgb, args) -> None:
 
     # depth is affine-invariant [0, 1]; it needs a near/far placement before it can be unprojected
     near, far = getattr(args, "near_far", (1.0, 10.0))
-    save_depth_ply(path, depth, rgb, focal=getattr(args, "focal", None), fov_deg=getattr(args, "fov", 60.0), near=near, far=far)
+    save_depth_ply(
+        path, depth, rgb, focal=getattr(args, "focal", None), fov_deg=getattr(args, "fov", 60.0), near=near, far=far
+    )
 
 
 def _merge_summaries(summary: Summary) -> Summary:
@@ -650,7 +714,9 @@ def _print_summary(summary: Summary, out_dir: Path, world_size: int = 1) -> bool
             json.dump(record, fh, indent=1)
     except OSError as err:
         summary.stopped = summary.stopped or str(err)
-        print(f"error: {summary.stopped}; {SUMMARY_NAME} not written (the lines above are the summary)", file=sys.stderr)
+        print(
+            f"error: {summary.stopped}; {SUMMARY_NAME} not written (the lines above are the summary)", file=sys.stderr
+        )
         return False
     if summary.stopped:
         print(f"error: run stopped: {summary.stopped}", file=sys.stderr)

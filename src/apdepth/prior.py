@@ -114,7 +114,9 @@ def prior_disparity_to_depth01(disparity: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def condition_prior_output_range(prior: torch.nn.Module, pixel_values: torch.Tensor, low: float = 1.0, high: float = 2.0) -> tuple[float, float]:
+def condition_prior_output_range(
+    prior: torch.nn.Module, pixel_values: torch.Tensor, low: float = 1.0, high: float = 2.0
+) -> tuple[float, float]:
     """Fold an affine map into the prior's last convolution so that its output spans about [low, high].
 
     A scale-and-shift-invariant loss leaves a trained prior free to put its whole signal into a tiny

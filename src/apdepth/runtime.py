@@ -68,18 +68,28 @@ def pick_dtype(name: str):
 def add_model_arguments(p: argparse.ArgumentParser, default_dtype: str = "fp32") -> None:
     """The model flags every inference command shares: ``--checkpoint --prior --variant --revision --device
     --dtype --allow-pickle`` (values for :func:`load_pipeline`, see :func:`model_options`)."""
-    p.add_argument("--checkpoint", default=None, help="pipeline folder or Hugging Face Hub id (default: the bundled small model)")
+    p.add_argument(
+        "--checkpoint", default=None, help="pipeline folder or Hugging Face Hub id (default: the bundled small model)"
+    )
     p.add_argument(
         "--prior",
         default=None,
         help="depth prior (Hub id or folder): needed for checkpoints that do not include one, replaces the included one "
         "otherwise; e.g. depth-anything/Depth-Anything-V2-Small-hf (Apache-2.0; the Base/Large/Giant priors are non-commercial)",
     )
-    p.add_argument("--variant", default=None, help="weight file variant to load, e.g. fp16 (default: the full-precision files)")
+    p.add_argument(
+        "--variant", default=None, help="weight file variant to load, e.g. fp16 (default: the full-precision files)"
+    )
     p.add_argument("--revision", default=None, help="Hub branch, tag or commit of --checkpoint (default: main)")
-    p.add_argument("--dtype", default=default_dtype, choices=list(DTYPES), help=f"compute precision (default {default_dtype})")
+    p.add_argument(
+        "--dtype", default=default_dtype, choices=list(DTYPES), help=f"compute precision (default {default_dtype})"
+    )
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps (default auto: cuda, then mps, then cpu)")
-    p.add_argument("--allow-pickle", action="store_true", help="allow loading pickled (.bin) weights; only for checkpoints you trust")
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="allow loading pickled (.bin) weights; only for checkpoints you trust",
+    )
 
 
 def model_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -104,9 +114,17 @@ def quiet_loading() -> None:
     transformers_logging.disable_progress_bar()
 
 
-def configure_fast_path(pipe, device, compile: bool = False, vae_tiling: bool = False, compile_mode: str = "default",
-                        cuda_graphs: bool = False, channels_last: bool | None = None, exact_speedups: bool = True,
-                        cudnn_benchmark: bool = False) -> None:
+def configure_fast_path(
+    pipe,
+    device,
+    compile: bool = False,
+    vae_tiling: bool = False,
+    compile_mode: str = "default",
+    cuda_graphs: bool = False,
+    channels_last: bool | None = None,
+    exact_speedups: bool = True,
+    cudnn_benchmark: bool = False,
+) -> None:
     """The commands' speed choices. ``channels_last=None`` picks it where it pays: on a CPU it makes oneDNN's
     convolutions several times faster; on GPUs only together with torch.compile. ``exact_speedups``: the
     pipeline's :meth:`~ApDepthPipeline.enable_exact_speedups` (same depth, less work). ``cudnn_benchmark``: let
@@ -188,14 +206,27 @@ def load_pipeline(
     from apdepth.pipeline import ApDepthPipeline
 
     pipe = ApDepthPipeline.from_pretrained(
-        checkpoint, prior=prior, torch_dtype=torch_dtype, allow_pickle=allow_pickle, variant=variant,
-        revision=revision, local_files_only=local_files_only,
+        checkpoint,
+        prior=prior,
+        torch_dtype=torch_dtype,
+        allow_pickle=allow_pickle,
+        variant=variant,
+        revision=revision,
+        local_files_only=local_files_only,
     )
     if cpu_offload:
         pipe.enable_model_cpu_offload(device=dev)
     else:
         pipe.to(dev)
     pipe.set_progress_bar_config(disable=True)
-    configure_fast_path(pipe, dev, compile=compile, vae_tiling=vae_tiling, compile_mode=compile_mode,
-                        cuda_graphs=cuda_graphs, channels_last=None if fast_path else False, exact_speedups=fast_path)
+    configure_fast_path(
+        pipe,
+        dev,
+        compile=compile,
+        vae_tiling=vae_tiling,
+        compile_mode=compile_mode,
+        cuda_graphs=cuda_graphs,
+        channels_last=None if fast_path else False,
+        exact_speedups=fast_path,
+    )
     return pipe

@@ -68,8 +68,14 @@ class CoAligner:
         seed: seed for the pixel subsampling (results are deterministic for a seed).
     """
 
-    def __init__(self, gaps=DEFAULT_GAPS, samples_per_pair: int = 2000, flow: str | None = "dis",
-                 valid_range: tuple[float, float] = (0.002, 0.998), seed: int = 0):
+    def __init__(
+        self,
+        gaps=DEFAULT_GAPS,
+        samples_per_pair: int = 2000,
+        flow: str | None = "dis",
+        valid_range: tuple[float, float] = (0.002, 0.998),
+        seed: int = 0,
+    ):
         gaps = tuple(sorted({int(g) for g in gaps}))
         if not gaps or gaps[0] < 1:
             raise ValueError(f"gaps must be positive frame distances, got {gaps}")
@@ -164,14 +170,29 @@ class CoAligner:
         p = self._pairs
         if not p.i:
             return np.ones(self.num_frames), np.zeros(self.num_frames)
-        return solve_coalignment(self.num_frames, np.concatenate(p.i), np.concatenate(p.j), np.concatenate(p.x),
-                                 np.concatenate(p.y), level=np.asarray(self.level), spread=np.asarray(self.spread),
-                                 iterations=iterations)
+        return solve_coalignment(
+            self.num_frames,
+            np.concatenate(p.i),
+            np.concatenate(p.j),
+            np.concatenate(p.x),
+            np.concatenate(p.y),
+            level=np.asarray(self.level),
+            spread=np.asarray(self.spread),
+            iterations=iterations,
+        )
 
 
-def solve_coalignment(num_frames: int, i: np.ndarray, j: np.ndarray, x: np.ndarray, y: np.ndarray,
-                      level: np.ndarray | None = None, spread: np.ndarray | None = None, iterations: int = 10,
-                      dense_limit: int = 4000) -> tuple[np.ndarray, np.ndarray]:
+def solve_coalignment(
+    num_frames: int,
+    i: np.ndarray,
+    j: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    level: np.ndarray | None = None,
+    spread: np.ndarray | None = None,
+    iterations: int = 10,
+    dense_limit: int = 4000,
+) -> tuple[np.ndarray, np.ndarray]:
     """Robust global least squares for per-frame scale and shift from pixel correspondences.
 
     Sample ``k`` says that depth ``x[k]`` in frame ``i[k]`` and depth ``y[k]`` in frame ``j[k]`` show the
@@ -226,10 +247,18 @@ def solve_coalignment(num_frames: int, i: np.ndarray, j: np.ndarray, x: np.ndarr
     w = np.ones_like(x)
     for it in range(max(1, iterations)):
         # blocks[p] = sum over the pair's samples of w * rows rows^T: (P, 4, 4)
-        sxx, sx, s1, syy, sy, sxy = (np.add.reduceat(v, starts) for v in (w * x * x, w * x, w, w * y * y, w * y, w * x * y))
-        blocks = np.stack([
-            np.stack([sxx, sx, -sxy, -sx], 1), np.stack([sx, s1, -sy, -s1], 1),
-            np.stack([-sxy, -sy, syy, sy], 1), np.stack([-sx, -s1, sy, s1], 1)], 1)
+        sxx, sx, s1, syy, sy, sxy = (
+            np.add.reduceat(v, starts) for v in (w * x * x, w * x, w, w * y * y, w * y, w * x * y)
+        )
+        blocks = np.stack(
+            [
+                np.stack([sxx, sx, -sxy, -sx], 1),
+                np.stack([sx, s1, -sy, -s1], 1),
+                np.stack([-sxy, -sy, syy, sy], 1),
+                np.stack([-sx, -s1, sy, s1], 1),
+            ],
+            1,
+        )
         theta = _solve_blocks(theta, cols, blocks, C, e, seen, dense_limit)
         r = np.einsum("kc,kc->k", rows, theta[cols[group]])
         sigma = 1.4826 * np.median(np.abs(r))

@@ -35,7 +35,21 @@ from typing import Iterator
 
 import numpy as np
 
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mts", ".3gp")
+VIDEO_EXTENSIONS = (
+    ".mp4",
+    ".mov",
+    ".m4v",
+    ".mkv",
+    ".webm",
+    ".avi",
+    ".mpg",
+    ".mpeg",
+    ".wmv",
+    ".flv",
+    ".ts",
+    ".mts",
+    ".3gp",
+)
 _TIME_BASE = Fraction(1, 90000)  # MPEG's 90 kHz clock: exact for 24/25/30/60 and NTSC rates
 
 
@@ -130,7 +144,11 @@ class VideoSource:
         from apdepth.image_io import IMAGE_EXTENSIONS
 
         files = sorted(
-            (p for p in self.path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")),
+            (
+                p
+                for p in self.path.iterdir()
+                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+            ),
             key=_natural_key,
         )
         if not files:
@@ -186,7 +204,9 @@ class VideoSource:
             except StopIteration:
                 raise VideoReadError(f"{self.path}: contains no decodable video frames") from None
             except (_require_av().FFmpegError, ValueError) as err:
-                raise VideoReadError(f"{self.path}: corrupt video, the first frame does not decode ({_reason(err)})") from err
+                raise VideoReadError(
+                    f"{self.path}: corrupt video, the first frame does not decode ({_reason(err)})"
+                ) from err
             rotation = _rotation(first)
             w, h = first.width, first.height
             if rotation in (90, 270):
@@ -216,7 +236,9 @@ class VideoSource:
                     yield Frame(rgb, float(t - t0), i)
                     i += 1
             except (av.FFmpegError, ValueError) as err:
-                raise VideoReadError(f"{self.path}: corrupt video, decoding failed after {i} frames ({_reason(err)})") from err
+                raise VideoReadError(
+                    f"{self.path}: corrupt video, decoding failed after {i} frames ({_reason(err)})"
+                ) from err
             if i == 0:
                 raise VideoReadError(f"{self.path}: contains no decodable video frames")
 
@@ -241,7 +263,9 @@ def _reason(err: BaseException) -> str:
     return msg.split(": '", 1)[0].strip() or type(err).__name__
 
 
-def read_video(path: str | os.PathLike, fps: float | None = None, max_frames: int | None = None) -> tuple[np.ndarray, np.ndarray, VideoInfo]:
+def read_video(
+    path: str | os.PathLike, fps: float | None = None, max_frames: int | None = None
+) -> tuple[np.ndarray, np.ndarray, VideoInfo]:
     """Decode a whole clip (or frame folder) into memory.
 
     Returns ``(frames, times, info)``: frames uint8 (T, H, W, 3) upright RGB, times float64 (T,) in
@@ -317,7 +341,9 @@ class VideoWriter:
         av = _require_av()
         self._ctx = _atomic_path(self.path)
         tmp = self._ctx.__enter__()
-        fmt = {".mkv": "matroska", ".m4v": "mp4", ".mov": "mov"}.get(self.path.suffix.lower(), self.path.suffix.lower().lstrip(".") or "mp4")
+        fmt = {".mkv": "matroska", ".m4v": "mp4", ".mov": "mov"}.get(
+            self.path.suffix.lower(), self.path.suffix.lower().lstrip(".") or "mp4"
+        )
         self._container = av.open(str(tmp), mode="w", format=fmt)
         rate = Fraction(self.fps).limit_denominator(1001)
         self._stream = self._container.add_stream(self.codec, rate=rate)
@@ -427,7 +453,9 @@ class StackWriter:
         header = {"descr": "<f4", "fortran_order": False, "shape": (self.frames_written, *self._shape)}
 
         def copy_into(out) -> None:
-            np.lib.format.write_array_header_1_0(out, header) if _header_fits_v1(header) else np.lib.format.write_array_header_2_0(out, header)
+            np.lib.format.write_array_header_1_0(out, header) if _header_fits_v1(
+                header
+            ) else np.lib.format.write_array_header_2_0(out, header)
             with open(self._raw, "rb") as src:
                 while chunk := src.read(1 << 22):
                     out.write(chunk)
@@ -451,7 +479,13 @@ def remove_stale_video_temps(paths) -> list[Path]:
     removed = []
     for p in paths:
         p = Path(p)
-        pattern = re.compile(re.escape(f".{p.stem}.") + r"[A-Za-z0-9_]+" + r"(\.spill\.raw|\.stack\.raw|" + re.escape(f".tmp{p.suffix}") + ")$")
+        pattern = re.compile(
+            re.escape(f".{p.stem}.")
+            + r"[A-Za-z0-9_]+"
+            + r"(\.spill\.raw|\.stack\.raw|"
+            + re.escape(f".tmp{p.suffix}")
+            + ")$"
+        )
         try:
             entries = os.listdir(p.parent)
         except (FileNotFoundError, NotADirectoryError):

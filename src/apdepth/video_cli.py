@@ -16,16 +16,31 @@ from apdepth.video_depth import VideoOutputOptions, process_video, video_output_
 def add_video_arguments(p: argparse.ArgumentParser) -> None:
     """The ``apdepth predict`` options for clips (added to its parser)."""
     g = p.add_argument_group("video (inputs that are video files, or folders of frames with --video)")
-    g.add_argument("--video", action="store_true", help="treat each folder input as the frames of one clip (natural order)")
-    g.add_argument("--fps", type=float, default=None, help="frame rate of frame folders (default 30); video files keep their own")
+    g.add_argument(
+        "--video", action="store_true", help="treat each folder input as the frames of one clip (natural order)"
+    )
+    g.add_argument(
+        "--fps", type=float, default=None, help="frame rate of frame folders (default 30); video files keep their own"
+    )
     g.add_argument("--side-by-side", action="store_true", help="also write <stem>_depth_sbs.mp4: input | depth")
-    g.add_argument("--stack", default="npy", choices=["npy", "npz", "none"],
-                   help="float32 (T,H,W) depth stack <stem>_depth.npy/.npz in [0,1], 0 = near (default npy)")
+    g.add_argument(
+        "--stack",
+        default="npy",
+        choices=["npy", "npz", "none"],
+        help="float32 (T,H,W) depth stack <stem>_depth.npy/.npz in [0,1], 0 = near (default npy)",
+    )
     g.add_argument("--png-frames", action="store_true", help="also write 16-bit PNG frames to <stem>_depth_frames/")
-    g.add_argument("--per-frame", action="store_true",
-                   help="naive per-frame depth (each frame normalised on its own) instead of the temporally consistent clip")
-    g.add_argument("--flow", default="dis", choices=["dis", "none"],
-                   help="pair pixels between frames by optical flow (dis, default) or by position (none: static camera)")
+    g.add_argument(
+        "--per-frame",
+        action="store_true",
+        help="naive per-frame depth (each frame normalised on its own) instead of the temporally consistent clip",
+    )
+    g.add_argument(
+        "--flow",
+        default="dis",
+        choices=["dis", "none"],
+        help="pair pixels between frames by optical flow (dis, default) or by position (none: static camera)",
+    )
 
 
 def wants_video(args: argparse.Namespace) -> bool:
@@ -48,12 +63,17 @@ def run_video(args: argparse.Namespace) -> int:
     if args.processing_res is not None and args.processing_res < 0:
         print("error: --processing-res must be >= 0 (0 = native size)", file=sys.stderr)
         return 2
-    unsupported = [name for name, flag in (("--save-ply", "save_ply"), ("--ensemble-size", "ensemble_size"))
-                   if getattr(args, flag, None) not in (None, False, 1)]
+    unsupported = [
+        name
+        for name, flag in (("--save-ply", "save_ply"), ("--ensemble-size", "ensemble_size"))
+        if getattr(args, flag, None) not in (None, False, 1)
+    ]
     if unsupported:
         print(f"error: {', '.join(unsupported)} is not supported for video inputs", file=sys.stderr)
         return 2
-    opts = VideoOutputOptions(color_map=color_map, side_by_side=args.side_by_side, stack=stack, png_frames=args.png_frames)
+    opts = VideoOutputOptions(
+        color_map=color_map, side_by_side=args.side_by_side, stack=stack, png_frames=args.png_frames
+    )
     if color_map:
         import matplotlib
 
@@ -71,11 +91,16 @@ def run_video(args: argparse.Namespace) -> int:
         elif not p.exists():
             failed[spec] = "no such file or folder"
         elif p.is_file() and not is_video_file(p):
-            failed[spec] = f"not a video file (expected one of {', '.join(sorted(set(_exts())))}); images and clips go in separate runs"
+            failed[spec] = (
+                f"not a video file (expected one of {', '.join(sorted(set(_exts())))}); images and clips go in separate runs"
+            )
         else:
             stem = p.name if p.is_dir() else p.stem
             if stem in stems:
-                print(f"error: {stems[stem]} and {spec} would write the same outputs ({stem}_depth.*); rename one", file=sys.stderr)
+                print(
+                    f"error: {stems[stem]} and {spec} would write the same outputs ({stem}_depth.*); rename one",
+                    file=sys.stderr,
+                )
                 return 2
             stems[stem] = spec
             clips.append((spec, stem))
@@ -91,8 +116,14 @@ def run_video(args: argparse.Namespace) -> int:
         from apdepth.runtime import load_pipeline, model_options
 
         try:
-            pipe = load_pipeline(**model_options(args), compile=args.compile, compile_mode=args.compile_mode,
-                                 cuda_graphs=args.cuda_graphs, vae_tiling=args.vae_tiling, quiet=args.quiet)
+            pipe = load_pipeline(
+                **model_options(args),
+                compile=args.compile,
+                compile_mode=args.compile_mode,
+                cuda_graphs=args.cuda_graphs,
+                vae_tiling=args.vae_tiling,
+                quiet=args.quiet,
+            )
         except (OSError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
@@ -100,9 +131,17 @@ def run_video(args: argparse.Namespace) -> int:
             try:
                 source = VideoSource(spec, fps=args.fps)
                 records[spec] = process_video(
-                    pipe, source, out_dir, stem, opts, processing_resolution=args.processing_res,
-                    batch_size=args.batch_size, consistent=not args.per_frame,
-                    flow=None if args.flow == "none" else args.flow, show_progress=not args.quiet)
+                    pipe,
+                    source,
+                    out_dir,
+                    stem,
+                    opts,
+                    processing_resolution=args.processing_res,
+                    batch_size=args.batch_size,
+                    consistent=not args.per_frame,
+                    flow=None if args.flow == "none" else args.flow,
+                    show_progress=not args.quiet,
+                )
                 done.append(spec)
             except VideoReadError as err:
                 failed[spec] = str(err).split(": ", 1)[-1] if str(err).startswith(spec) else str(err)
@@ -110,13 +149,24 @@ def run_video(args: argparse.Namespace) -> int:
     print(f"done: {len(done)}  skipped: {len(skipped)}  failed: {len(failed)}  ->  {out_dir}")
     for spec in done:
         r = records[spec]
-        print(f"  {spec}: {r['frames']} frames {r['width']}x{r['height']} at {r['fps']:.3g} fps, {r['frames_per_s']:.2f} frames/s")
+        print(
+            f"  {spec}: {r['frames']} frames {r['width']}x{r['height']} at {r['fps']:.3g} fps, {r['frames_per_s']:.2f} frames/s"
+        )
     for name, reason in sorted(failed.items()):
         print(f"  failed: {name}: {reason}")
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(out_dir / "predict_summary.json", "w") as fh:
-        json.dump({"done": sorted(done), "skipped": sorted(skipped), "failed": failed, "world_size": 1,
-                   "done_per_rank": {"0": len(done)}}, fh, indent=1)
+        json.dump(
+            {
+                "done": sorted(done),
+                "skipped": sorted(skipped),
+                "failed": failed,
+                "world_size": 1,
+                "done_per_rank": {"0": len(done)},
+            },
+            fh,
+            indent=1,
+        )
     return 1 if failed else 0
 
 

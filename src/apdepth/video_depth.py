@@ -130,8 +130,18 @@ def _batches(frames: Iterable[Frame], n: int) -> Iterator[list[Frame]]:
         yield batch
 
 
-def _depth_pass(pipe, frames: Iterable[Frame], spill: _Spill, *, processing_resolution, batch_size, consistent,
-                flow, gaps, progress=None):
+def _depth_pass(
+    pipe,
+    frames: Iterable[Frame],
+    spill: _Spill,
+    *,
+    processing_resolution,
+    batch_size,
+    consistent,
+    flow,
+    gaps,
+    progress=None,
+):
     """Pass 1: raw predictions at processing resolution into ``spill``; correspondences into a CoAligner."""
     aligner = None
     if consistent:
@@ -139,13 +149,19 @@ def _depth_pass(pipe, frames: Iterable[Frame], spill: _Spill, *, processing_reso
             try:
                 import cv2  # noqa: F401
             except ImportError as err:
-                raise ImportError('consistent video depth with flow="dis" needs OpenCV: pip install "apdepth[video]"') from err
+                raise ImportError(
+                    'consistent video depth with flow="dis" needs OpenCV: pip install "apdepth[video]"'
+                ) from err
         aligner = CoAligner(gaps=gaps, flow=flow)
     times: list[float] = []
     size = None
     for batch in _batches(frames, batch_size):
-        out = pipe([f.rgb for f in batch], processing_resolution=processing_resolution, match_input_resolution=False,
-                   batch_size=batch_size)
+        out = pipe(
+            [f.rgb for f in batch],
+            processing_resolution=processing_resolution,
+            match_input_resolution=False,
+            batch_size=batch_size,
+        )
         for f, d in zip(batch, out.depth):
             d = np.asarray(d, dtype=np.float32)
             size = f.rgb.shape[:2]
@@ -207,9 +223,17 @@ def _as_uint8_rgb(im, k: int) -> np.ndarray:
     return (np.clip(a, 0, 1) * 255.0 + 0.5).astype(np.uint8)
 
 
-def predict_video(pipe, frames, processing_resolution: int | None = None, batch_size: int = 4, consistent: bool = True,
-                  flow: str | None = "dis", gaps=DEFAULT_GAPS, fps: float | None = None,
-                  output_per_frame: bool = False) -> VideoDepthOutput:
+def predict_video(
+    pipe,
+    frames,
+    processing_resolution: int | None = None,
+    batch_size: int = 4,
+    consistent: bool = True,
+    flow: str | None = "dis",
+    gaps=DEFAULT_GAPS,
+    fps: float | None = None,
+    output_per_frame: bool = False,
+) -> VideoDepthOutput:
     """Temporally consistent depth for a clip, in memory.
 
     Args:
@@ -242,8 +266,15 @@ def predict_video(pipe, frames, processing_resolution: int | None = None, batch_
     try:
         t0 = time.perf_counter()
         times, a, c, (lo, hi), size = _depth_pass(
-            pipe, it, spill, processing_resolution=processing_resolution, batch_size=batch_size,
-            consistent=consistent, flow=flow, gaps=gaps)
+            pipe,
+            it,
+            spill,
+            processing_resolution=processing_resolution,
+            batch_size=batch_size,
+            consistent=consistent,
+            flow=flow,
+            gaps=gaps,
+        )
         depth = np.stack([_finish(d, a[t], c[t], lo, hi, size) for t, d in enumerate(spill.frames())])
         naive = np.stack([_finish(d, 1.0, 0.0, 0.0, 1.0, size) for d in spill.frames()]) if output_per_frame else None
         elapsed = time.perf_counter() - t0
@@ -281,7 +312,9 @@ def _check_sizes(frames: Iterator[Frame]) -> Iterator[Frame]:
     for f in frames:
         size = size or f.rgb.shape
         if f.rgb.shape != size:
-            raise ValueError(f"frame {f.index} is {f.rgb.shape[:2]}, the first frame is {size[:2]}; frames must share one size")
+            raise ValueError(
+                f"frame {f.index} is {f.rgb.shape[:2]}, the first frame is {size[:2]}; frames must share one size"
+            )
         yield f
 
 
@@ -319,10 +352,20 @@ def video_output_paths(out_dir: Path, stem: str, opts: VideoOutputOptions) -> li
     return paths
 
 
-def process_video(pipe, source: VideoSource, out_dir: str | os.PathLike, stem: str,
-                  opts: VideoOutputOptions | None = None, *, processing_resolution: int | None = None,
-                  batch_size: int = 4, consistent: bool = True, flow: str | None = "dis", gaps=DEFAULT_GAPS,
-                  show_progress: bool = True) -> dict:
+def process_video(
+    pipe,
+    source: VideoSource,
+    out_dir: str | os.PathLike,
+    stem: str,
+    opts: VideoOutputOptions | None = None,
+    *,
+    processing_resolution: int | None = None,
+    batch_size: int = 4,
+    consistent: bool = True,
+    flow: str | None = "dis",
+    gaps=DEFAULT_GAPS,
+    show_progress: bool = True,
+) -> dict:
     """Depth for one clip, streamed to files in constant memory (see :class:`VideoOutputOptions`).
 
     Raw predictions are spilled to a temporary file in ``out_dir`` (float32 at processing resolution, removed
@@ -357,8 +400,16 @@ def process_video(pipe, source: VideoSource, out_dir: str | os.PathLike, stem: s
             bar.set_postfix_str(f"{bar.n / max(time.perf_counter() - t_start, 1e-9):.2f} frames/s")
 
         times, a, c, (lo, hi), size = _depth_pass(
-            pipe, source.frames(), spill, processing_resolution=processing_resolution, batch_size=batch_size,
-            consistent=consistent, flow=flow, gaps=gaps, progress=progress)
+            pipe,
+            source.frames(),
+            spill,
+            processing_resolution=processing_resolution,
+            batch_size=batch_size,
+            consistent=consistent,
+            flow=flow,
+            gaps=gaps,
+            progress=progress,
+        )
         bar.close()
         t_depth = time.perf_counter() - t_start
         n = len(times)
@@ -376,7 +427,9 @@ def process_video(pipe, source: VideoSource, out_dir: str | os.PathLike, stem: s
             wbar = tqdm(total=n, unit="frame", desc=f"{stem}: write", disable=not show_progress, dynamic_ncols=True)
             for t, d in enumerate(spill.frames()):
                 depth = _finish(d, a[t], c[t], lo, hi, size)
-                colored = colorize_depth(depth, cmap=opts.color_map or "Spectral") if (depth_video or sbs_video) else None
+                colored = (
+                    colorize_depth(depth, cmap=opts.color_map or "Spectral") if (depth_video or sbs_video) else None
+                )
                 if depth_video is not None:
                     depth_video.write(colored, times[t])
                 if sbs_video is not None:

@@ -28,7 +28,7 @@ def colorize_depth(
     mask = np.isfinite(depth) if valid is None else (np.asarray(valid, bool) & np.isfinite(depth))
     if vmin is None or vmax is None:
         vals = depth[mask]
-        lo, hi = (np.quantile(vals, [0.02, 0.98]) if vals.size else (0.0, 1.0))
+        lo, hi = np.quantile(vals, [0.02, 0.98]) if vals.size else (0.0, 1.0)
         vmin = lo if vmin is None else vmin
         vmax = hi if vmax is None else vmax
     scale = max(float(vmax) - float(vmin), 1e-12)

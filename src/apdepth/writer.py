@@ -296,9 +296,13 @@ class WriterPool:
     cancelled or interrupted job leaves no partial file).
     """
 
-    def __init__(self, threads: int | None = None, max_pending: int | None = None,
-                 on_done: Callable[[object, object, BaseException | None], None] | None = None,
-                 expected: tuple[type[BaseException], ...] = (OSError, ValueError)):
+    def __init__(
+        self,
+        threads: int | None = None,
+        max_pending: int | None = None,
+        on_done: Callable[[object, object, BaseException | None], None] | None = None,
+        expected: tuple[type[BaseException], ...] = (OSError, ValueError),
+    ):
         self.threads = threads or default_writer_threads()
         if self.threads < 1:
             raise ValueError(f"writer threads must be >= 1, got {self.threads}")

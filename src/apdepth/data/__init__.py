@@ -23,8 +23,13 @@ DATASETS: dict[str, tuple[str, str]] = {
 
 # Protocol constants for datasets whose class may not declare them itself.
 _DEFAULT_ATTRS = {
-    "synthetic": {"min_depth": 1e-3, "max_depth": 80.0, "processing_resolution": 0,
-                  "alignment_max_res": None, "boundary_metrics": True},
+    "synthetic": {
+        "min_depth": 1e-3,
+        "max_depth": 80.0,
+        "processing_resolution": 0,
+        "alignment_max_res": None,
+        "boundary_metrics": True,
+    },
 }
 
 

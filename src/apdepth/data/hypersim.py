@@ -25,7 +25,7 @@ class HypersimDataset(DepthDataset):
         def depth_of(rel):
             folder, base = posixpath.split(rel)
             if base.startswith("rgb_") and base.endswith(".png"):
-                return posixpath.join(folder, "depth_plane_" + base[len("rgb_"):])
+                return posixpath.join(folder, "depth_plane_" + base[len("rgb_") :])
             return None
 
         return self.pair_members(depth_of)

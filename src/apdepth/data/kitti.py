@@ -35,8 +35,9 @@ class KITTIDataset(DepthDataset):
     archive_name = "kitti/kitti_eigen_split_test.tar"
     split_names = ("kitti/eigen_test_files_with_gt.txt", "kitti_depth/eigen_test_files_with_gt.txt")
 
-    def __init__(self, data_dir, split_file=None, transform=None, eval_crop: str | None = "eigen",
-                 benchmark_crop: bool = True):
+    def __init__(
+        self, data_dir, split_file=None, transform=None, eval_crop: str | None = "eigen", benchmark_crop: bool = True
+    ):
         if eval_crop is not None and eval_crop not in EVAL_CROPS:
             raise ValueError(f"eval_crop must be one of {sorted(EVAL_CROPS)} or None, got {eval_crop!r}")
         self.eval_crop = eval_crop

@@ -32,7 +32,7 @@ class NYUDataset(DepthDataset):
 
         def depth_of(rel):
             folder, base = posixpath.split(rel)
-            return posixpath.join(folder, "depth_" + base[len("rgb_"):])
+            return posixpath.join(folder, "depth_" + base[len("rgb_") :])
 
         return self.pair_members(depth_of, prefer_subfolder(rgbs, "test"))
 

@@ -53,22 +53,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num", type=int, default=100, help="number of samples (default 100)")
     parser.add_argument("--size", default="480x640", help="image size HEIGHTxWIDTH (default 480x640)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first sample; sample i uses seed+i")
-    parser.add_argument("--scene", choices=["indoor", "outdoor", "mixed"], default="mixed",
-                        help="scene family (default mixed: indoor or outdoor per seed)")
-    parser.add_argument("--depth-format", choices=["png", "npy"], default="png",
-                        help="png: 16-bit millimetres; npy: float32 metres (default png)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="render in this many processes, one torch thread each (default 1: in-process)")
-    parser.add_argument("--skip-existing", action="store_true",
-                        help="keep samples whose files already exist (resume an interrupted run)")
-    parser.add_argument("--contact-sheet", type=Path, metavar="PNG",
-                        help="write a contact sheet (RGB next to coloured depth) of --num scenes to this PNG")
+    parser.add_argument(
+        "--scene",
+        choices=["indoor", "outdoor", "mixed"],
+        default="mixed",
+        help="scene family (default mixed: indoor or outdoor per seed)",
+    )
+    parser.add_argument(
+        "--depth-format",
+        choices=["png", "npy"],
+        default="png",
+        help="png: 16-bit millimetres; npy: float32 metres (default png)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="render in this many processes, one torch thread each (default 1: in-process)",
+    )
+    parser.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="keep samples whose files already exist (resume an interrupted run)",
+    )
+    parser.add_argument(
+        "--contact-sheet",
+        type=Path,
+        metavar="PNG",
+        help="write a contact sheet (RGB next to coloured depth) of --num scenes to this PNG",
+    )
     parser.add_argument("--columns", type=int, default=3, help="scenes per row of the contact sheet (default 3)")
     g = parser.add_argument_group("video (--video): camera trajectories with per-frame depth, intrinsics and poses")
     g.add_argument("--video", action="store_true", help="render --num sequences instead of still images")
     g.add_argument("--frames", type=int, default=48, help="frames per sequence (default 48)")
-    g.add_argument("--trajectory", choices=["walk", "pan", "dolly", "mixed"], default="mixed",
-                   help="camera motion (default mixed: one per seed)")
+    g.add_argument(
+        "--trajectory",
+        choices=["walk", "pan", "dolly", "mixed"],
+        default="mixed",
+        help="camera motion (default mixed: one per seed)",
+    )
     g.add_argument("--fps", type=float, default=24.0, help="frame rate stored with each sequence (default 24)")
 
 
@@ -97,8 +120,9 @@ def _encode_depth(out: dict, depth_format: str) -> np.ndarray:
     return mm
 
 
-def _write_rendered(root: Path, seed: int, stored_depth: np.ndarray, out: dict, height: int, width: int, scene: str,
-                    depth_format: str) -> str:
+def _write_rendered(
+    root: Path, seed: int, stored_depth: np.ndarray, out: dict, height: int, width: int, scene: str, depth_format: str
+) -> str:
     """Write one rendered sample (in a writer thread or a worker process); returns its split-file line."""
     sid = f"{seed:08d}"
     rgb_p, depth_p, mask_p = _sample_paths(sid, depth_format)
@@ -107,8 +131,15 @@ def _write_rendered(root: Path, seed: int, stored_depth: np.ndarray, out: dict, 
     else:
         save_npy(root / depth_p, stored_depth)
     save_png(root / mask_p, (out["valid"].astype(np.uint8) * 255))
-    meta = {"K": out["intrinsics"].tolist(), "height": height, "width": width, "seed": seed, "scene": scene,
-            "depth": "planar z-depth", "depth_unit": "mm" if depth_format == "png" else "m"}
+    meta = {
+        "K": out["intrinsics"].tolist(),
+        "height": height,
+        "width": width,
+        "seed": seed,
+        "scene": scene,
+        "depth": "planar z-depth",
+        "depth_unit": "mm" if depth_format == "png" else "m",
+    }
     with atomic_write(root / "intrinsics" / f"{sid}.json", "w") as fh:
         json.dump(meta, fh, indent=1)
     save_png(root / rgb_p, out["rgb"])  # written last: its presence marks a complete sample
@@ -122,9 +153,18 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def write_dataset(root, num: int, height: int, width: int, seed: int = 0, scene: str = "mixed",
-                  depth_format: str = "png", skip_existing: bool = False, progress: bool = True,
-                  workers: int = 1) -> Path:
+def write_dataset(
+    root,
+    num: int,
+    height: int,
+    width: int,
+    seed: int = 0,
+    scene: str = "mixed",
+    depth_format: str = "png",
+    skip_existing: bool = False,
+    progress: bool = True,
+    workers: int = 1,
+) -> Path:
     """Write samples ``seed .. seed+num-1``; returns the split-file path. ``split.txt`` keeps the
     lines of earlier runs, so extending a dataset lists every sample. ``workers > 1`` renders in
     that many spawned processes; the files are identical either way."""
@@ -145,13 +185,20 @@ def write_dataset(root, num: int, height: int, width: int, seed: int = 0, scene:
     lines, todo = [], []
     for s in range(seed, seed + num):
         paths = _sample_paths(f"{s:08d}", depth_format)
-        if skip_existing and all((root / p).exists() for p in paths) and (root / "intrinsics" / f"{s:08d}.json").exists():
+        if (
+            skip_existing
+            and all((root / p).exists() for p in paths)
+            and (root / "intrinsics" / f"{s:08d}.json").exists()
+        ):
             lines.append(" ".join(paths))
         else:
             todo.append(s)
     # hidden temporary files of a killed run (never counted as samples above) are removed
-    remove_stale_temps(root / p for s in range(seed, seed + num)
-                       for p in (*_sample_paths(f"{s:08d}", depth_format), f"intrinsics/{s:08d}.json"))
+    remove_stale_temps(
+        root / p
+        for s in range(seed, seed + num)
+        for p in (*_sample_paths(f"{s:08d}", depth_format), f"intrinsics/{s:08d}.json")
+    )
     bar = tqdm(total=num, initial=num - len(todo), desc="synth", unit="img", disable=not progress or None)
     if workers == 1 or len(todo) < 2:
         # Render here, encode and write in a bounded pool of threads (PNG encoding held synth to a third of the
@@ -170,8 +217,18 @@ def write_dataset(root, num: int, height: int, width: int, seed: int = 0, scene:
                 if errors:
                     break
                 out = render_scene(s, height, width, scene)
-                writers.submit(s, _write_rendered, root, s, _encode_depth(out, depth_format), out, height, width,
-                               scene, depth_format)
+                writers.submit(
+                    s,
+                    _write_rendered,
+                    root,
+                    s,
+                    _encode_depth(out, depth_format),
+                    out,
+                    height,
+                    width,
+                    scene,
+                    depth_format,
+                )
         if errors:
             raise errors[0]
     else:
@@ -191,15 +248,25 @@ def write_dataset(root, num: int, height: int, width: int, seed: int = 0, scene:
     with atomic_write(split, "w") as fh:
         fh.write("\n".join(merged) + "\n")
     with atomic_write(root / "meta.json", "w") as fh:
-        json.dump({"generator": "apdepth synth", "size": [height, width], "scene": scene,
-                   "depth_format": depth_format, "depth": "planar z-depth",
-                   "depth_unit": "mm" if depth_format == "png" else "m", "last_seed_range": [seed, seed + num - 1]},
-                  fh, indent=1)
+        json.dump(
+            {
+                "generator": "apdepth synth",
+                "size": [height, width],
+                "scene": scene,
+                "depth_format": depth_format,
+                "depth": "planar z-depth",
+                "depth_unit": "mm" if depth_format == "png" else "m",
+                "last_seed_range": [seed, seed + num - 1],
+            },
+            fh,
+            indent=1,
+        )
     return split
 
 
-def write_sequence(root: Path, seed: int, frames: int, height: int, width: int, scene: str, trajectory: str | None,
-                   fps: float) -> str:
+def write_sequence(
+    root: Path, seed: int, frames: int, height: int, width: int, scene: str, trajectory: str | None, fps: float
+) -> str:
     """Render sequence ``seed`` and write it under ``root/<id>/``; returns ``<id>``.
 
     ``frames/000000.png ...`` (8-bit RGB), ``gt.npz`` (``depth`` float32 (T,H,W) metres with 0 = invalid,
@@ -218,17 +285,37 @@ def write_sequence(root: Path, seed: int, frames: int, height: int, width: int, 
     np.savez_compressed(buf, depth=out["depth"], valid=out["valid"], K=out["intrinsics"], poses=out["poses"])
     with atomic_write(seq / "gt.npz") as fh:
         fh.write(buf.getvalue())
-    meta = {"seed": seed, "scene": scene, "trajectory": out["trajectory"], "frames": frames, "height": height,
-            "width": width, "fps": fps, "depth": "planar z-depth", "depth_unit": "m",
-            "poses": "camera-to-world, OpenCV camera frame (x right, y down, z forward)"}
+    meta = {
+        "seed": seed,
+        "scene": scene,
+        "trajectory": out["trajectory"],
+        "frames": frames,
+        "height": height,
+        "width": width,
+        "fps": fps,
+        "depth": "planar z-depth",
+        "depth_unit": "m",
+        "poses": "camera-to-world, OpenCV camera frame (x right, y down, z forward)",
+    }
     with atomic_write(seq / "meta.json", "w") as fh:
         json.dump(meta, fh, indent=1)
     return sid
 
 
-def write_video_dataset(root, num: int, frames: int, height: int, width: int, seed: int = 0, scene: str = "mixed",
-                        trajectory: str = "mixed", fps: float = 24.0, skip_existing: bool = False,
-                        progress: bool = True, workers: int = 1) -> Path:
+def write_video_dataset(
+    root,
+    num: int,
+    frames: int,
+    height: int,
+    width: int,
+    seed: int = 0,
+    scene: str = "mixed",
+    trajectory: str = "mixed",
+    fps: float = 24.0,
+    skip_existing: bool = False,
+    progress: bool = True,
+    workers: int = 1,
+) -> Path:
     """Write sequences ``seed .. seed+num-1`` (see :func:`write_sequence`) and ``sequences.txt`` (one id a line);
     returns that file's path."""
     from tqdm import tqdm
@@ -286,8 +373,8 @@ def contact_sheet(seeds, height: int, width: int, scene: str = "mixed", columns:
         r, c = divmod(k, columns)
         y = gap + r * (height + gap)
         x = 2 * gap + c * (cell_w + 2 * gap)
-        sheet[y:y + height, x:x + width] = out["rgb"]
-        sheet[y:y + height, x + width + gap:x + 2 * width + gap] = col
+        sheet[y : y + height, x : x + width] = out["rgb"]
+        sheet[y : y + height, x + width + gap : x + 2 * width + gap] = col
     return sheet
 
 
@@ -300,7 +387,10 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("give --out DIR (a dataset) and/or --contact-sheet PNG")
         from apdepth.image_io import unwritable_reason
 
-        for flag, folder in (("--out", args.out), ("--contact-sheet", args.contact_sheet and Path(args.contact_sheet).parent)):
+        for flag, folder in (
+            ("--out", args.out),
+            ("--contact-sheet", args.contact_sheet and Path(args.contact_sheet).parent),
+        ):
             reason = folder is not None and unwritable_reason(folder)
             if reason:
                 raise ValueError(f"cannot write to {flag} {folder}: {reason}")
@@ -311,13 +401,33 @@ def run(args: argparse.Namespace) -> int:
         if args.video:
             if args.out is None:
                 raise ValueError("--video needs --out DIR")
-            listing = write_video_dataset(args.out, args.num, args.frames, height, width, args.seed, args.scene,
-                                          args.trajectory, args.fps, args.skip_existing, workers=args.workers)
+            listing = write_video_dataset(
+                args.out,
+                args.num,
+                args.frames,
+                height,
+                width,
+                args.seed,
+                args.scene,
+                args.trajectory,
+                args.fps,
+                args.skip_existing,
+                workers=args.workers,
+            )
             print(f"wrote {args.num} sequences of {args.frames} frames to {args.out} (list {listing})")
             return 0
         if args.out is not None:
-            split = write_dataset(args.out, args.num, height, width, args.seed, args.scene, args.depth_format,
-                                  args.skip_existing, workers=args.workers)
+            split = write_dataset(
+                args.out,
+                args.num,
+                height,
+                width,
+                args.seed,
+                args.scene,
+                args.depth_format,
+                args.skip_existing,
+                workers=args.workers,
+            )
             print(f"wrote {args.num} samples to {args.out} (split file {split})")
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

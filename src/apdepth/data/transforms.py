@@ -170,6 +170,8 @@ def photometric_augment(rgb: torch.Tensor, rng: np.random.Generator, cfg: Photom
         import io
 
         buf = io.BytesIO()
-        Image.fromarray((x * 255 + 0.5).astype(np.uint8)).save(buf, format="JPEG", quality=int(rng.integers(*cfg.jpeg_quality)))
+        Image.fromarray((x * 255 + 0.5).astype(np.uint8)).save(
+            buf, format="JPEG", quality=int(rng.integers(*cfg.jpeg_quality))
+        )
         x = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32))

@@ -28,27 +28,51 @@ EVAL_DATASETS = ("nyu", "kitti", "eth3d", "scannet", "diode", "synthetic", "hype
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--dataset", choices=EVAL_DATASETS, help="evaluate one dataset")
-    what.add_argument("--suite", metavar="all|NAMES",
-                      help="'all' (NYUv2, KITTI, ETH3D, ScanNet, DIODE) or a comma-separated list of those")
+    what.add_argument(
+        "--suite",
+        metavar="all|NAMES",
+        help="'all' (NYUv2, KITTI, ETH3D, ScanNet, DIODE) or a comma-separated list of those",
+    )
     parser.add_argument("--data-dir", help="with --dataset: the dataset's tar or extracted folder")
     parser.add_argument("--data-root", help="with --suite: folder holding nyuv2/, kitti/, eth3d/, scannet/, diode/")
     parser.add_argument("--split-file", help="with --dataset: list of samples (default: every sample found)")
-    parser.add_argument("--split-dir", help="with --suite: folder of split lists (e.g. a copy of Marigold's "
-                        "data_split/); datasets without one are enumerated")
-    parser.add_argument("--output", help="write per_sample.csv, summary.json, summary.md here "
-                        "(--suite: one sub-folder per dataset plus suite.md / suite.json)")
-    parser.add_argument("--alignment", choices=("depth", "disparity"), default="depth",
-                        help="least-squares scale/shift in depth (default) or disparity space")
-    parser.add_argument("--processing-res", type=int, default=None,
-                        help="longer side for inference; default: the protocol's per dataset (0 = native)")
-    parser.add_argument("--predictions", help="score these predictions (<image path without extension>_depth.npy, "
-                        "the layout apdepth predict writes; --suite: one sub-folder per dataset). The folder is only "
-                        "read; every prediction must be present. Without it, predictions are computed and cached "
-                        "in <output>/predictions")
+    parser.add_argument(
+        "--split-dir",
+        help="with --suite: folder of split lists (e.g. a copy of Marigold's "
+        "data_split/); datasets without one are enumerated",
+    )
+    parser.add_argument(
+        "--output",
+        help="write per_sample.csv, summary.json, summary.md here "
+        "(--suite: one sub-folder per dataset plus suite.md / suite.json)",
+    )
+    parser.add_argument(
+        "--alignment",
+        choices=("depth", "disparity"),
+        default="depth",
+        help="least-squares scale/shift in depth (default) or disparity space",
+    )
+    parser.add_argument(
+        "--processing-res",
+        type=int,
+        default=None,
+        help="longer side for inference; default: the protocol's per dataset (0 = native)",
+    )
+    parser.add_argument(
+        "--predictions",
+        help="score these predictions (<image path without extension>_depth.npy, "
+        "the layout apdepth predict writes; --suite: one sub-folder per dataset). The folder is only "
+        "read; every prediction must be present. Without it, predictions are computed and cached "
+        "in <output>/predictions",
+    )
     parser.add_argument("--max-samples", type=int, default=None, help="evaluate only the first N samples")
     parser.add_argument("--batch-size", type=int, default=1, help="images per model call (default 1)")
-    parser.add_argument("--ensemble-size", type=int, default=1,
-                        help="test-time ensemble members per image (1 = off, up to 8; see apdepth predict --help). Cached predictions are reused as they are: use a fresh --output")
+    parser.add_argument(
+        "--ensemble-size",
+        type=int,
+        default=1,
+        help="test-time ensemble members per image (1 = off, up to 8; see apdepth predict --help). Cached predictions are reused as they are: use a fresh --output",
+    )
     parser.add_argument("--num-workers", type=int, default=0, help="data loading workers (default 0)")
     add_model_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -127,13 +151,23 @@ def _run_video(args, predictor) -> int:
     from apdepth.evaluation.video_eval import evaluate_video_sequences, summary_markdown
 
     if not args.output:
-        print("error: --dataset synthetic-video needs --output (per-frame predictions and reports go there)", file=sys.stderr)
+        print(
+            "error: --dataset synthetic-video needs --output (per-frame predictions and reports go there)",
+            file=sys.stderr,
+        )
         return 2
     try:
-        summary = evaluate_video_sequences(predictor, args.data_dir, args.output, max_sequences=args.max_samples,
-                                           processing_resolution=args.processing_res, batch_size=args.batch_size,
-                                           reuse_predictions=True, progress=not args.no_progress,
-                                           model_id=str(args.checkpoint or "bundled"))
+        summary = evaluate_video_sequences(
+            predictor,
+            args.data_dir,
+            args.output,
+            max_sequences=args.max_samples,
+            processing_resolution=args.processing_res,
+            batch_size=args.batch_size,
+            reuse_predictions=True,
+            progress=not args.no_progress,
+            model_id=str(args.checkpoint or "bundled"),
+        )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -166,8 +200,9 @@ def run(args) -> int:
         if args.dataset == "synthetic-video":  # clips: naive vs consistent, temporal metrics (docs/video.md)
             return _run_video(args, predictor)
         try:
-            result = _run_one(args.dataset, args.data_dir, args.split_file, predictor, args, args.output,
-                              args.predictions)
+            result = _run_one(
+                args.dataset, args.data_dir, args.split_file, predictor, args, args.output, args.predictions
+            )
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
@@ -213,8 +248,9 @@ def run(args) -> int:
         out = Path(args.output)
         with atomic_write(out / "suite.md", "wb") as fh:
             fh.write(table.encode("utf-8"))
-        summary = {n: (None if r is None else {k: v for k, v in r.items() if k != "per_sample"})
-                   for n, r in results.items()}
+        summary = {
+            n: (None if r is None else {k: v for k, v in r.items() if k != "per_sample"}) for n, r in results.items()
+        }
         with atomic_write(out / "suite.json", "wb") as fh:
             fh.write((json.dumps(json_safe(summary), indent=2) + "\n").encode("utf-8"))
     return 0 if any(r is not None for r in results.values()) else 2

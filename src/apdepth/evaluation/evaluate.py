@@ -73,8 +73,10 @@ def _as_depth_list(depth: Any, count: int) -> list[np.ndarray]:
         items = list(depth)
     else:
         items = [np.asarray(d.detach().float().cpu().numpy() if hasattr(d, "detach") else d) for d in depth]
-    items = [np.squeeze(np.asarray(d, dtype=np.float32)) if np.asarray(d).ndim > 2 else np.asarray(d, dtype=np.float32)
-             for d in items]
+    items = [
+        np.squeeze(np.asarray(d, dtype=np.float32)) if np.asarray(d).ndim > 2 else np.asarray(d, dtype=np.float32)
+        for d in items
+    ]
     if len(items) != count:
         raise ValueError(f"predictor returned {len(items)} depth maps for {count} images")
     return items
@@ -154,8 +156,9 @@ def evaluate(
     name = getattr(dataset, "name", type(dataset).__name__)
     min_depth = float(getattr(dataset, "min_depth", 0.0))
     max_depth = float(getattr(dataset, "max_depth", float("inf")))
-    res = int(processing_resolution if processing_resolution is not None
-              else getattr(dataset, "processing_resolution", 0))
+    res = int(
+        processing_resolution if processing_resolution is not None else getattr(dataset, "processing_resolution", 0)
+    )
     max_res_fit = getattr(dataset, "alignment_max_res", None)
     with_boundary = bool(getattr(dataset, "boundary_metrics", False))
     prepare = getattr(dataset, "prepare_prediction", None)
@@ -165,8 +168,13 @@ def evaluate(
     if predictions_read_only:
         _check_predictions_present(dataset, n, Path(prediction_dir))
     batch_kw = {"batch_size": batch_size} if predictor is not None and _takes_batch_size(predictor) else {}
-    loader = DataLoader(Subset(dataset, range(n)), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers, collate_fn=_list_collate)
+    loader = DataLoader(
+        Subset(dataset, range(n)),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_list_collate,
+    )
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -194,8 +202,9 @@ def evaluate(
                 raise ValueError(f"no cached prediction {path} and no predictor to compute it")
             rgbs = [batch[i]["rgb"] for i in missing]
             with torch.no_grad():
-                out = predictor(rgbs, processing_resolution=res, match_input_resolution=True, output_type="np",
-                                **batch_kw)
+                out = predictor(
+                    rgbs, processing_resolution=res, match_input_resolution=True, output_type="np", **batch_kw
+                )
             depth_list = _as_depth_list(getattr(out, "depth", out), len(missing))
             for i, d in zip(missing, depth_list):
                 preds[i] = d
@@ -211,16 +220,23 @@ def evaluate(
             if prepare is not None and pred.shape != gt.shape:
                 pred = prepare(pred)
             if source is not None and _aspect_differs(pred.shape, gt.shape):
-                raise ValueError(f"prediction {source} has shape {pred.shape} but image {sample['rgb_relpath']} has "
-                                 f"{tuple(gt.shape)} (another aspect ratio): it is not a prediction of this image")
+                raise ValueError(
+                    f"prediction {source} has shape {pred.shape} but image {sample['rgb_relpath']} has "
+                    f"{tuple(gt.shape)} (another aspect ratio): it is not a prediction of this image"
+                )
             if pred.shape != gt.shape:
                 if not warned_resize:
-                    warnings.warn(f"{name}: prediction of shape {pred.shape} resized bilinearly to the GT's {gt.shape}",
-                                  stacklevel=2)
+                    warnings.warn(
+                        f"{name}: prediction of shape {pred.shape} resized bilinearly to the GT's {gt.shape}",
+                        stacklevel=2,
+                    )
                     warned_resize = True
                 pred = _resize(pred, gt.shape)
-            rows.append(_evaluate_one(pred, gt, valid, sample["rgb_relpath"], alignment, min_depth, max_depth,
-                                      max_res_fit, with_boundary))
+            rows.append(
+                _evaluate_one(
+                    pred, gt, valid, sample["rgb_relpath"], alignment, min_depth, max_depth, max_res_fit, with_boundary
+                )
+            )
         if bar is not None:
             bar.update(len(batch))
     if bar is not None:
@@ -293,8 +309,9 @@ def _evaluate_one(pred, gt, valid, relpath, alignment, min_depth, max_depth, max
             row["boundary_f1"] = float("nan")
         return row
     pred = np.where(finite, pred, 0.0)
-    aligned, scale, shift = align(pred, gt, valid, alignment=alignment, min_depth=min_depth, max_depth=max_depth,
-                                  max_resolution=max_res_fit)
+    aligned, scale, shift = align(
+        pred, gt, valid, alignment=alignment, min_depth=min_depth, max_depth=max_depth, max_resolution=max_res_fit
+    )
     row.update(scale=scale, shift=shift)
     row.update(compute_metrics(aligned, gt, valid))
     if with_boundary:

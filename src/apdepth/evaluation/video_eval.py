@@ -30,10 +30,20 @@ ROWS = (
 TRAJECTORY_ORDER = ("walk", "pan", "dolly")
 
 
-def evaluate_video_sequences(predictor, data_dir, out_dir, *, max_sequences: int | None = None,
-                             max_frames: int | None = None, processing_resolution: int | None = None,
-                             batch_size: int = 8, reuse_predictions: bool = False, progress: bool = True,
-                             sequence_ids: list[str] | None = None, model_id: str = "bundled") -> dict:
+def evaluate_video_sequences(
+    predictor,
+    data_dir,
+    out_dir,
+    *,
+    max_sequences: int | None = None,
+    max_frames: int | None = None,
+    processing_resolution: int | None = None,
+    batch_size: int = 8,
+    reuse_predictions: bool = False,
+    progress: bool = True,
+    sequence_ids: list[str] | None = None,
+    model_id: str = "bundled",
+) -> dict:
     """Score every sequence listed in ``data_dir/sequences.txt``.
 
     Args:
@@ -71,7 +81,9 @@ def evaluate_video_sequences(predictor, data_dir, out_dir, *, max_sequences: int
     if meta_path.is_file():
         old = json.loads(meta_path.read_text())
         if reuse_predictions and old != cache_meta:
-            raise ValueError(f"{out_dir / 'raw'} holds predictions of {old}, not {cache_meta}: use another output folder")
+            raise ValueError(
+                f"{out_dir / 'raw'} holds predictions of {old}, not {cache_meta}: use another output folder"
+            )
     elif reuse_predictions and any((out_dir / "raw").glob("*.npy")):
         raise ValueError(f"{out_dir / 'raw'} holds predictions of an unknown model: use another output folder")
     with atomic_write(meta_path, "w") as fh:
@@ -93,8 +105,14 @@ def evaluate_video_sequences(predictor, data_dir, out_dir, *, max_sequences: int
         else:
             t1 = time.perf_counter()
             with torch.inference_mode():
-                raw = np.asarray(predictor(list(frames), processing_resolution=processing_resolution,
-                                           batch_size=batch_size, match_input_resolution=False).depth)
+                raw = np.asarray(
+                    predictor(
+                        list(frames),
+                        processing_resolution=processing_resolution,
+                        batch_size=batch_size,
+                        match_input_resolution=False,
+                    ).depth
+                )
             model_seconds += time.perf_counter() - t1
             frames_model += n
             save_npy(cache, raw.astype(np.float32))
@@ -106,7 +124,9 @@ def evaluate_video_sequences(predictor, data_dir, out_dir, *, max_sequences: int
         preds = {"naive": naive, "consistent": out.depth, "ground truth": depth}
         for method, alignment in ROWS:
             m = video_metrics(preds[method], depth, valid, K, poses, per_frame_alignment=alignment == "per frame")
-            rows.append({"sequence": sid, "trajectory": meta["trajectory"], "method": method, "alignment": alignment, **m})
+            rows.append(
+                {"sequence": sid, "trajectory": meta["trajectory"], "method": method, "alignment": alignment, **m}
+            )
 
     fields = ["sequence", "trajectory", "method", "alignment", "abs_rel", "delta1", "tae", "flicker", "static_fraction"]
     with atomic_write(out_dir / "per_sequence.csv", "w") as fh:
@@ -114,21 +134,33 @@ def evaluate_video_sequences(predictor, data_dir, out_dir, *, max_sequences: int
         wr.writeheader()
         wr.writerows(rows)
     h, w = frames.shape[1:3]
-    summary = {"data": str(data_dir), "sequences": len(ids), "frames": max_frames or int(meta["frames"]), "size": [int(h), int(w)],
-               "trajectories": {k: sum(1 for r in rows if r["trajectory"] == k) // len(ROWS) for k in TRAJECTORY_ORDER},
-               "processing_resolution": processing_resolution,
-               "model_seconds": round(model_seconds, 1),
-               "model_frames_per_s": round(frames_model / model_seconds, 2) if frames_model else None,
-               "coalign_seconds_per_frame": round(align_seconds / max(frames_all, 1), 4),
-               "rows": []}
+    summary = {
+        "data": str(data_dir),
+        "sequences": len(ids),
+        "frames": max_frames or int(meta["frames"]),
+        "size": [int(h), int(w)],
+        "trajectories": {k: sum(1 for r in rows if r["trajectory"] == k) // len(ROWS) for k in TRAJECTORY_ORDER},
+        "processing_resolution": processing_resolution,
+        "model_seconds": round(model_seconds, 1),
+        "model_frames_per_s": round(frames_model / model_seconds, 2) if frames_model else None,
+        "coalign_seconds_per_frame": round(align_seconds / max(frames_all, 1), 4),
+        "rows": [],
+    }
     for method, alignment in ROWS:
         sel = [r for r in rows if r["method"] == method and r["alignment"] == alignment]
         agg = {k: float(np.nanmean([r[k] for r in sel])) for k in ("abs_rel", "delta1", "tae", "flicker")}
-        by_traj = {t: float(np.nanmean([r["tae"] for r in sel if r["trajectory"] == t]))
-                   for t in TRAJECTORY_ORDER if any(r["trajectory"] == t for r in sel)}
+        by_traj = {
+            t: float(np.nanmean([r["tae"] for r in sel if r["trajectory"] == t]))
+            for t in TRAJECTORY_ORDER
+            if any(r["trajectory"] == t for r in sel)
+        }
         summary["rows"].append({"method": method, "alignment": alignment, **agg, "tae_by_trajectory": by_traj})
     get = {(r["method"], r["alignment"]): r for r in summary["rows"]}
-    naive_pf, naive_seq, cons = get[("naive", "per frame")], get[("naive", "per sequence")], get[("consistent", "per sequence")]
+    naive_pf, naive_seq, cons = (
+        get[("naive", "per frame")],
+        get[("naive", "per sequence")],
+        get[("consistent", "per sequence")],
+    )
     summary["tae_reduction_vs_naive_per_sequence"] = 1.0 - cons["tae"] / naive_seq["tae"]
     summary["tae_reduction_vs_naive_per_frame"] = 1.0 - cons["tae"] / naive_pf["tae"]
     summary["abs_rel_consistent_minus_naive_per_frame"] = cons["abs_rel"] - naive_pf["abs_rel"]
@@ -155,11 +187,16 @@ def summary_markdown(summary: dict) -> str:
     for r in summary["rows"]:
         acc = ("-", "-") if r["method"] == "ground truth" else (f"{r['abs_rel']:.4f}", f"{r['delta1']:.4f}")
         bt = r["tae_by_trajectory"]
-        lines.append(f"| {r['method']} | {r['alignment']} | {acc[0]} | {acc[1]} | {r['tae']:.4f} | {r['flicker']:.4f} | "
-                     + " / ".join(f"{bt[k]:.4f}" if k in bt else "-" for k in TRAJECTORY_ORDER) + " |")
-    lines += ["",
-              f"TAE reduction, consistent vs naive (both one alignment per sequence): "
-              f"{summary['tae_reduction_vs_naive_per_sequence']:.1%}; vs naive aligned per frame: "
-              f"{summary['tae_reduction_vs_naive_per_frame']:.1%}. AbsRel consistent (per sequence) - naive (per frame): "
-              f"{summary['abs_rel_consistent_minus_naive_per_frame']:+.4f}."]
+        lines.append(
+            f"| {r['method']} | {r['alignment']} | {acc[0]} | {acc[1]} | {r['tae']:.4f} | {r['flicker']:.4f} | "
+            + " / ".join(f"{bt[k]:.4f}" if k in bt else "-" for k in TRAJECTORY_ORDER)
+            + " |"
+        )
+    lines += [
+        "",
+        f"TAE reduction, consistent vs naive (both one alignment per sequence): "
+        f"{summary['tae_reduction_vs_naive_per_sequence']:.1%}; vs naive aligned per frame: "
+        f"{summary['tae_reduction_vs_naive_per_frame']:.1%}. AbsRel consistent (per sequence) - naive (per frame): "
+        f"{summary['abs_rel_consistent_minus_naive_per_frame']:+.4f}.",
+    ]
     return "\n".join(lines) + "\n"

@@ -72,8 +72,9 @@ def accuracy(aligned: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> dict:
     return {"abs_rel": float(np.mean(rel)), "delta1": float(np.mean(d1))}
 
 
-def temporal_alignment_error(aligned: np.ndarray, gt: np.ndarray, valid: np.ndarray, K: np.ndarray,
-                             poses: np.ndarray) -> float:
+def temporal_alignment_error(
+    aligned: np.ndarray, gt: np.ndarray, valid: np.ndarray, K: np.ndarray, poses: np.ndarray
+) -> float:
     """Mean relative disagreement between each frame's depth carried into the next frame with the true
     poses and the next frame's depth (see the module docstring)."""
     from apdepth.data.synthetic.video import reproject
@@ -122,8 +123,14 @@ def flicker(aligned: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> tuple[flo
     return (float(np.mean(vals)) if vals else float("nan")), (float(np.mean(fracs)) if fracs else 0.0)
 
 
-def video_metrics(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray, K: np.ndarray, poses: np.ndarray,
-                  per_frame_alignment: bool = False) -> dict:
+def video_metrics(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    valid: np.ndarray,
+    K: np.ndarray,
+    poses: np.ndarray,
+    per_frame_alignment: bool = False,
+) -> dict:
     """All metrics of one sequence: ``abs_rel``, ``delta1``, ``tae``, ``flicker``, ``static_fraction``."""
     valid = np.asarray(valid, bool)
     aligned = align_sequence(pred, gt, valid, per_frame=per_frame_alignment)

@@ -219,7 +219,9 @@ def build_pipeline(preset: str | ModelPreset = "tiny", seed: int = 0, use_prior:
         **preset.pipeline,
     )
     config.update(pipeline_config)
-    return ApDepthPipeline(unet=unet, vae=vae, prior=prior, text_embedding=EmptyTextEmbedding.from_tensor(emb), **config)
+    return ApDepthPipeline(
+        unet=unet, vae=vae, prior=prior, text_embedding=EmptyTextEmbedding.from_tensor(emb), **config
+    )
 
 
 def build_tiny_pipeline(seed: int = 0, **kwargs):

@@ -52,7 +52,9 @@ def get_prior_adapter(class_name: str) -> PriorAdapter:
     try:
         return _ADAPTERS[class_name]
     except KeyError:
-        raise ValueError(f"no prior adapter for {class_name!r}; known prior classes: {', '.join(sorted(_ADAPTERS))}") from None
+        raise ValueError(
+            f"no prior adapter for {class_name!r}; known prior classes: {', '.join(sorted(_ADAPTERS))}"
+        ) from None
 
 
 def adapter_for(model: torch.nn.Module) -> PriorAdapter:

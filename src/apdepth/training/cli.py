@@ -13,12 +13,22 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", "-c", default=None,
-                   help="YAML training config (default with --resume: the run folder's config.yaml)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides with dotted keys, e.g. optim.lr=1e-4")
+    p.add_argument(
+        "--config",
+        "-c",
+        default=None,
+        help="YAML training config (default with --resume: the run folder's config.yaml)",
+    )
+    p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides with dotted keys, e.g. optim.lr=1e-4"
+    )
     p.add_argument("--output", "-o", default=None, help="run folder (overrides output_dir)")
-    p.add_argument("--resume", default=None, metavar="DIR|latest",
-                   help="continue from a checkpoint folder, a run folder, or 'latest' in the run folder")
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="DIR|latest",
+        help="continue from a checkpoint folder, a run folder, or 'latest' in the run folder",
+    )
 
 
 # Modules of the ``train`` extra; without them training cannot start (checked before anything else runs).
@@ -41,8 +51,10 @@ def missing_train_modules() -> list[str]:
 def run(args: argparse.Namespace) -> int:
     missing = missing_train_modules()
     if missing:
-        print(f"error: training needs the train extra: pip install 'apdepth[train]' (missing: {', '.join(missing)})",
-              file=sys.stderr)
+        print(
+            f"error: training needs the train extra: pip install 'apdepth[train]' (missing: {', '.join(missing)})",
+            file=sys.stderr,
+        )
         return 2
     from apdepth.training.config import ConfigError, load_config
 
@@ -54,8 +66,11 @@ def run(args: argparse.Namespace) -> int:
         if config is None:
             if not args.resume:
                 raise ConfigError("--config is required (or --resume with a run folder that holds config.yaml)")
-            candidates = [Path(args.output or "") / "config.yaml", Path(args.resume) / "config.yaml",
-                          Path(args.resume).parent.parent / "config.yaml"]
+            candidates = [
+                Path(args.output or "") / "config.yaml",
+                Path(args.resume) / "config.yaml",
+                Path(args.resume).parent.parent / "config.yaml",
+            ]
             found = [c for c in candidates if c.is_file()]
             if not found:
                 raise ConfigError(f"--resume {args.resume}: no config.yaml found next to it; pass --config")

@@ -63,6 +63,7 @@ class DatasetConfig:
 @dataclass
 class DataConfig:
     """The training datasets (each batch from one, drawn by ``probability``) and batch assembly."""
+
     datasets: List[DatasetConfig] = field(default_factory=list)
     hflip: float = 0.5  # probability of a horizontal flip per sample
     num_workers: int = 0  # DataLoader worker processes that assemble batches
@@ -73,6 +74,7 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     """Adam, the learning-rate schedule (linear warm-up, exponential decay) and the batch sizes."""
+
     lr: float = 3e-5
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
@@ -89,6 +91,7 @@ class OptimConfig:
 @dataclass
 class StageConfig:
     """One stage of the schedule: the loss weights active until step ``until``."""
+
     until: int = 0  # this stage is active for steps [previous until, until)
     losses: Dict[str, float] = field(default_factory=dict)  # loss name -> weight
 
@@ -96,6 +99,7 @@ class StageConfig:
 @dataclass
 class LossConfig:
     """Settings of the latent frequency loss."""
+
     freq_alpha: float = 1.0  # W = 1 + alpha * r / r_max
     freq_norm: str = "l1"  # l1 | l2
 
@@ -103,6 +107,7 @@ class LossConfig:
 @dataclass
 class ValidationConfig:
     """What is validated how often, and how many images are logged."""
+
     dataset: Optional[DatasetConfig] = None
     every: int = 0  # steps between validations (0 = never)
     at_start: bool = False  # also validate before the first step (a baseline for the curve)
@@ -115,6 +120,7 @@ class ValidationConfig:
 @dataclass
 class CheckpointConfig:
     """How often checkpoints are written and how many are kept."""
+
     every: int = 1000  # steps between checkpoints (0 = only at the end)
     keep_last: int = 3
 
@@ -122,6 +128,7 @@ class CheckpointConfig:
 @dataclass
 class LoggingConfig:
     """Console and TensorBoard logging."""
+
     every: int = 10  # console lines every N steps (TensorBoard and train_log.jsonl get every step)
     tensorboard: bool = True
 
@@ -129,6 +136,7 @@ class LoggingConfig:
 @dataclass
 class TrainConfig:
     """A whole training run: what every key of the YAML config means is documented on its field."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -146,8 +154,18 @@ class ConfigError(ValueError):
     """The training config is invalid; the message names the offending key."""
 
 
-_SCHEMAS = (ModelConfig, DatasetConfig, DataConfig, OptimConfig, StageConfig, LossConfig, ValidationConfig,
-            CheckpointConfig, LoggingConfig, TrainConfig)
+_SCHEMAS = (
+    ModelConfig,
+    DatasetConfig,
+    DataConfig,
+    OptimConfig,
+    StageConfig,
+    LossConfig,
+    ValidationConfig,
+    CheckpointConfig,
+    LoggingConfig,
+    TrainConfig,
+)
 
 
 def _explain(err: Exception) -> ConfigError:
@@ -196,11 +214,18 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         try:
             merged = OmegaConf.merge(schema, user)
         except TypeError as err:  # e.g. `data.datasets.0.path=...` while the file defines no datasets list
-            raise ConfigError(f"config structure does not match the schema ({err}); "
-                              "give whole lists, e.g. data.datasets=[{name: hypersim, path: /data}]") from err
+            raise ConfigError(
+                f"config structure does not match the schema ({err}); "
+                "give whole lists, e.g. data.datasets=[{name: hypersim, path: /data}]"
+            ) from err
         if missing:
-            raise ConfigError("these config values must be set (they are ??? in the config): "
-                              + ", ".join(missing) + "; pass e.g. " + missing[0].replace("[", ".").replace("]", "") + "=VALUE")
+            raise ConfigError(
+                "these config values must be set (they are ??? in the config): "
+                + ", ".join(missing)
+                + "; pass e.g. "
+                + missing[0].replace("[", ".").replace("]", "")
+                + "=VALUE"
+            )
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         raise _explain(err) from err
@@ -242,7 +267,9 @@ def check_stage_losses(cfg: TrainConfig, known: tuple[str, ...]) -> None:
     for i, s in enumerate(cfg.stages):
         for name in s.losses:
             if name not in known:
-                raise ConfigError(f"stages.{i}.losses: unknown loss {name!r} for task {cfg.model.task!r}; known: {list(known)}")
+                raise ConfigError(
+                    f"stages.{i}.losses: unknown loss {name!r} for task {cfg.model.task!r}; known: {list(known)}"
+                )
 
 
 def check_size_multiple(cfg: TrainConfig, multiple: int) -> None:

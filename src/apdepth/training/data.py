@@ -86,7 +86,9 @@ def _fit(sample: dict, size: Sequence[int] | None, mode: str, rng: np.random.Gen
         return sample
     out = dict(sample)
     if mode == "resize":
-        out["rgb"] = F.interpolate(rgb[None], size=(th, tw), mode="bilinear", align_corners=False, antialias=True)[0].clamp(0, 1)
+        out["rgb"] = F.interpolate(rgb[None], size=(th, tw), mode="bilinear", align_corners=False, antialias=True)[
+            0
+        ].clamp(0, 1)
         # Nearest for depth and mask: interpolating across an occlusion edge would invent depths.
         out["depth"] = F.interpolate(depth[None, None], size=(th, tw), mode="nearest")[0, 0]
         out["valid"] = F.interpolate(valid[None, None].float(), size=(th, tw), mode="nearest")[0, 0] > 0.5

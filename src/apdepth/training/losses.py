@@ -89,7 +89,9 @@ def latent_frequency_loss(
     :func:`frequency_weights`. Computed in float32 (float64 inputs stay float64).
     """
     if pred.shape != target.shape or pred.ndim != 4:
-        raise ValueError(f"pred and target must both be (B, C, h, w); got {tuple(pred.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"pred and target must both be (B, C, h, w); got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
     if norm not in ("l1", "l2"):
         raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
     dtype = torch.float64 if pred.dtype == torch.float64 else torch.float32
@@ -138,4 +140,3 @@ __all__ = [
     "scale_shift_invariant_l1",
     "kl_per_element",
 ]
-

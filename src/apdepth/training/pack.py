@@ -23,7 +23,6 @@ MANIFEST = "PACKED.json"
 
 
 def _cast_safetensors(data: bytes, dtype_from, dtype_to) -> bytes:
-    import torch
     from safetensors.torch import load, save
 
     tensors = load(data)
@@ -113,8 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("source", help="model folder to pack (or, with --unpack, the tar)")
     p.add_argument("dest", help="tar to write (or, with --unpack, the folder to create)")
     p.add_argument("--unpack", action="store_true", help="unpack a tar written by this command")
-    p.add_argument("--fp16-above", type=float, default=8.0, metavar="MIB",
-                   help="store safetensors files larger than this many MiB in float16 (default 8)")
+    p.add_argument(
+        "--fp16-above",
+        type=float,
+        default=8.0,
+        metavar="MIB",
+        help="store safetensors files larger than this many MiB in float16 (default 8)",
+    )
     args = p.parse_args(argv)
     try:
         if args.unpack:

@@ -36,7 +36,9 @@ def _load_vae(path: str, allow_pickle: bool):
 
     from apdepth.checkpoint import LoadOptions, load_component
 
-    return load_component(AutoencoderKL, component_dir(path, "vae"), None, None, LoadOptions(allow_pickle=allow_pickle), "VAE")
+    return load_component(
+        AutoencoderKL, component_dir(path, "vae"), None, None, LoadOptions(allow_pickle=allow_pickle), "VAE"
+    )
 
 
 def _load_prior(path: str, allow_pickle: bool):
@@ -147,9 +149,13 @@ def build_apdepth_pipeline(cfg: TrainConfig):
             raise ConfigError(f"model.init_from: {root} is not a pipeline folder (no model_index.json)")
         index = json.loads(index_path.read_text())
         if index.get("_class_name") == ApDepthPipeline.__name__:
-            pipe = ApDepthPipeline.from_pretrained(root, prior=m.prior if m.prior else None, allow_pickle=m.allow_pickle)
+            pipe = ApDepthPipeline.from_pretrained(
+                root, prior=m.prior if m.prior else None, allow_pickle=m.allow_pickle
+            )
             if (pipe.prior is not None) != m.use_prior:
-                raise ConfigError(f"model.use_prior={m.use_prior} but {root} is a model {'with' if pipe.prior is not None else 'without'} prior")
+                raise ConfigError(
+                    f"model.use_prior={m.use_prior} but {root} is a model {'with' if pipe.prior is not None else 'without'} prior"
+                )
             pipe.register_to_config(**settings)
         else:
             from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -161,7 +167,9 @@ def build_apdepth_pipeline(cfg: TrainConfig):
             # Loaded strictly as Stable Diffusion's parts; the widening of conv_in below is the deliberate conversion.
             unet = load_component(UNet2DConditionModel, root, "unet", None, opts, "U-Net")
             if unet.config.in_channels != 4:
-                raise ConfigError(f"model.init_from: expected a 4-channel Stable Diffusion U-Net, found {unet.config.in_channels}")
+                raise ConfigError(
+                    f"model.init_from: expected a 4-channel Stable Diffusion U-Net, found {unet.config.in_channels}"
+                )
             if m.use_prior:
                 widen_conv_in(unet, 8)
             vae = load_component(AutoencoderKL, root, "vae", None, opts, "VAE")
@@ -172,8 +180,10 @@ def build_apdepth_pipeline(cfg: TrainConfig):
             prior = None
             if m.use_prior:
                 if not m.prior:
-                    raise ConfigError("model.init_from is a Stable Diffusion folder: set model.prior to a Depth Anything "
-                                      "V2 folder (e.g. a local copy of depth-anything/Depth-Anything-V2-Small-hf)")
+                    raise ConfigError(
+                        "model.init_from is a Stable Diffusion folder: set model.prior to a Depth Anything "
+                        "V2 folder (e.g. a local copy of depth-anything/Depth-Anything-V2-Small-hf)"
+                    )
                 prior = _load_prior(m.prior, m.allow_pickle)
             base = dict(processing_resolution=768, prior_input_size=518)
             base.update(settings)
@@ -243,8 +253,11 @@ class ApDepthTask(Task):
 
     def export(self, folder):
         pipe = self.pipe
-        dtypes = {name: getattr(pipe, name).dtype for name in ("vae", "prior")
-                  if getattr(pipe, name) is not None and getattr(pipe, name).dtype != torch.float32}
+        dtypes = {
+            name: getattr(pipe, name).dtype
+            for name in ("vae", "prior")
+            if getattr(pipe, name) is not None and getattr(pipe, name).dtype != torch.float32
+        }
         # Saved weights are fp32 whatever the training precision, so the folder loads anywhere.
         for name in dtypes:
             getattr(pipe, name).to(torch.float32)
@@ -263,16 +276,31 @@ class ApDepthTask(Task):
         pipe.unet.eval()
         try:
             with accelerator.autocast():
-                result = evaluate(pipe, dataset, processing_resolution=v.processing_resolution, max_samples=v.max_samples,
-                                  batch_size=v.batch_size, progress=False)
+                result = evaluate(
+                    pipe,
+                    dataset,
+                    processing_resolution=v.processing_resolution,
+                    max_samples=v.max_samples,
+                    batch_size=v.batch_size,
+                    progress=False,
+                )
                 rows = []
                 for i in range(min(v.num_images, len(dataset))):
                     sample = dataset[i]
-                    res = v.processing_resolution if v.processing_resolution is not None else getattr(dataset, "processing_resolution", 0)
+                    res = (
+                        v.processing_resolution
+                        if v.processing_resolution is not None
+                        else getattr(dataset, "processing_resolution", 0)
+                    )
                     pred = pipe(sample["rgb"], processing_resolution=res).depth[0]
                     gt, valid = sample["depth"].numpy(), sample["valid"].numpy()
-                    rows.append([_rgb_u8(sample["rgb"]), colorize_depth(pred),
-                                 colorize_depth(gt, vmin=None, vmax=None, valid=valid)])
+                    rows.append(
+                        [
+                            _rgb_u8(sample["rgb"]),
+                            colorize_depth(pred),
+                            colorize_depth(gt, vmin=None, vmax=None, valid=valid),
+                        ]
+                    )
         finally:
             pipe.unet.train()
         metrics = {k: v_ for k, v_ in result["metrics"].items() if k in ("abs_rel", "delta1", "boundary_f1", "rmse")}
@@ -285,6 +313,7 @@ class ApDepthTask(Task):
 
 class VaeForward(torch.nn.Module):
     """The VAE as one module for DDP: encode, sample the posterior with ``generator``, decode."""
+
     def __init__(self, vae):
         super().__init__()
         self.vae = vae
@@ -363,8 +392,14 @@ class VaeTask(Task):
                 errs_rgb.append(L.masked_l1(rec[:1], x[:1], mask[:1]).item())
                 errs_depth.append(L.masked_l1(rec[1:], x[1:], mask[1:]).item())
                 if i < v.num_images:
-                    rows.append([_rgb_u8((x[0] + 1) / 2), _rgb_u8((rec[0] + 1) / 2),
-                                 _rgb_u8((x[1] + 1) / 2), _rgb_u8((rec[1] + 1) / 2)])
+                    rows.append(
+                        [
+                            _rgb_u8((x[0] + 1) / 2),
+                            _rgb_u8((rec[0] + 1) / 2),
+                            _rgb_u8((x[1] + 1) / 2),
+                            _rgb_u8((rec[1] + 1) / 2),
+                        ]
+                    )
         finally:
             self.vae.train()
         metrics = {"rgb_l1": float(np.mean(errs_rgb)), "depth_l1": float(np.mean(errs_depth))}
@@ -383,7 +418,9 @@ def condition_prior_for_export(prior, input_size: int, size: int = 256) -> tuple
     from apdepth.data.synthetic import render_scene
     from apdepth.prior import condition_prior_output_range, prepare_prior_input
 
-    rgb = torch.stack([torch.from_numpy(render_scene(s, size, size, "mixed")["rgb"]).permute(2, 0, 1) for s in CALIBRATION_SEEDS])
+    rgb = torch.stack(
+        [torch.from_numpy(render_scene(s, size, size, "mixed")["rgb"]).permute(2, 0, 1) for s in CALIBRATION_SEEDS]
+    )
     device = next(prior.parameters()).device
     pixel_values = prepare_prior_input(rgb.float().div(255).to(device), "quantile", input_size)
     return condition_prior_output_range(prior, pixel_values)
@@ -440,7 +477,10 @@ class PriorTask(Task):
 
     def losses(self, model, batch, weights, noise_seed):
         rgb = batch["rgb"].to(self.device)
-        depth, valid = batch["depth"].to(self.device), batch["valid"].to(self.device) & (batch["depth"].to(self.device) > 0)
+        depth, valid = (
+            batch["depth"].to(self.device),
+            batch["valid"].to(self.device) & (batch["depth"].to(self.device) > 0),
+        )
         pred = self._disparity(model, rgb)
         target = self._target(depth, valid)
         terms = {}
@@ -476,10 +516,19 @@ class PriorTask(Task):
                 valid = (s["valid"] & (s["depth"] > 0))[None].to(self.device)
                 with accelerator.autocast():
                     pred = self._disparity(self.prior, rgb)
-                errs.append(L.scale_shift_invariant_l1(pred, self._target(s["depth"][None].to(self.device), valid), valid).item())
+                errs.append(
+                    L.scale_shift_invariant_l1(
+                        pred, self._target(s["depth"][None].to(self.device), valid), valid
+                    ).item()
+                )
                 if i < v.num_images:
-                    rows.append([_rgb_u8(s["rgb"]), colorize_depth(prior_disparity_to_depth01(pred)[0].cpu().numpy()),
-                                 colorize_depth(s["depth"].numpy(), vmin=None, vmax=None, valid=s["valid"].numpy())])
+                    rows.append(
+                        [
+                            _rgb_u8(s["rgb"]),
+                            colorize_depth(prior_disparity_to_depth01(pred)[0].cpu().numpy()),
+                            colorize_depth(s["depth"].numpy(), vmin=None, vmax=None, valid=s["valid"].numpy()),
+                        ]
+                    )
         finally:
             self.prior.train()
         image = _stack_images(rows) if rows and len({r[0].shape for r in rows}) == 1 else None

@@ -164,7 +164,9 @@ class Trainer:
             log = self.out / "train_log.jsonl"
             if log.is_file():
                 # Steps after the resumed checkpoint were lost with the killed run: drop their lines.
-                keep = [ln for ln in log.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= self.state.step]
+                keep = [
+                    ln for ln in log.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= self.state.step
+                ]
                 _write_text(log, "".join(ln + "\n" for ln in keep))
             info = {
                 "task": cfg.model.task,
@@ -218,9 +220,15 @@ class Trainer:
         acc.save_state(str(tmp / STATE))  # every process writes its RNG state; rank 0 the rest
         if acc.is_main_process:
             self.task.export(tmp)
-            meta = {"step": step, "data_position": step * self.cfg.optim.grad_accum, "world_size": acc.num_processes,
-                    "micro_batch": self.cfg.optim.micro_batch, "grad_accum": self.cfg.optim.grad_accum,
-                    "seed": self.cfg.seed, "best": self.state.best}
+            meta = {
+                "step": step,
+                "data_position": step * self.cfg.optim.grad_accum,
+                "world_size": acc.num_processes,
+                "micro_batch": self.cfg.optim.micro_batch,
+                "grad_accum": self.cfg.optim.grad_accum,
+                "seed": self.cfg.seed,
+                "best": self.state.best,
+            }
             _write_text(tmp / "trainer_state.json", json.dumps(meta, indent=2) + "\n")
         acc.wait_for_everyone()
         if acc.is_main_process:
@@ -242,8 +250,10 @@ class Trainer:
             now = (self.acc.num_processes, self.cfg.optim.micro_batch, self.cfg.optim.grad_accum)
             then = (meta.get("world_size"), meta.get("micro_batch"), meta.get("grad_accum"))
             if now != then:
-                self._print(f"[train] warning: resuming with (processes, micro_batch, grad_accum)={now} but the "
-                            f"checkpoint was written with {then}: the data order will differ from an uninterrupted run")
+                self._print(
+                    f"[train] warning: resuming with (processes, micro_batch, grad_accum)={now} but the "
+                    f"checkpoint was written with {then}: the data order will differ from an uninterrupted run"
+                )
         self.acc.load_state(str(path / STATE))
         self._print(f"[train] resumed from {path} at step {self.state.step}")
 
@@ -287,13 +297,25 @@ class Trainer:
 
         cfg, acc = self.cfg, self.acc
         batches = StepBatches(
-            cfg.data.datasets, cfg.optim.micro_batch, cfg.seed, acc.process_index, acc.num_processes,
-            hflip=cfg.data.hflip, normalize_depth=self.task.normalize_depth, photometric=cfg.data.photometric,
+            cfg.data.datasets,
+            cfg.optim.micro_batch,
+            cfg.seed,
+            acc.process_index,
+            acc.num_processes,
+            hflip=cfg.data.hflip,
+            normalize_depth=self.task.normalize_depth,
+            photometric=cfg.data.photometric,
         )
         accum = cfg.optim.grad_accum
         start, stop = self.state.step * accum, self.total * accum
-        return DataLoader(batches, batch_size=None, sampler=range(start, stop), num_workers=cfg.data.num_workers,
-                          persistent_workers=False, pin_memory=acc.device.type == "cuda")
+        return DataLoader(
+            batches,
+            batch_size=None,
+            sampler=range(start, stop),
+            num_workers=cfg.data.num_workers,
+            persistent_workers=False,
+            pin_memory=acc.device.type == "cuda",
+        )
 
     def train(self) -> dict:
         """Run to ``total_steps``; returns the last logged record."""
@@ -335,7 +357,12 @@ class Trainer:
 
             names = sorted(sums)
             values = acc.reduce(torch.stack([sums[n] for n in names]), reduction="mean")
-            record = {"step": self.state.step, "stage": stage_i, "lr": lr, **{n: float(v) for n, v in zip(names, values)}}
+            record = {
+                "step": self.state.step,
+                "stage": stage_i,
+                "lr": lr,
+                **{n: float(v) for n, v in zip(names, values)},
+            }
             if grad_norm is not None:
                 record["grad_norm"] = float(grad_norm)
             self._log(record)
@@ -344,12 +371,16 @@ class Trainer:
             if self.state.step % max(1, cfg.logging.every) == 0 or self.state.step == self.total:
                 now = time.perf_counter()
                 terms_txt = " ".join(f"{n}={record[n]:.4f}" for n in names)
-                self._print(f"[train] step {self.state.step}/{self.total} stage {stage_i} lr {lr:.3g} {terms_txt} "
-                            f"({(now - t_last) / max(1, cfg.logging.every):.2f}s/step)")
+                self._print(
+                    f"[train] step {self.state.step}/{self.total} stage {stage_i} lr {lr:.3g} {terms_txt} "
+                    f"({(now - t_last) / max(1, cfg.logging.every):.2f}s/step)"
+                )
                 t_last = now
             if cfg.validation.every and self.state.step % cfg.validation.every == 0:
                 self.validate()
-            if (cfg.checkpointing.every and self.state.step % cfg.checkpointing.every == 0) or self.state.step == self.total:
+            if (
+                cfg.checkpointing.every and self.state.step % cfg.checkpointing.every == 0
+            ) or self.state.step == self.total:
                 self.save_checkpoint()
             # The model as it stands at the end of every stage but the last is kept (never pruned): the
             # ablation compares "after stage 1" with the final model.

@@ -51,7 +51,10 @@ class SyntheticDataset(torch.utils.data.Dataset):
         else:
             for rgb in sorted((self.root / "rgb").glob("*.png")):
                 sid = rgb.stem
-                depth = next((f"depth/{sid}{ext}" for ext in (".png", ".npy") if (self.root / "depth" / f"{sid}{ext}").exists()), None)
+                depth = next(
+                    (f"depth/{sid}{ext}" for ext in (".png", ".npy") if (self.root / "depth" / f"{sid}{ext}").exists()),
+                    None,
+                )
                 if depth is None:
                     raise ValueError(f"{rgb}: no depth/{sid}.png or depth/{sid}.npy next to it")
                 mask = f"mask/{sid}.png" if (self.root / "mask" / f"{sid}.png").exists() else None
@@ -102,8 +105,16 @@ class SyntheticStream(torch.utils.data.IterableDataset):
     the stream finite; ``None`` streams forever.
     """
 
-    def __init__(self, height: int, width: int, scene: str = "mixed", seed: int = 0, rank: int = 0,
-                 world_size: int = 1, length: int | None = None):
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        scene: str = "mixed",
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        length: int | None = None,
+    ):
         if scene not in SCENE_FAMILIES:
             raise ValueError(f"unknown scene family {scene!r}; choose one of {', '.join(SCENE_FAMILIES)}")
         if world_size < 1 or not 0 <= rank < world_size:

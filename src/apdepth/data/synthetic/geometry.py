@@ -94,8 +94,9 @@ class SceneBuilder:
         self._planes.append((n, float(n @ np.asarray(point, np.float64)), material or Material(), casts_shadow))
         return self
 
-    def add_box(self, center, size, yaw: float = 0.0, rotation=None, material: Material | None = None,
-                casts_shadow: bool = True):
+    def add_box(
+        self, center, size, yaw: float = 0.0, rotation=None, material: Material | None = None, casts_shadow: bool = True
+    ):
         """``size`` = full extents (x, y, z) in metres; ``yaw`` rotates about +y (radians) unless a full
         3x3 ``rotation`` (columns = local axes in world) is given."""
         size = np.asarray(size, np.float64)
@@ -104,7 +105,9 @@ class SceneBuilder:
         rot = _yaw_matrix(yaw) if rotation is None else np.asarray(rotation, np.float64)
         if rot.shape != (3, 3) or not np.allclose(rot.T @ rot, np.eye(3), atol=1e-5):
             raise ValueError("box rotation must be an orthonormal 3x3 matrix (columns = local axes in world)")
-        self._boxes.append((np.asarray(center, np.float64), rot.T.copy(), size / 2, material or Material(), casts_shadow))
+        self._boxes.append(
+            (np.asarray(center, np.float64), rot.T.copy(), size / 2, material or Material(), casts_shadow)
+        )
         return self
 
     def add_sphere(self, center, radius: float, material: Material | None = None, casts_shadow: bool = True):
@@ -114,15 +117,20 @@ class SceneBuilder:
         self._spheres.append((np.asarray(center, np.float64), float(radius), material or Material(), casts_shadow))
         return self
 
-    def add_cylinder(self, base, height: float, radius: float, material: Material | None = None,
-                     casts_shadow: bool = True):
+    def add_cylinder(
+        self, base, height: float, radius: float, material: Material | None = None, casts_shadow: bool = True
+    ):
         """Vertical capped cylinder standing on ``base`` (centre of its bottom cap)."""
         if not (height > 0 and radius > 0):
             raise ValueError(f"cylinder height and radius must be > 0, got {height}, {radius}")
-        self._cyls.append((np.asarray(base, np.float64), float(height), float(radius), material or Material(), casts_shadow))
+        self._cyls.append(
+            (np.asarray(base, np.float64), float(height), float(radius), material or Material(), casts_shadow)
+        )
         return self
 
-    def build(self, lighting: Lighting | None = None, sky=None, max_depth: float = 80.0, post: dict | None = None) -> Scene:
+    def build(
+        self, lighting: Lighting | None = None, sky=None, max_depth: float = 80.0, post: dict | None = None
+    ) -> Scene:
         """The :class:`Scene` of everything added, with ``lighting``, ``sky`` ((horizon, zenith) sRGB or None),
         the far plane ``max_depth`` (metres) and optional ``post`` image effects. At most 2**20 - 1 primitives."""
         f = torch.float32

@@ -97,11 +97,21 @@ def _t_cylinders(o, d, base, height, r):
 def _bounding_spheres(scene: Scene) -> tuple[torch.Tensor, torch.Tensor]:
     """Centres (N,3) and radii (N,) for all primitives; planes get an infinite radius."""
     npl = len(scene.plane_offset)
-    centers = [torch.zeros(npl, 3), scene.box_center, scene.sphere_center,
-               scene.cyl_base + torch.stack([torch.zeros_like(scene.cyl_height), scene.cyl_height / 2,
-                                             torch.zeros_like(scene.cyl_height)], -1)]
-    radii = [torch.full((npl,), math.inf), scene.box_half.norm(dim=-1), scene.sphere_radius,
-             torch.sqrt(scene.cyl_radius ** 2 + (scene.cyl_height / 2) ** 2)]
+    centers = [
+        torch.zeros(npl, 3),
+        scene.box_center,
+        scene.sphere_center,
+        scene.cyl_base
+        + torch.stack(
+            [torch.zeros_like(scene.cyl_height), scene.cyl_height / 2, torch.zeros_like(scene.cyl_height)], -1
+        ),
+    ]
+    radii = [
+        torch.full((npl,), math.inf),
+        scene.box_half.norm(dim=-1),
+        scene.sphere_radius,
+        torch.sqrt(scene.cyl_radius**2 + (scene.cyl_height / 2) ** 2),
+    ]
     return torch.cat(centers).reshape(-1, 3), torch.cat(radii)
 
 
@@ -124,7 +134,7 @@ def _cast(scene: Scene, o, d, cand, active, any_hit_tmax=None):
     # a single order-independent (hence deterministic) scatter-min.
     key = torch.full((T * S,), (0x7F800000 << 20) | 0xFFFFF, dtype=torch.int64)
     for start in range(0, len(pairs), _PAIR_CHUNK):
-        pk = pairs[start:start + _PAIR_CHUNK]
+        pk = pairs[start : start + _PAIR_CHUNK]
         tile, prim = pk[:, 0], pk[:, 1]
         # a shared origin (camera) or direction (sun) stays a size-1 axis: far less work per pair
         ok = _g(o, tile) if o.shape[0] > 1 else o.expand(len(tile), -1, -1)
@@ -140,11 +150,23 @@ def _cast(scene: Scene, o, d, cand, active, any_hit_tmax=None):
             if kind == 0:
                 tv = _t_planes(os_, ds_, _g(scene.plane_normal, j)[:, None], _g(scene.plane_offset, j)[:, None])
             elif kind == 1:
-                tv = _t_boxes(os_, ds_, _g(scene.box_center, j)[:, None], _g(scene.box_axes, j)[:, None], _g(scene.box_half, j)[:, None])
+                tv = _t_boxes(
+                    os_,
+                    ds_,
+                    _g(scene.box_center, j)[:, None],
+                    _g(scene.box_axes, j)[:, None],
+                    _g(scene.box_half, j)[:, None],
+                )
             elif kind == 2:
                 tv = _t_spheres(os_, ds_, _g(scene.sphere_center, j)[:, None], _g(scene.sphere_radius, j)[:, None])
             else:
-                tv = _t_cylinders(os_, ds_, _g(scene.cyl_base, j)[:, None], _g(scene.cyl_height, j)[:, None], _g(scene.cyl_radius, j)[:, None])
+                tv = _t_cylinders(
+                    os_,
+                    ds_,
+                    _g(scene.cyl_base, j)[:, None],
+                    _g(scene.cyl_height, j)[:, None],
+                    _g(scene.cyl_radius, j)[:, None],
+                )
             tk.index_copy_(0, sel, tv.expand(len(sel), S))
         tk = torch.where(_g(active, tile), tk, torch.full_like(tk, math.inf))
         flat = (tile[:, None] * S + torch.arange(S)[None]).reshape(-1)

@@ -69,11 +69,15 @@ def _random_material(rng: np.random.Generator, kind: str, decals: float | None =
     if rng.random() < 0.5:  # axis-aligned stripes and grain look man-made
         direction = np.eye(3)[rng.integers(3)]
     return Material(
-        color_a=a, color_b=b, pattern=pattern,
+        color_a=a,
+        color_b=b,
+        pattern=pattern,
         scale=float(np.exp(rng.uniform(np.log(0.04), np.log(1.5)))),
         direction=tuple(float(x) for x in direction),
         grain=float(rng.uniform(0.0, 0.35)),
-        decal_density=float(rng.uniform(0.05, 0.3) if (rng.random() < 0.3 if decals is None else rng.random() < decals) else 0.0),
+        decal_density=float(
+            rng.uniform(0.05, 0.3) if (rng.random() < 0.3 if decals is None else rng.random() < decals) else 0.0
+        ),
         decal_scale=float(np.exp(rng.uniform(np.log(0.1), np.log(1.5)))),
         seed=int(rng.integers(0, 1_000_000)),
     )
@@ -94,8 +98,14 @@ def _indoor(rng: np.random.Generator):
     W, D, H = rng.uniform(3.0, 8.0), rng.uniform(3.5, 10.0), rng.uniform(2.4, 3.4)
     wall = _random_material(rng, "wall", decals=0.3)
     floor = _random_material(rng, rng.choice(["wood", "stone", "fabric"]))
-    ceil = Material(color_a=_hsv(0, 0, rng.uniform(0.75, 0.95)), color_b=_hsv(0, 0, 0.6), pattern="noise",
-                    scale=float(rng.uniform(0.3, 2.0)), grain=0.1, seed=int(rng.integers(1_000_000)))
+    ceil = Material(
+        color_a=_hsv(0, 0, rng.uniform(0.75, 0.95)),
+        color_b=_hsv(0, 0, 0.6),
+        pattern="noise",
+        scale=float(rng.uniform(0.3, 2.0)),
+        grain=0.1,
+        seed=int(rng.integers(1_000_000)),
+    )
     b.add_plane((0, 0, 0), (0, 1, 0), floor)
     b.add_plane((0, H, 0), (0, -1, 0), ceil)
     walls = [((0, 0, 0), (1, 0, 0)), ((W, 0, 0), (-1, 0, 0)), ((0, 0, 0), (0, 0, 1)), ((0, 0, D), (0, 0, -1))]
@@ -130,15 +140,19 @@ def _indoor(rng: np.random.Generator):
 
     tops = []  # surfaces (x, y, z, half-size) where clutter can stand
     for _ in range(rng.integers(4, 12)):
-        kind = rng.choice(["table", "chair", "cabinet", "sofa", "shelf", "lamp", "ball", "rug", "stool"],
-                          p=[0.18, 0.16, 0.15, 0.1, 0.1, 0.08, 0.07, 0.08, 0.08])
+        kind = rng.choice(
+            ["table", "chair", "cabinet", "sofa", "shelf", "lamp", "ball", "rug", "stool"],
+            p=[0.18, 0.16, 0.15, 0.1, 0.1, 0.08, 0.07, 0.08, 0.08],
+        )
         if kind in ("cabinet", "shelf", "sofa"):
             dep, wid = rng.uniform(0.35, 0.9), rng.uniform(0.6, 2.2)
             spot = wall_spot(dep, wid)
             if spot is None:
                 continue
             x, z, yaw, _ = spot
-            hgt = {"cabinet": rng.uniform(0.5, 1.2), "shelf": rng.uniform(1.4, 2.3), "sofa": rng.uniform(0.4, 0.5)}[kind]
+            hgt = {"cabinet": rng.uniform(0.5, 1.2), "shelf": rng.uniform(1.4, 2.3), "sofa": rng.uniform(0.4, 0.5)}[
+                kind
+            ]
             hgt = min(hgt, H - 0.1)
             mat = _random_material(rng, rng.choice(["wood", "paint", "fabric" if kind == "sofa" else "wood"]))
             R = _yaw_matrix(yaw)
@@ -152,14 +166,18 @@ def _indoor(rng: np.random.Generator):
             else:
                 tops.append((x, hgt, z, min(wid, dep) / 2 * 0.7))
         elif kind in ("table", "chair", "stool"):
-            size = {"table": rng.uniform(0.7, 1.6), "chair": rng.uniform(0.4, 0.5), "stool": rng.uniform(0.3, 0.4)}[kind]
+            size = {"table": rng.uniform(0.7, 1.6), "chair": rng.uniform(0.4, 0.5), "stool": rng.uniform(0.3, 0.4)}[
+                kind
+            ]
             depth_ = size * (rng.uniform(0.5, 1.0) if kind == "table" else 1.0)
             spot = free_spot(max(size, depth_) / 2 + 0.1)
             if spot is None:
                 continue
             x, z = spot
             yaw = rng.uniform(0, 2 * math.pi) if rng.random() < 0.5 else rng.integers(4) * math.pi / 2
-            hgt = {"table": rng.uniform(0.7, 0.78), "chair": rng.uniform(0.42, 0.48), "stool": rng.uniform(0.5, 0.75)}[kind]
+            hgt = {"table": rng.uniform(0.7, 0.78), "chair": rng.uniform(0.42, 0.48), "stool": rng.uniform(0.5, 0.75)}[
+                kind
+            ]
             mat = _random_material(rng, rng.choice(["wood", "paint", "metal"]))
             leg_mat = mat if rng.random() < 0.6 else _random_material(rng, "metal")
             top_t = rng.uniform(0.03, 0.06)
@@ -195,8 +213,13 @@ def _indoor(rng: np.random.Generator):
             spot = free_spot(0.8)
             if spot is None:
                 continue
-            b.add_box((spot[0], 0.005, spot[1]), (rng.uniform(1, 2.5), 0.01, rng.uniform(0.8, 2)),
-                      yaw=rng.uniform(0, math.pi), material=_random_material(rng, "fabric"), casts_shadow=False)
+            b.add_box(
+                (spot[0], 0.005, spot[1]),
+                (rng.uniform(1, 2.5), 0.01, rng.uniform(0.8, 2)),
+                yaw=rng.uniform(0, math.pi),
+                material=_random_material(rng, "fabric"),
+                casts_shadow=False,
+            )
             occupied.pop()
     # wall decorations: pictures, doors, windows (thin boxes a few cm off the wall)
     for _ in range(rng.integers(1, 5)):
@@ -209,9 +232,14 @@ def _indoor(rng: np.random.Generator):
             continue
         x, z, yaw, _ = spot
         yc = hgt / 2 if door else rng.uniform(hgt / 2 + 0.8, max(hgt / 2 + 0.8, H - hgt / 2 - 0.2))
-        b.add_box((x, yc, z), (wid, hgt, 0.04), yaw=yaw, material=_random_material(rng, rng.choice(["paint", "wood", "fabric"]), decals=0.5))
+        b.add_box(
+            (x, yc, z),
+            (wid, hgt, 0.04),
+            yaw=yaw,
+            material=_random_material(rng, rng.choice(["paint", "wood", "fabric"]), decals=0.5),
+        )
     # clutter on tops: small boxes (some tilted), spheres, cylinders
-    for (x, y, z, rr) in tops:
+    for x, y, z, rr in tops:
         for _ in range(rng.integers(0, 4)):
             px, pz = x + rng.uniform(-rr, rr), z + rng.uniform(-rr, rr)
             kind = rng.integers(3)
@@ -223,9 +251,13 @@ def _indoor(rng: np.random.Generator):
                     q = rng.normal(size=4)
                     q /= np.linalg.norm(q)
                     w_, x_, y_, z_ = q
-                    rot = np.array([[1 - 2 * (y_ * y_ + z_ * z_), 2 * (x_ * y_ - z_ * w_), 2 * (x_ * z_ + y_ * w_)],
-                                    [2 * (x_ * y_ + z_ * w_), 1 - 2 * (x_ * x_ + z_ * z_), 2 * (y_ * z_ - x_ * w_)],
-                                    [2 * (x_ * z_ - y_ * w_), 2 * (y_ * z_ + x_ * w_), 1 - 2 * (x_ * x_ + y_ * y_)]])
+                    rot = np.array(
+                        [
+                            [1 - 2 * (y_ * y_ + z_ * z_), 2 * (x_ * y_ - z_ * w_), 2 * (x_ * z_ + y_ * w_)],
+                            [2 * (x_ * y_ + z_ * w_), 1 - 2 * (x_ * x_ + z_ * z_), 2 * (y_ * z_ - x_ * w_)],
+                            [2 * (x_ * z_ - y_ * w_), 2 * (y_ * z_ + x_ * w_), 1 - 2 * (x_ * x_ + y_ * y_)],
+                        ]
+                    )
                 b.add_box((px, y + s[1] / 2, pz), s, yaw=rng.uniform(0, math.pi), rotation=rot, material=mat)
             elif kind == 1:
                 r = rng.uniform(0.04, 0.15)
@@ -235,19 +267,32 @@ def _indoor(rng: np.random.Generator):
 
     target = np.array([rng.uniform(0.2 * W, 0.8 * W), 0, rng.uniform(0.2 * D, 0.8 * D)])
     yaw = math.atan2(target[0] - cam_pos[0], target[2] - cam_pos[2]) + rng.uniform(-0.5, 0.5)
-    cam = Camera.from_angles(cam_pos, yaw, math.radians(rng.uniform(-35, 8)), math.radians(rng.uniform(-4, 4)),
-                             hfov_deg=float(rng.uniform(50, 90)))
+    cam = Camera.from_angles(
+        cam_pos,
+        yaw,
+        math.radians(rng.uniform(-35, 8)),
+        math.radians(rng.uniform(-4, 4)),
+        hfov_deg=float(rng.uniform(50, 90)),
+    )
     warm = _hsv(rng.uniform(0.05, 0.15), rng.uniform(0.0, 0.35), 1.0)
     if rng.random() < 0.6:
         lpos = (rng.uniform(0.3, W - 0.3), H - rng.uniform(0.1, 0.5), rng.uniform(0.3, D - 0.3))
         inten = rng.uniform(1.5, 2.6)
-        light = Lighting(kind="point", position=lpos, color=tuple(c * inten for c in warm),
-                         ambient=tuple(c * rng.uniform(0.2, 0.45) for c in warm), falloff=float(max(W, D) * 0.6))
+        light = Lighting(
+            kind="point",
+            position=lpos,
+            color=tuple(c * inten for c in warm),
+            ambient=tuple(c * rng.uniform(0.2, 0.45) for c in warm),
+            falloff=float(max(W, D) * 0.6),
+        )
     else:  # sunlight through a window: the room shell does not cast shadows
         el, az = math.radians(rng.uniform(20, 60)), rng.uniform(0, 2 * math.pi)
-        light = Lighting(kind="sun", direction=(math.cos(el) * math.sin(az), math.sin(el), math.cos(el) * math.cos(az)),
-                         color=tuple(c * rng.uniform(0.7, 1.1) for c in warm),
-                         ambient=tuple(c * rng.uniform(0.2, 0.45) for c in warm))
+        light = Lighting(
+            kind="sun",
+            direction=(math.cos(el) * math.sin(az), math.sin(el), math.cos(el) * math.cos(az)),
+            color=tuple(c * rng.uniform(0.7, 1.1) for c in warm),
+            ambient=tuple(c * rng.uniform(0.2, 0.45) for c in warm),
+        )
     for i in range(6):
         b._planes[i] = b._planes[i][:3] + (False,)
     return b.build(lighting=light, sky=None, max_depth=MAX_DEPTH["indoor"], post=_post_params(rng)), cam
@@ -264,10 +309,20 @@ def _outdoor(rng: np.random.Generator):
     walk_mat = _random_material(rng, rng.choice(["stone", "stone", "grass"]))
     length = 200.0
     for s in (-1, 1):
-        b.add_box((s * (road_w / 2 + walk_w / 2), curb_h / 2, length / 2 - 30), (walk_w, curb_h, length),
-                  material=walk_mat, casts_shadow=False)
-    line = Material(color_a=_hsv(rng.uniform(0.1, 0.16), rng.choice([0.0, 0.8]), 0.9), color_b=(0.6, 0.6, 0.6),
-                    pattern="noise", scale=0.5, grain=0.2, seed=int(rng.integers(1_000_000)))
+        b.add_box(
+            (s * (road_w / 2 + walk_w / 2), curb_h / 2, length / 2 - 30),
+            (walk_w, curb_h, length),
+            material=walk_mat,
+            casts_shadow=False,
+        )
+    line = Material(
+        color_a=_hsv(rng.uniform(0.1, 0.16), rng.choice([0.0, 0.8]), 0.9),
+        color_b=(0.6, 0.6, 0.6),
+        pattern="noise",
+        scale=0.5,
+        grain=0.2,
+        seed=int(rng.integers(1_000_000)),
+    )
     z = -10.0
     dash, gap = rng.uniform(2, 4), rng.uniform(2, 6)
     while z < 60:
@@ -289,14 +344,20 @@ def _outdoor(rng: np.random.Generator):
                 mat.color_b = _hsv(rng.uniform(0.5, 0.65), rng.uniform(0, 0.4), rng.uniform(0.1, 0.4))
             b.add_box((s * (xin + dep / 2), hgt / 2, z + wid / 2), (dep, hgt, wid), material=mat)
             if rng.random() < 0.3:  # a roof box or ledge breaks the skyline
-                b.add_box((s * (xin + dep / 2), hgt + 0.6, z + wid / 2), (dep * 0.7, 1.2, wid * 0.7),
-                          material=_random_material(rng, "stone"))
+                b.add_box(
+                    (s * (xin + dep / 2), hgt + 0.6, z + wid / 2),
+                    (dep * 0.7, 1.2, wid * 0.7),
+                    material=_random_material(rng, "stone"),
+                )
             z += wid + gap_
     if rng.random() < 0.5:  # a building closing the street
         zc = rng.uniform(40, 70)
         hgt = rng.uniform(6, 30)
-        b.add_box((rng.uniform(-5, 5), hgt / 2, zc + 8), (rng.uniform(20, 60), hgt, 16),
-                  material=_random_material(rng, rng.choice(["brick", "stone", "wall"])))
+        b.add_box(
+            (rng.uniform(-5, 5), hgt / 2, zc + 8),
+            (rng.uniform(20, 60), hgt, 16),
+            material=_random_material(rng, rng.choice(["brick", "stone", "wall"])),
+        )
     # cars: a body and a cabin, parked along the curbs or in lanes
     for _ in range(rng.integers(1, 9)):
         lane = rng.choice([-1, 1])
@@ -307,15 +368,30 @@ def _outdoor(rng: np.random.Generator):
         L, Wd = rng.uniform(3.6, 4.9), rng.uniform(1.6, 1.95)
         body = _random_material(rng, "paint", decals=0.1)
         body.pattern = "plain" if rng.random() < 0.6 else body.pattern
-        dark = Material(color_a=(0.05, 0.05, 0.06), color_b=(0.15, 0.15, 0.15), pattern="noise", scale=0.3,
-                        seed=int(rng.integers(1_000_000)))
+        dark = Material(
+            color_a=(0.05, 0.05, 0.06),
+            color_b=(0.15, 0.15, 0.15),
+            pattern="noise",
+            scale=0.3,
+            seed=int(rng.integers(1_000_000)),
+        )
         bh = rng.uniform(0.6, 0.85)
         b.add_box((x, 0.3 + bh / 2, zc), (Wd, bh, L), yaw=yaw, material=body)
         b.add_box((x, 0.17, zc), (Wd * 0.9, 0.34, L * 0.8), yaw=yaw, material=dark)
         ch = rng.uniform(0.45, 0.65)
-        b.add_box((x, 0.3 + bh + ch / 2, zc - 0.1), (Wd * 0.85, ch, L * rng.uniform(0.4, 0.6)), yaw=yaw,
-                  material=Material(color_a=_hsv(0.6, 0.2, 0.25), color_b=body.color_a, pattern="stripes",
-                                    scale=float(rng.uniform(0.5, 1.5)), direction=(0, 1, 0), seed=int(rng.integers(1_000_000))))
+        b.add_box(
+            (x, 0.3 + bh + ch / 2, zc - 0.1),
+            (Wd * 0.85, ch, L * rng.uniform(0.4, 0.6)),
+            yaw=yaw,
+            material=Material(
+                color_a=_hsv(0.6, 0.2, 0.25),
+                color_b=body.color_a,
+                pattern="stripes",
+                scale=float(rng.uniform(0.5, 1.5)),
+                direction=(0, 1, 0),
+                seed=int(rng.integers(1_000_000)),
+            ),
+        )
     # poles and trees along the sidewalks
     pole_mat = _random_material(rng, "metal")
     spacing = rng.uniform(12, 30)
@@ -342,8 +418,11 @@ def _outdoor(rng: np.random.Generator):
                 cr = rng.uniform(1.0, 2.6)
                 b.add_sphere((x, curb_h + th + cr * 0.6, z), cr, leaves)
                 if rng.random() < 0.5:
-                    b.add_sphere((x + rng.uniform(-0.8, 0.8), curb_h + th + cr * 1.3, z + rng.uniform(-0.8, 0.8)),
-                                 cr * 0.7, leaves)
+                    b.add_sphere(
+                        (x + rng.uniform(-0.8, 0.8), curb_h + th + cr * 1.3, z + rng.uniform(-0.8, 0.8)),
+                        cr * 0.7,
+                        leaves,
+                    )
                 z += tree_sp * rng.uniform(0.7, 1.3)
     # a few small street objects near the camera: bollards, bins, boxes
     for _ in range(rng.integers(0, 5)):
@@ -351,24 +430,43 @@ def _outdoor(rng: np.random.Generator):
         x = s * (road_w / 2 + rng.uniform(0.3, walk_w))
         zc = rng.uniform(2, 25)
         if rng.random() < 0.5:
-            b.add_cylinder((x, curb_h, zc), rng.uniform(0.5, 1.1), rng.uniform(0.1, 0.35), _random_material(rng, "paint"))
+            b.add_cylinder(
+                (x, curb_h, zc), rng.uniform(0.5, 1.1), rng.uniform(0.1, 0.35), _random_material(rng, "paint")
+            )
         else:
-            b.add_box((x, curb_h + 0.5, zc), rng.uniform(0.4, 1.2, 3), yaw=rng.uniform(0, math.pi),
-                      material=_random_material(rng, "paint", decals=0.5))
+            b.add_box(
+                (x, curb_h + 0.5, zc),
+                rng.uniform(0.4, 1.2, 3),
+                yaw=rng.uniform(0, math.pi),
+                material=_random_material(rng, "paint", decals=0.5),
+            )
 
     cam_pos = (rng.uniform(-road_w / 2 + 0.8, road_w / 2 - 0.8), rng.uniform(1.2, 3.0), rng.uniform(-3, 0))
     yaw = rng.uniform(-0.5, 0.5) if rng.random() < 0.8 else rng.uniform(-1.2, 1.2)
-    cam = Camera.from_angles(cam_pos, yaw, math.radians(rng.uniform(-15, 6)), math.radians(rng.uniform(-3, 3)),
-                             hfov_deg=float(rng.uniform(40, 90)))
+    cam = Camera.from_angles(
+        cam_pos,
+        yaw,
+        math.radians(rng.uniform(-15, 6)),
+        math.radians(rng.uniform(-3, 3)),
+        hfov_deg=float(rng.uniform(40, 90)),
+    )
     el, az = math.radians(rng.uniform(15, 70)), rng.uniform(0, 2 * math.pi)
-    skies = [((0.85, 0.9, 0.95), (0.35, 0.55, 0.9)), ((0.8, 0.8, 0.82), (0.6, 0.62, 0.68)),
-             ((0.98, 0.75, 0.5), (0.35, 0.4, 0.7)), ((0.9, 0.92, 0.96), (0.5, 0.7, 0.95))]
+    skies = [
+        ((0.85, 0.9, 0.95), (0.35, 0.55, 0.9)),
+        ((0.8, 0.8, 0.82), (0.6, 0.62, 0.68)),
+        ((0.98, 0.75, 0.5), (0.35, 0.4, 0.7)),
+        ((0.9, 0.92, 0.96), (0.5, 0.7, 0.95)),
+    ]
     sky = skies[int(rng.integers(len(skies)))]
     sun_col = _hsv(rng.uniform(0.06, 0.14), rng.uniform(0.0, 0.4), rng.uniform(0.9, 1.3))
     amb = tuple(float(c) * rng.uniform(0.25, 0.45) for c in _srgb_to_linear(torch.tensor(sky[1])).tolist())
     amb = tuple(a + 0.08 for a in amb)
-    light = Lighting(kind="sun", direction=(math.cos(el) * math.sin(az), math.sin(el), math.cos(el) * math.cos(az)),
-                     color=sun_col, ambient=amb)
+    light = Lighting(
+        kind="sun",
+        direction=(math.cos(el) * math.sin(az), math.sin(el), math.cos(el) * math.cos(az)),
+        color=sun_col,
+        ambient=amb,
+    )
     return b.build(lighting=light, sky=sky, max_depth=MAX_DEPTH["outdoor"], post=_post_params(rng)), cam
 
 

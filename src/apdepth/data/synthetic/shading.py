@@ -68,7 +68,7 @@ def _fbm(p, seed, footprint, octaves=3):
     total = None
     norm = 0.0
     for o in range(octaves):
-        freq, amp = 2.0 ** o, 0.5 ** o
+        freq, amp = 2.0**o, 0.5**o
         lod = (inv_fp * (1.0 / freq) - 1.0).clamp(0, amp)  # fade-out and octave amplitude in one clamp
         term = (_value_noise(p * freq + 17.0 * o, shift) - 0.5) * lod
         total = term if total is None else total + term
@@ -87,7 +87,9 @@ def _material_table(materials: list[Material]):
         "b": _srgb_to_linear(torch.tensor([x.color_b for x in m], dtype=torch.float32).reshape(-1, 3)),
         "pattern": torch.tensor([PATTERNS.index(x.pattern) for x in m], dtype=torch.int64),
         "scale": torch.tensor([x.scale for x in m], dtype=torch.float32),
-        "dir": torch.nn.functional.normalize(torch.tensor([x.direction for x in m], dtype=torch.float32).reshape(-1, 3), dim=-1),
+        "dir": torch.nn.functional.normalize(
+            torch.tensor([x.direction for x in m], dtype=torch.float32).reshape(-1, 3), dim=-1
+        ),
         "grain": torch.tensor([x.grain for x in m], dtype=torch.float32),
         "decal_density": torch.tensor([x.decal_density for x in m], dtype=torch.float32),
         "decal_scale": torch.tensor([x.decal_scale for x in m], dtype=torch.float32),
@@ -137,8 +139,9 @@ def _surface(scene: Scene, x, d, idx):
         bot = rel[:, 1].abs()
         radial = torch.stack([rel[:, 0] / rho, torch.zeros_like(rho), rel[:, 2] / rho], -1)
         up = torch.tensor([0.0, 1.0, 0.0]).expand(len(sel), 3)
-        nn_ = torch.where((side <= torch.minimum(top, bot))[:, None], radial,
-                          torch.where((top < bot)[:, None], up, -up))
+        nn_ = torch.where(
+            (side <= torch.minimum(top, bot))[:, None], radial, torch.where((top < bot)[:, None], up, -up)
+        )
         n.index_copy_(0, sel, nn_)
         nl.index_copy_(0, sel, nn_)
         p.index_copy_(0, sel, rel)
@@ -167,7 +170,14 @@ def _albedo(mt, idx, p, nl, footprint):
         sel = (pat == pid).nonzero().squeeze(1)
         if len(sel) == 0 or name == "plain":
             continue
-        qs, ss, fs, ds, lod, uvs = _g(q, sel), _g(seed, sel), _g(fp, sel), _g(direc, sel), _g(base_lod, sel), _g(uv, sel)
+        qs, ss, fs, ds, lod, uvs = (
+            _g(q, sel),
+            _g(seed, sel),
+            _g(fp, sel),
+            _g(direc, sel),
+            _g(base_lod, sel),
+            _g(uv, sel),
+        )
         if name == "noise":
             v = _fbm(uvs, ss, fs, 4)
             v = ((v - 0.5) * 2.2 + 0.5).clamp(0, 1)
@@ -221,7 +231,7 @@ def _albedo(mt, idx, p, nl, footprint):
         dist = torch.where(square, fr.abs().amax(dim=-1), fr.norm(dim=-1))
         on = (h < _g(dens, dsel)) & (dist < rad) & ((_g(footprint, dsel) / ds) < 0.5)
         col = torch.stack([rnd(3 + k) for k in range(3)], -1)
-        alb.index_copy_(0, dsel, torch.where(on[:, None], col ** 2.2 * 0.9 + 0.02, _g(alb, dsel)))
+        alb.index_copy_(0, dsel, torch.where(on[:, None], col**2.2 * 0.9 + 0.02, _g(alb, dsel)))
     return alb.clamp(0, 1)
 
 
@@ -251,7 +261,7 @@ def _shade(scene: Scene, eye, d, t, idx, hit, focal):
     parts = []
     # shading runs in pixel chunks so that its many temporaries stay in the CPU cache
     for c0 in range(0, len(hsel), _SHADE_CHUNK):
-        tc, dc, ic = tt[c0:c0 + _SHADE_CHUNK], dd[c0:c0 + _SHADE_CHUNK], ii[c0:c0 + _SHADE_CHUNK]
+        tc, dc, ic = tt[c0 : c0 + _SHADE_CHUNK], dd[c0 : c0 + _SHADE_CHUNK], ii[c0 : c0 + _SHADE_CHUNK]
         x = eye + tc[:, None] * dc
         n, p, nl = _surface(scene, x, dc, ic)
         dlen = dc.norm(dim=-1)
@@ -317,7 +327,9 @@ def _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam):
         end = torch.tensor(lt.position, dtype=torch.float32).expand_as(ctr)
     centers, radii = _bounding_spheres(scene)
     finite = torch.isfinite(radii)
-    segd = _segment_distance(torch.where(finite[:, None], centers, torch.zeros_like(centers))[None], ctr[:, None], end[:, None])
+    segd = _segment_distance(
+        torch.where(finite[:, None], centers, torch.zeros_like(centers))[None], ctr[:, None], end[:, None]
+    )
     cand = ((segd <= (radii[None] + rad[:, None] + 1e-3)) | ~finite[None]) & scene.casts_shadow[None] & any_act[:, None]
     blocked = _cast(scene, O, D, cand, act, any_hit_tmax=tmax)
     return 1.0 - _g(blocked.reshape(-1), hsel).float()
@@ -338,5 +350,5 @@ def _post_process(rgb: torch.Tensor, post: dict) -> np.ndarray:
     if post.get("noise", 0) > 0:
         # uniform noise with the requested standard deviation: far cheaper to draw than Gaussian
         g = np.random.default_rng(int(post.get("seed", 0)))
-        x = x + (torch.from_numpy(g.random(tuple(x.shape), dtype=np.float32)) - 0.5) * (float(post["noise"]) * 12 ** 0.5)
+        x = x + (torch.from_numpy(g.random(tuple(x.shape), dtype=np.float32)) - 0.5) * (float(post["noise"]) * 12**0.5)
     return (x.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).numpy()

@@ -38,7 +38,9 @@ def _yaw_about_y(angle: float) -> np.ndarray:
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
-def camera_trajectory(start: Camera, kind: str, num_frames: int, travel: float, rng: np.random.Generator) -> list[Camera]:
+def camera_trajectory(
+    start: Camera, kind: str, num_frames: int, travel: float, rng: np.random.Generator
+) -> list[Camera]:
     """``num_frames`` cameras along trajectory ``kind`` from ``start``; ``travel`` is the largest distance in
     metres the camera may move (see the module docstring)."""
     if kind not in TRAJECTORIES:
@@ -67,8 +69,12 @@ def camera_trajectory(start: Camera, kind: str, num_frames: int, travel: float, 
         bob, bob_f = travel * rng.uniform(0.01, 0.03), rng.uniform(2.0, 3.0)
         turn = math.radians(rng.uniform(-10, 10))
         for k in range(num_frames):
-            pos = (p0 + fwd_flat * dist * u[k] + side * sway * math.sin(2 * math.pi * sway_f * u[k])
-                   + np.array([0.0, bob * math.sin(2 * math.pi * bob_f * u[k]), 0.0]))
+            pos = (
+                p0
+                + fwd_flat * dist * u[k]
+                + side * sway * math.sin(2 * math.pi * sway_f * u[k])
+                + np.array([0.0, bob * math.sin(2 * math.pi * bob_f * u[k]), 0.0])
+            )
             cams.append(Camera(tuple(pos), _yaw_about_y(turn * _ease(u[k])) @ R0, start.hfov_deg))
     return cams
 
@@ -81,8 +87,9 @@ def pose_matrix(cam: Camera) -> np.ndarray:
     return P
 
 
-def render_sequence(seed: int, num_frames: int, height: int, width: int, scene: str = "mixed",
-                    trajectory: str | None = None) -> dict:
+def render_sequence(
+    seed: int, num_frames: int, height: int, width: int, scene: str = "mixed", trajectory: str | None = None
+) -> dict:
     """Render scene ``seed`` along a camera trajectory.
 
     Args:
