@@ -162,7 +162,7 @@ def test_full_disk_stops_with_one_line_and_a_summary(tmp_path, tiny_checkpoint, 
         calls.append(path)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(writer, "save_npy", full_disk)
+    monkeypatch.setattr(writer, "write_bytes", full_disk)  # every depth output goes through it
     out = tmp_path / "out"
     assert _predict(*(tmp_path / f"x{i}.png" for i in range(3)), "--output", out, ckpt=tiny_checkpoint) == 1
     captured = capsys.readouterr()

@@ -8,6 +8,7 @@ import os
 import stat
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -217,3 +218,28 @@ def test_synth_writes_through_the_pool_cleans_stale_temps_and_respects_the_umask
     write_sample(tmp_path / "one", 3, 32, 40, "mixed")
     for sub in ("rgb/00000003.png", "depth/00000003.png", "mask/00000003.png", "intrinsics/00000003.json"):
         assert (root / sub).read_bytes() == (tmp_path / "one" / sub).read_bytes(), sub
+
+
+def test_output_format_table_drives_paths_and_files(tmp_path):
+    """One table of per-image outputs: paths, written files and their content follow DEPTH_OUTPUT_FORMATS."""
+    from apdepth.predict import output_paths
+    from apdepth.writer import DEPTH_OUTPUT_FORMATS, depth_output_paths, save_depth_outputs
+
+    depth = np.linspace(0, 1, 12 * 16, dtype=np.float32).reshape(12, 16)
+    suffixes = [f.suffix for f in DEPTH_OUTPUT_FORMATS]
+    assert suffixes == ["_depth.npy", "_depth.png", "_depth_colored.png"]
+    written = save_depth_outputs(tmp_path, "a", depth)
+    assert [p.name for p in written] == [f"a{s}" for s in suffixes]
+    assert written == depth_output_paths(tmp_path, "a")
+    np.testing.assert_array_equal(np.load(written[0]), depth)
+    with Image.open(written[1]) as im:
+        assert np.array_equal(np.asarray(im).astype(np.int64), np.round(depth * 65535).astype(np.int64))
+    # no colour map: the coloured format is left out everywhere
+    assert [p.name for p in save_depth_outputs(tmp_path, "b", depth, color_map=None)] == ["b_depth.npy", "b_depth.png"]
+    assert not (tmp_path / "b_depth_colored.png").exists()
+    # predict's paths are the table's, plus the optional point cloud
+    rel = Path("sub") / "c"
+    assert output_paths(tmp_path, rel, "Spectral", save_ply=True) == [
+        *depth_output_paths(tmp_path / "sub", "c"),
+        tmp_path / "sub" / "c.ply",
+    ]

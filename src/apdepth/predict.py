@@ -80,7 +80,11 @@ class Summary:
         self.stopped = self.stopped or other.stopped
 
 
-_OUTPUT_IMAGE_SUFFIXES = ("_depth.png", "_depth_colored.png")
+def _output_image_suffixes() -> tuple[str, ...]:
+    """Suffixes of the image files in the output-format table (a later run must not take them as inputs)."""
+    from apdepth.writer import DEPTH_OUTPUT_FORMATS
+
+    return tuple(f.suffix for f in DEPTH_OUTPUT_FORMATS if f.suffix.endswith(".png"))
 
 
 def _is_image(path: Path) -> bool:
@@ -89,7 +93,7 @@ def _is_image(path: Path) -> bool:
 
 def _written_by_apdepth(path: Path) -> bool:
     """True for a depth PNG that ``save_depth_outputs`` wrote (its tEXt marker; only the header is read)."""
-    if not path.name.lower().endswith(_OUTPUT_IMAGE_SUFFIXES):
+    if not path.name.lower().endswith(_output_image_suffixes()):
         return False
     from PIL import Image
 
@@ -273,12 +277,11 @@ def _glob_split(pattern: str) -> tuple[Path, tuple[str, ...]]:
 
 
 def output_paths(out_dir: Path, rel: Path, color_map: str | None, save_ply: bool = False) -> list[Path]:
-    stem = out_dir / rel.parent / rel.name
-    paths = [Path(f"{stem}_depth.npy"), Path(f"{stem}_depth.png")]
-    if color_map:
-        paths.append(Path(f"{stem}_depth_colored.png"))
+    from apdepth.writer import depth_output_paths
+
+    paths = depth_output_paths(out_dir / rel.parent, rel.name, color_map)
     if save_ply:
-        paths.append(Path(f"{stem}.ply"))
+        paths.append(out_dir / rel.parent / f"{rel.name}.ply")
     return paths
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import os
 import re
 import struct
@@ -29,6 +30,7 @@ import threading
 import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -247,13 +249,55 @@ def check_finite_depth(depth01: np.ndarray, name: str | None = None) -> None:
         )
 
 
+def _encode_npy(depth01: np.ndarray, color_map: str | None) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, depth01.astype(np.float32, copy=False))
+    return buf.getvalue()
+
+
+def _encode_png16(depth01: np.ndarray, color_map: str | None) -> bytes:
+    return encode_png(to_uint16_png_array(depth01), text={OUTPUT_TEXT_KEY: "depth"})
+
+
+def _encode_colored(depth01: np.ndarray, color_map: str | None) -> bytes:
+    return encode_png(colour_depth01(depth01, color_map), text={OUTPUT_TEXT_KEY: "depth_colored"})
+
+
+@dataclass(frozen=True)
+class DepthOutputFormat:
+    """One file written per image: ``<stem><suffix>``, the bytes made by ``encode(depth01, color_map)``.
+
+    ``depth01`` is the (H, W) float32 affine-invariant depth in [0, 1] (0 = near); ``needs_color_map`` formats
+    are left out when the colour map is None (``--color-map none``).
+    """
+
+    name: str
+    suffix: str
+    description: str
+    encode: Callable[[np.ndarray, "str | None"], bytes]
+    needs_color_map: bool = False
+
+
+# The one table of per-image depth outputs (predict, the demo): a new format is one entry here. Order is the
+# order of the paths returned by depth_output_paths / save_depth_outputs.
+DEPTH_OUTPUT_FORMATS: tuple[DepthOutputFormat, ...] = (
+    DepthOutputFormat("npy", "_depth.npy", "float32 (H, W), affine-invariant depth in [0, 1], 0 = near", _encode_npy),
+    DepthOutputFormat("png16", "_depth.png", "16-bit grey PNG, value = depth x 65535", _encode_png16),
+    DepthOutputFormat(
+        "colored", "_depth_colored.png", "8-bit RGB visualisation (colour map)", _encode_colored, needs_color_map=True
+    ),
+)
+
+
+def depth_output_formats(color_map: str | None = "Spectral") -> list[DepthOutputFormat]:
+    """The entries of :data:`DEPTH_OUTPUT_FORMATS` written with this colour map (None leaves out coloured ones)."""
+    return [f for f in DEPTH_OUTPUT_FORMATS if color_map or not f.needs_color_map]
+
+
 def depth_output_paths(out_dir: str | os.PathLike, stem: str, color_map: str | None = "Spectral") -> list[Path]:
-    """The files :func:`save_depth_outputs` writes for ``stem``, in order."""
+    """The files :func:`save_depth_outputs` writes for ``stem``, in order (one per output format)."""
     out_dir = Path(out_dir)
-    paths = [out_dir / f"{stem}_depth.npy", out_dir / f"{stem}_depth.png"]
-    if color_map:
-        paths.append(out_dir / f"{stem}_depth_colored.png")
-    return paths
+    return [out_dir / f"{stem}{f.suffix}" for f in depth_output_formats(color_map)]
 
 
 def save_depth_outputs(
@@ -262,17 +306,17 @@ def save_depth_outputs(
     depth01: np.ndarray,
     color_map: str | None = "Spectral",
 ) -> list[Path]:
-    """Write ``<stem>_depth.npy`` (float32 [0,1]), ``<stem>_depth.png`` (16-bit, value×65535) and, unless
-    ``color_map`` is None, ``<stem>_depth_colored.png``, each atomically. Returns the written paths.
+    """Write every format of :data:`DEPTH_OUTPUT_FORMATS` for ``stem``: ``<stem>_depth.npy`` (float32 [0,1]),
+    ``<stem>_depth.png`` (16-bit, value×65535) and, unless ``color_map`` is None, ``<stem>_depth_colored.png``,
+    each atomically. Returns the written paths.
 
     Raises :class:`NonFiniteDepthError` before writing anything if the depth holds NaN or infinite values."""
     depth01 = np.asarray(depth01, dtype=np.float32)
     check_finite_depth(depth01, stem)
+    formats = depth_output_formats(color_map)
     paths = depth_output_paths(out_dir, stem, color_map)
-    save_npy(paths[0], depth01)
-    write_bytes(paths[1], encode_png(to_uint16_png_array(depth01), text={OUTPUT_TEXT_KEY: "depth"}))
-    if color_map:
-        write_bytes(paths[2], encode_png(colour_depth01(depth01, color_map), text={OUTPUT_TEXT_KEY: "depth_colored"}))
+    for fmt, path in zip(formats, paths):
+        write_bytes(path, fmt.encode(depth01, color_map))
     return paths
 
 
