@@ -16,7 +16,11 @@ from conftest import random_rgb
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# build_tiny_pipeline(seed=0) on random_rgb(40, 56, seed=3), depth[::8, ::8]
+# The tiny pipeline's weights are stored (tests/golden/tiny/, written once by
+# build_tiny_pipeline(seed=0).save_pretrained): random initialisation differs between diffusers and
+# transformers versions, stored weights do not, so the slice below holds on every supported version.
+TINY_DIR = ROOT / "tests" / "golden" / "tiny"
+# that pipeline on random_rgb(40, 56, seed=3), depth[::8, ::8]
 TINY_GOLDEN = [
     [0.45275, 0.45513, 0.44311, 0.50466, 0.49286, 0.46094, 0.44827],
     [0.49525, 0.50649, 0.4611, 0.50568, 0.5057, 0.51796, 0.53081],
@@ -27,7 +31,9 @@ TINY_GOLDEN = [
 
 
 def test_tiny_model_golden_slice():
-    depth = build_tiny_pipeline(seed=0)(random_rgb(40, 56, seed=3)).depth[0]
+    from apdepth.pipeline import ApDepthPipeline
+
+    depth = ApDepthPipeline.from_pretrained(TINY_DIR)(random_rgb(40, 56, seed=3)).depth[0]
     np.testing.assert_allclose(depth[::8, ::8], TINY_GOLDEN, atol=1e-3)
 
 
