@@ -271,6 +271,18 @@ def vae_round_trip(pipe, dataset, cache: Path, res: int, n: int) -> None:
         save_npy(path, out.clamp(0, 1).numpy().astype(np.float32))
 
 
+def _entry(row: Row, checkpoint, result: dict) -> dict:
+    """One row of the report: what was scored (row, checkpoint, alignment) and evaluate()'s summary of it."""
+    keys = ("n_samples", "n_skipped", "processing_resolution", "seconds", "metrics")
+    return {
+        "key": row.key,
+        "label": row.label,
+        "checkpoint": checkpoint,
+        "alignment": row.alignment,
+        **{k: result[k] for k in keys},
+    }
+
+
 def _per_sample(result: dict) -> dict[str, np.ndarray]:
     """Per-image metric arrays (NaN where an image was skipped), in dataset order."""
     rows = result["per_sample"]
@@ -315,17 +327,7 @@ def score(args, dataset, cache_root: Path) -> tuple[list[dict], dict]:
         _check_roles({row.key: ckpt}, lambda _: has_prior)  # published layouts tell only once loaded
         predictor = PriorOnly(pipe) if row.key == "prior" else pipe
         r = evaluate(predictor, dataset, alignment=row.alignment, prediction_dir=cache, **common)
-        entry = {
-            "key": row.key,
-            "label": row.label,
-            "checkpoint": ckpt,
-            "alignment": row.alignment,
-            "n_samples": r["n_samples"],
-            "n_skipped": r["n_skipped"],
-            "processing_resolution": r["processing_resolution"],
-            "seconds": r["seconds"],
-            "metrics": r["metrics"],
-        }
+        entry = _entry(row, ckpt, r)
         samples[(row.key, row.alignment)] = _per_sample(r)
         # The same cached predictions in the other alignment space: the prior for reference in the table,
         # the models so that each can be compared with the prior in the prior's own space.
@@ -356,18 +358,7 @@ def score(args, dataset, cache_root: Path) -> tuple[list[dict], dict]:
             else:
                 predictor, ckpt = VerticalRamp(), None
             r = evaluate(predictor, dataset, alignment=row.alignment, prediction_dir=cache, **common)
-            entry = {
-                "key": row.key,
-                "label": row.label,
-                "checkpoint": ckpt,
-                "alignment": row.alignment,
-                "n_samples": r["n_samples"],
-                "n_skipped": r["n_skipped"],
-                "processing_resolution": r["processing_resolution"],
-                "seconds": r["seconds"],
-                "metrics": r["metrics"],
-                "reference": True,
-            }
+            entry = dict(_entry(row, ckpt, r), reference=True)
             samples[(row.key, row.alignment)] = _per_sample(r)
             if row.key == "ramp":
                 r_depth = evaluate(None, dataset, alignment="depth", prediction_dir=cache, **common)
