@@ -26,16 +26,8 @@ start=$SECONDS
 graphs=--cuda-graphs; huge="--huge --huge-size ${HUGE:-4096}"; test_device=cuda
 if [ "$device" = cpu ]; then graphs=--compile; test_device=cpu; [ -n "${HUGE:-}" ] || huge=""; fi
 
-step() {  # step NAME MAX_SECONDS COMMAND...: run with what is left of the budget, output to $out/NAME.md
-    local name=$1 max=$2; shift 2
-    local left=$((budget - (SECONDS - start)))
-    if [ "$left" -lt 30 ]; then echo "== $name: skipped (budget spent)" | tee "$out/$name.md"; return; fi
-    [ "$max" -gt "$left" ] && max=$left
-    echo "== $name (at most ${max}s)"
-    timeout -k 10 "$max" "$@" 2>&1 | tee "$out/$name.md"
-    local rc=${PIPESTATUS[0]}
-    [ "$rc" -eq 0 ] || echo "== $name: exit $rc ($([ "$rc" -eq 124 ] && echo 'stopped at its time limit' || echo failed))" | tee -a "$out/$name.md"
-}
+# shellcheck source=benchmarks/budget_step.sh
+source benchmarks/budget_step.sh  # the working directory is the repository root (cd above)
 
 lat=("$py" benchmarks/latency.py --preset "$preset" --device "$device" --dtype "$dtype")
 

@@ -30,16 +30,8 @@ if [ "$device" = cpu ]; then iters=2; warmup=1; fi
 [ "${AUTOTUNE:-0}" = 1 ] && autotune=--autotune
 [ "${COMPILE:-1}" = 0 ] && autotune=--no-compile  # a quicker dry run
 
-step() {  # step NAME MAX_SECONDS COMMAND...: run with what is left of the budget, output to $out/NAME.md
-    local name=$1 max=$2; shift 2
-    local left=$((budget - (SECONDS - start)))
-    if [ "$left" -lt 30 ]; then echo "== $name: skipped (budget spent)" | tee "$out/$name.md"; return; fi
-    [ "$max" -gt "$left" ] && max=$left
-    echo "== $name (at most ${max}s)"
-    timeout -k 10 "$max" "$@" 2>&1 | tee "$out/$name.md"
-    local rc=${PIPESTATUS[0]}
-    [ "$rc" -eq 0 ] || echo "== $name: exit $rc ($([ "$rc" -eq 124 ] && echo 'stopped at its time limit' || echo failed))" | tee -a "$out/$name.md"
-}
+# shellcheck source=benchmarks/budget_step.sh
+source benchmarks/budget_step.sh  # the working directory is the repository root (cd above)
 
 step speedups $((budget - 120)) "$py" benchmarks/speedups.py --preset "$preset" --device "$device" --dtype "$dtype" \
     --res "$res" --batch-sizes 1 "$batch" --warmup "$warmup" --iters "$iters" $autotune --json "$out/speedups.json"

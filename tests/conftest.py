@@ -45,6 +45,29 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def accelerate_cpu_launch(num_processes: int = 2) -> list[str]:
+    """``python -m accelerate.commands.launch`` for ``num_processes`` CPU processes (gloo) on a free port;
+    the caller sets ``ACCELERATE_USE_CPU=1`` and appends ``-m MODULE ...``."""
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(num_processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+    ]
+
+
 def write_tiny_clip(root: Path, hidden: int = 16, max_len: int = 8) -> None:
     """A tiny CLIP text encoder + tokenizer in diffusers' folder layout (text_encoder/, tokenizer/)."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import free_port, random_rgb
+from conftest import accelerate_cpu_launch, free_port, random_rgb
 
 
 @pytest.mark.parametrize("launcher", ["accelerate", "torchrun"])
@@ -24,22 +24,7 @@ def test_two_processes_shard_inputs_exactly_once(tmp_path, tiny_checkpoint, laun
     out = tmp_path / "out"
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
     if launcher == "accelerate":
-        launch = [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--main_process_port",
-            str(free_port()),
-        ]
+        launch = accelerate_cpu_launch()
     else:
         launch = [
             sys.executable,

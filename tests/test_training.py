@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from apdepth.cli import main
-from conftest import free_port
+from conftest import accelerate_cpu_launch
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "train" / "tiny_synthetic.yaml"
@@ -213,20 +213,7 @@ def test_two_process_run_keeps_replicas_identical(tmp_path):
     env = _env()
     env["ACCELERATE_USE_CPU"] = "1"
     cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(free_port()),
+        *accelerate_cpu_launch(),
         "-m",
         "apdepth",
         "train",
