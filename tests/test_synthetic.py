@@ -179,6 +179,36 @@ def test_cli_worker_processes_write_identical_files(tmp_path):
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
 
 
+@pytest.mark.slow  # a fresh interpreter and a worker server that imports torch: several seconds
+def test_worker_runs_keep_torch_out_of_the_parent(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    import apdepth
+
+    # the parent of a multi-process run only hands out seeds: importing torch there (~2 s) would be paid
+    # on top of the workers' start-up in every run
+    code = (
+        "import sys; from apdepth.data.synthetic_cli import write_dataset, write_video_dataset; "
+        f"write_dataset({str(tmp_path / 'a')!r}, 3, 16, 20, seed=5, workers=2, progress=False); "
+        f"write_video_dataset({str(tmp_path / 'v')!r}, 2, 2, 16, 20, seed=5, workers=2, progress=False); "
+        "print('torch' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(apdepth.__file__).parents[1])}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "False", res.stderr
+    for s in (5, 6, 7):
+        with Image.open(tmp_path / "a" / "rgb" / f"{s:08d}.png") as im:
+            assert np.array_equal(np.asarray(im), render_scene(s, 16, 20)["rgb"])
+    gt = np.load(tmp_path / "v" / "00000006" / "gt.npz")
+    assert gt["depth"].shape == (2, 16, 20)
+
+
 def test_cli_npy_depth_is_exact_and_errors_are_reported(tmp_path, capsys):
     root = tmp_path / "npy"
     assert _synth(["--out", str(root), "--num", "1", "--size", "16x20", "--seed", "7", "--depth-format", "npy"]) == 0
