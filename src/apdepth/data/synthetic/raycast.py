@@ -115,6 +115,44 @@ def _bounding_spheres(scene: Scene) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(centers).reshape(-1, 3), torch.cat(radii)
 
 
+def _bounding_corners(scene: Scene) -> torch.Tensor:
+    """Eight corners (Nf,8,3) of a box enclosing each finite primitive (boxes, spheres, cylinders, in
+    global index order after the planes): the box itself, a sphere's cube, a cylinder's upright box."""
+    signs = torch.tensor([[x, y, z] for x in (-1.0, 1.0) for y in (-1.0, 1.0) for z in (-1.0, 1.0)])  # (8,3)
+    boxes = scene.box_center[:, None] + torch.einsum("ck,nk,nkj->ncj", signs, scene.box_half, scene.box_axes)
+    spheres = scene.sphere_center[:, None] + signs * scene.sphere_radius[:, None, None]
+    r, h = scene.cyl_radius[:, None], scene.cyl_height[:, None]
+    half = torch.stack([r, h / 2, r], -1)  # (Nc,1,3)
+    mid = scene.cyl_base + torch.stack([torch.zeros_like(h[:, 0]), h[:, 0] / 2, torch.zeros_like(h[:, 0])], -1)
+    cyls = mid[:, None] + signs * half
+    return torch.cat([boxes.reshape(-1, 8, 3), spheres.reshape(-1, 8, 3), cyls.reshape(-1, 8, 3)])
+
+
+def _frustum_candidates(scene: Scene, eye, rotation, focal, cx, cy, height, width) -> torch.Tensor:
+    """(T,N) bool: False where no ray of a screen tile can meet primitive n (a necessary condition only).
+
+    Each tile's rays (from ``eye`` through its pixel centres) fill a pyramid bounded by four planes through
+    the eye; a primitive whose enclosing box lies wholly outside one of them cannot be hit by any of those
+    rays. The pyramid is widened by one pixel on every side, far beyond float32 rounding of the hit tests,
+    so the culling never drops a hit. Planes (infinite) are always candidates.
+    """
+    th, tw = -(-height // _TILE), -(-width // _TILE)
+    npl = len(scene.plane_offset)
+    corners = _bounding_corners(scene)
+    pc = (corners - eye) @ rotation  # camera frame (x right, y down, z forward): (Nf,8,3)
+    X, Y, Z = pc[..., 0:1], pc[..., 1:2], pc[..., 2:3]
+
+    def inside(coord, n_tiles, centre):
+        lo = torch.arange(n_tiles, dtype=torch.float32) * _TILE - 1.0  # first pixel of a tile, minus one
+        a0 = (lo - centre) / focal
+        a1 = (lo + _TILE + 1.0 - centre) / focal  # last pixel plus one
+        return ((coord - a0 * Z).amax(dim=1) >= 0) & ((a1 * Z - coord).amax(dim=1) >= 0)  # (Nf, n_tiles)
+
+    okx, oky = inside(X, tw, cx), inside(Y, th, cy)
+    fin = (oky.t()[:, None, :] & okx.t()[None, :, :]).reshape(th * tw, -1)  # tile = row * tw + col
+    return torch.cat([torch.ones(th * tw, npl, dtype=torch.bool), fin], dim=1)
+
+
 def _cast(scene: Scene, o, d, cand, active, any_hit_tmax=None):
     """Cast tiled rays against the candidate primitives.
 

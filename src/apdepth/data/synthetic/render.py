@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from .geometry import Camera, Scene
-from .raycast import _TILE, _bounding_spheres, _cast, _dot, _tiles
+from .raycast import _TILE, _bounding_spheres, _cast, _dot, _frustum_candidates, _tiles
 from .shading import _post_process, _shade
 
 
@@ -43,6 +43,8 @@ def render(scene: Scene, camera: Camera, height: int, width: int) -> dict:
     ang = torch.acos((_dot(axis[:, None], rel[None]) / dist.clamp_min(1e-9)).clamp(-1, 1))  # (T,N)
     reach = torch.asin((radii / dist.clamp_min(1e-9)).clamp(max=1.0))
     cand = (ang <= half_angle[:, None] + reach[None] + 1e-3) | (dist <= radii)[None]
+    # tighter for long or flat primitives (kerbs, buildings, table tops) whose bounding spheres are loose
+    cand &= _frustum_candidates(scene, eye, R, f, cx, cy, height, width)
 
     t, idx = _cast(scene, eye.reshape(1, 1, 3), d, cand, inimg)
     hit = inimg & (idx >= 0)
