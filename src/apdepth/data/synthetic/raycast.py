@@ -26,52 +26,72 @@ def _g(x, i):
     return x.index_select(0, i)
 
 
+# The hit tests take vectors component-first, ``(3, K, S)`` (or ``(3, K, 1)`` for a value shared by a
+# pair's rays), so that every operand of the per-ray arithmetic is a contiguous (K,S) array: torch only
+# vectorises element-wise ops over unit-stride data, and slicing (K,S,3) arrays by component is not.
+# The arithmetic (and its order) is that of the straightforward formulas, so results are bit-identical.
+
+
+def _dot3(a, b):
+    """Dot product of component-first vectors: ``a[0]*b[0] + a[1]*b[1] + a[2]*b[2]`` (same order as :func:`_dot`)."""
+    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+
+
+def _safe(x):
+    """``x`` with entries of magnitude below 1e-12 replaced by 1e-12 (a tiny slope instead of a division by 0)."""
+    return x.masked_fill(x.abs() < 1e-12, 1e-12)
+
+
 def _t_planes(o, d, n, off):
-    """o, d: (K,S,3); n (K,1,3); off (K,1). Returns t (K,S), inf on a miss."""
-    denom = _dot(d, n)
-    t = (off - _dot(o, n)) / torch.where(denom.abs() < 1e-12, torch.full_like(denom, 1e-12), denom)
-    return torch.where((denom.abs() >= 1e-12) & (t > _EPS), t, torch.full_like(t, math.inf))
+    """o, d: (3,K,S|1); n (3,K,1) unit normals; off (K,1). Returns t (K,S), inf on a miss."""
+    denom = _dot3(d, n)
+    t = (off - _dot3(o, n)) / _safe(denom)
+    return t.masked_fill_((denom.abs() < 1e-12) | (t > _EPS).logical_not_(), math.inf)
 
 
 def _t_boxes(o, d, c, axes, half):
-    """Slab test in the box frame. c (K,1,3), axes (K,1,3,3), half (K,1,3)."""
+    """Slab test in the box frame. o, d: (3,K,S|1); c (3,K,1); axes (K,3,3) rows = local axes; half (K,3)."""
     rel = o - c
     tn = tf = None
     for k in range(3):
-        ax = axes[..., k, :]
-        ol = _dot(rel, ax)
-        dl = _dot(d, ax)
+        ax = axes[:, k, :].t()[:, :, None]  # (3,K,1)
+        ol = _dot3(rel, ax)
         # a ray parallel to a slab gets a tiny slope instead: its slab interval then becomes
         # (-huge, +huge) when it runs inside the slab and a far-away interval when outside
-        inv = 1.0 / torch.where(dl.abs() < 1e-12, torch.full_like(dl, 1e-12), dl)
-        t1 = (-half[..., k] - ol) * inv
-        t2 = (half[..., k] - ol) * inv
+        inv = _safe(_dot3(d, ax)).reciprocal_()
+        h = half[:, k : k + 1]
+        t1 = (-h - ol) * inv
+        t2 = (h - ol) * inv
         lo = torch.minimum(t1, t2)
-        hi = torch.maximum(t1, t2)
-        tn = lo if tn is None else torch.maximum(tn, lo)
-        tf = hi if tf is None else torch.minimum(tf, hi)
+        hi = torch.maximum(t1, t2, out=t2)
+        if tn is None:
+            tn, tf = lo, hi
+        else:
+            tn, tf = torch.maximum(tn, lo, out=tn), torch.minimum(tf, hi, out=tf)
     t = torch.where(tn > _EPS, tn, tf)
-    return torch.where((tn <= tf) & (t > _EPS) & (t < 1e7), t, torch.full_like(t, math.inf))
+    return t.masked_fill_(((tn <= tf) & (t > _EPS) & (t < 1e7)).logical_not_(), math.inf)
 
 
 def _t_spheres(o, d, c, r):
+    """o, d: (3,K,S|1); c (3,K,1); r (K,1)."""
     oc = o - c
-    a = _dot(d, d)
-    b = _dot(oc, d)
-    cc = _dot(oc, oc) - r * r
+    a = _dot3(d, d)
+    b = _dot3(oc, d)
+    cc = _dot3(oc, oc) - r * r
     disc = b * b - a * cc
     sq = torch.sqrt(disc.clamp_min(0))
     t0 = (-b - sq) / a
     t1 = (-b + sq) / a
     t = torch.where(t0 > _EPS, t0, t1)
-    return torch.where((disc >= 0) & (t > _EPS), t, torch.full_like(t, math.inf))
+    return t.masked_fill_(((disc >= 0) & (t > _EPS)).logical_not_(), math.inf)
 
 
 def _t_cylinders(o, d, base, height, r):
-    rel = o - base
-    inf = torch.full_like(rel[..., 0], math.inf)
-    rx, ry, rz = rel[..., 0], rel[..., 1], rel[..., 2]
-    dx, dy, dz = d[..., 0], d[..., 1], d[..., 2]
+    """o, d: (3,K,S|1); base (3,K,1) centre of the bottom cap; height, r (K,1)."""
+    rx, ry, rz = o[0] - base[0], o[1] - base[1], o[2] - base[2]
+    dx, dy, dz = d[0], d[1], d[2]
+    shape = torch.broadcast_shapes(rx.shape, dx.shape)
+    inf = torch.full(shape, math.inf)
     a = dx * dx + dz * dz
     b = rx * dx + rz * dz
     cc = rx * rx + rz * rz - r * r
@@ -84,7 +104,7 @@ def _t_cylinders(o, d, base, height, r):
         y = ry + ts * dy
         ok = (disc >= 0) & (a >= 1e-12) & (ts > _EPS) & (y >= 0) & (y <= height)
         best = torch.minimum(best, torch.where(ok, ts, inf))
-    dy_safe = torch.where(dy.abs() < 1e-12, torch.full_like(dy, 1e-12), dy)
+    dy_safe = _safe(dy)
     for cap in (0.0, 1.0):
         tc = (cap * height - ry) / dy_safe
         px = rx + tc * dx
@@ -160,59 +180,65 @@ def _cast(scene: Scene, o, d, cand, active, any_hit_tmax=None):
     cand: (T,N) bool candidate (tile, primitive) pairs; active: (T,S) bool.
     Returns (t, idx): (T,S) nearest ray parameter (inf on a miss) and global primitive index (-1 on a
     miss; scenes may hold up to 2**20 primitives).
-    With ``any_hit_tmax`` (T,S) only a bool "blocked before tmax" map is returned.
+    With ``any_hit_tmax`` (a float) only a (T,S) bool "blocked before that ray parameter" map is returned.
     """
     T, S = active.shape
     npl, nb, ns, nc = scene.counts
     offsets = np.cumsum([0, npl, nb, ns, nc])
     cand = cand & active.any(dim=1, keepdim=True)
     pairs = cand.nonzero()  # (K,2) sorted by tile, then primitive
-    # Non-negative float32 values order like their bit patterns, so (bits << 20 | primitive) is one
-    # int64 key whose minimum gives the nearest hit and, on exact ties, the lowest primitive index:
-    # a single order-independent (hence deterministic) scatter-min.
-    key = torch.full((T * S,), (0x7F800000 << 20) | 0xFFFFF, dtype=torch.int64)
+    all_active = bool(active.all())
+    o3, d3 = o.permute(2, 0, 1).contiguous(), d.permute(2, 0, 1).contiguous()  # (3,T|1,S|1)
+    cols = torch.arange(S)
+    params = (
+        (scene.plane_normal.t(), scene.plane_offset),
+        (scene.box_center.t(), scene.box_axes, scene.box_half),
+        (scene.sphere_center.t(), scene.sphere_radius),
+        (scene.cyl_base.t(), scene.cyl_height, scene.cyl_radius),
+    )
+    if any_hit_tmax is not None:
+        blocked = torch.zeros(T * S, dtype=torch.bool)
+    else:
+        # Non-negative float32 values order like their bit patterns, so (bits << 20 | primitive) is one
+        # int64 key whose minimum gives the nearest hit and, on exact ties, the lowest primitive index:
+        # a single order-independent (hence deterministic) scatter-min.
+        key = torch.full((T * S,), (0x7F800000 << 20) | 0xFFFFF, dtype=torch.int64)
     for start in range(0, len(pairs), _PAIR_CHUNK):
         pk = pairs[start : start + _PAIR_CHUNK]
-        tile, prim = pk[:, 0], pk[:, 1]
-        # a shared origin (camera) or direction (sun) stays a size-1 axis: far less work per pair
-        ok = _g(o, tile) if o.shape[0] > 1 else o.expand(len(tile), -1, -1)
-        dk = _g(d, tile) if d.shape[0] > 1 else d.expand(len(tile), -1, -1)
-        tk = torch.full((len(tile), S), math.inf)
         for kind in range(4):
-            sel = ((prim >= int(offsets[kind])) & (prim < int(offsets[kind + 1]))).nonzero().squeeze(1)
+            lo, hi = int(offsets[kind]), int(offsets[kind + 1])
+            if lo == hi:
+                continue
+            prim_all = pk[:, 1]
+            sel = ((prim_all >= lo) & (prim_all < hi)).nonzero().squeeze(1)
             if len(sel) == 0:
                 continue
-            j = _g(prim, sel) - int(offsets[kind])
-            os_ = _g(ok, sel) if len(sel) < len(tile) else ok
-            ds_ = _g(dk, sel) if len(sel) < len(tile) else dk
+            tile, prim = _g(pk[:, 0], sel), _g(prim_all, sel)
+            j = prim - lo
+            # a shared origin (camera) or direction (sun) stays a size-1 axis: far less work per pair
+            os_ = o3.index_select(1, tile) if o3.shape[1] > 1 else o3
+            ds_ = d3.index_select(1, tile) if d3.shape[1] > 1 else d3
+            p = [x.index_select(x.dim() - 1 if i == 0 else 0, j) for i, x in enumerate(params[kind])]
             if kind == 0:
-                tv = _t_planes(os_, ds_, _g(scene.plane_normal, j)[:, None], _g(scene.plane_offset, j)[:, None])
+                tv = _t_planes(os_, ds_, p[0][:, :, None], p[1][:, None])
             elif kind == 1:
-                tv = _t_boxes(
-                    os_,
-                    ds_,
-                    _g(scene.box_center, j)[:, None],
-                    _g(scene.box_axes, j)[:, None],
-                    _g(scene.box_half, j)[:, None],
-                )
+                tv = _t_boxes(os_, ds_, p[0][:, :, None], p[1], p[2])
             elif kind == 2:
-                tv = _t_spheres(os_, ds_, _g(scene.sphere_center, j)[:, None], _g(scene.sphere_radius, j)[:, None])
+                tv = _t_spheres(os_, ds_, p[0][:, :, None], p[1][:, None])
             else:
-                tv = _t_cylinders(
-                    os_,
-                    ds_,
-                    _g(scene.cyl_base, j)[:, None],
-                    _g(scene.cyl_height, j)[:, None],
-                    _g(scene.cyl_radius, j)[:, None],
-                )
-            tk.index_copy_(0, sel, tv.expand(len(sel), S))
-        tk = torch.where(_g(active, tile), tk, torch.full_like(tk, math.inf))
-        flat = (tile[:, None] * S + torch.arange(S)[None]).reshape(-1)
-        kk = (tk.view(torch.int32).to(torch.int64) << 20) | prim[:, None]
-        key.scatter_reduce_(0, flat, kk.reshape(-1), reduce="amin")
-    t = (key >> 20).to(torch.int32).view(torch.float32).reshape(T, S)
+                tv = _t_cylinders(os_, ds_, p[0][:, :, None], p[1][:, None], p[2][:, None])
+            tv = tv.expand(len(sel), S)
+            if not all_active:
+                tv = torch.where(_g(active, tile), tv, torch.full_like(tv, math.inf))
+            flat = ((tile * S)[:, None] + cols).reshape(-1)
+            if any_hit_tmax is not None:
+                blocked[flat[(tv < any_hit_tmax).reshape(-1)]] = True
+            else:
+                kk = (tv.contiguous().view(torch.int32).to(torch.int64) << 20) | prim[:, None]
+                key.scatter_reduce_(0, flat, kk.reshape(-1), reduce="amin")
     if any_hit_tmax is not None:
-        return t < any_hit_tmax
+        return blocked.reshape(T, S)
+    t = (key >> 20).to(torch.int32).view(torch.float32).reshape(T, S)
     idx = torch.where(torch.isfinite(t), (key & 0xFFFFF).reshape(T, S), torch.full((T, S), -1, dtype=torch.int64))
     return t, idx
 

@@ -305,13 +305,13 @@ def _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam):
     act.index_copy_(0, hsel, need)
     if lt.kind == "sun":
         D = ldir[:1].reshape(1, 1, 3)
-        tmax = torch.full((T, S), math.inf)
+        tmax = math.inf
         far = 1e4
     else:
         lp = torch.tensor(lt.position, dtype=torch.float32)
         D = torch.zeros(T * S, 3)
         D.index_copy_(0, hsel, lp - origin)
-        tmax = torch.ones(T, S)
+        tmax = 1.0
     O, act = O.reshape(T, S, 3), act.reshape(T, S)
     D = D.reshape(-1, S, 3) if D.shape[0] != 1 else D
     big = torch.full_like(O, 1e30)
