@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+_EYE3 = np.eye(3)
+
 # Pattern ids of the procedural textures.
 PATTERNS = ("noise", "stripes", "checker", "wood", "marble", "tiles", "plain")
 
@@ -103,7 +105,8 @@ class SceneBuilder:
         if size.shape != (3,) or np.any(size <= 0):
             raise ValueError(f"box size must be three positive extents, got {size.tolist()}")
         rot = _yaw_matrix(yaw) if rotation is None else np.asarray(rotation, np.float64)
-        if rot.shape != (3, 3) or not np.allclose(rot.T @ rot, np.eye(3), atol=1e-5):
+        # np.allclose(rot.T @ rot, I, atol=1e-5) written out: that call costs more than the rest of add_box
+        if rot.shape != (3, 3) or not (np.abs(rot.T @ rot - _EYE3) <= 1e-5 + 1e-5 * _EYE3).all():
             raise ValueError("box rotation must be an orthonormal 3x3 matrix (columns = local axes in world)")
         self._boxes.append(
             (np.asarray(center, np.float64), rot.T.copy(), size / 2, material or Material(), casts_shadow)

@@ -11,7 +11,7 @@ import torch
 from .geometry import PATTERNS, Material, Scene
 from .raycast import _bounding_spheres, _cast, _dot, _g, _segment_distance
 
-_SHADE_CHUNK = 32768  # pixels shaded per step
+_SHADE_CHUNK = 65536  # pixels shaded per step (a 256x256 image in one step)
 
 
 _TABLE = None
@@ -35,7 +35,8 @@ def _lattice(ix, iy, iz, seed):
 
 
 def _value_noise(p, shift):
-    """2-D value noise in [0,1]; p (M,2) float, shift (M,) int64 from :func:`_noise_shift`.
+    """2-D value noise in [0,1]; p (2,M) float (component-first: contiguous rows), shift (M,) int64 from
+    :func:`_noise_shift`.
 
     The lattice is the 256x256 random table read with wrap-around; each material translates the
     field by a seed-derived offset, so materials get different noise at the cost of one gather each.
@@ -44,15 +45,15 @@ def _value_noise(p, shift):
     fr = p - fl
     w = fr * fr * (3 - 2 * fr)
     i = fl.long()
-    x0 = (i[:, 0] + shift) & 255
-    y0 = ((i[:, 1] + (shift >> 8)) & 255) << 8
+    x0 = (i[0] + shift) & 255
+    y0 = ((i[1] + (shift >> 8)) & 255) << 8
     x1 = (x0 + 1) & 255
     y1 = (y0 + 256) & 0xFF00
     table = _hash_table()
-    wx = w[:, 0]
+    wx = w[0]
     top = torch.lerp(table.take(y0 | x0), table.take(y0 | x1), wx)
     bot = torch.lerp(table.take(y1 | x0), table.take(y1 | x1), wx)
-    return torch.lerp(top, bot, w[:, 1])
+    return torch.lerp(top, bot, w[1])
 
 
 def _noise_shift(seed):
@@ -60,7 +61,7 @@ def _noise_shift(seed):
 
 
 def _fbm(p, seed, footprint, octaves=3):
-    """Band-limited fractal noise in [0,1] over 2-D points p (M,2): octaves finer than ~2 pixels fade to
+    """Band-limited fractal noise in [0,1] over 2-D points p (2,M): octaves finer than ~2 pixels fade to
     their mean, which keeps distant surfaces from aliasing into salt-and-pepper noise.
     ``footprint`` = pattern units per pixel."""
     shift = _noise_shift(seed)
@@ -164,7 +165,7 @@ def _albedo(mt, idx, p, nl, footprint):
     ax = nl.abs().argmax(dim=-1)
     u2 = torch.where(ax == 0, q[:, 2], q[:, 0])
     v2 = torch.where(ax == 1, q[:, 2], q[:, 1])
-    uv = torch.stack([u2, v2], -1)
+    uv = torch.stack([u2, v2])  # (2,M): noise reads contiguous rows
     base_lod = (0.5 / fp.clamp_min(1e-9) - 1.0).clamp(0, 1)
     for pid, name in enumerate(PATTERNS):
         sel = (pat == pid).nonzero().squeeze(1)
@@ -176,7 +177,7 @@ def _albedo(mt, idx, p, nl, footprint):
             _g(fp, sel),
             _g(direc, sel),
             _g(base_lod, sel),
-            _g(uv, sel),
+            uv.index_select(1, sel),
         )
         if name == "noise":
             v = _fbm(uvs, ss, fs, 4)
@@ -208,7 +209,7 @@ def _albedo(mt, idx, p, nl, footprint):
     grain = _g(mt["grain"], idx)
     gsel = (grain > 0).nonzero().squeeze(1)
     if len(gsel):
-        gn = _fbm(_g(uv, gsel) * 4.0, _g(seed, gsel) + 7, _g(fp, gsel) * 4.0, 1)
+        gn = _fbm(uv.index_select(1, gsel) * 4.0, _g(seed, gsel) + 7, _g(fp, gsel) * 4.0, 1)
         alb.index_copy_(0, gsel, _g(alb, gsel) * (1.0 + _g(grain, gsel)[:, None] * 2.0 * (gn[:, None] - 0.5)))
     # decals: sparse discs/squares of random colour on a jittered cell grid, sized in metres
     dens = _g(mt["decal_density"], idx)
