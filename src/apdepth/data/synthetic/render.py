@@ -49,7 +49,7 @@ def render(scene: Scene, camera: Camera, height: int, width: int) -> dict:
     t, idx = _cast(scene, eye.reshape(1, 1, 3), d, cand, inimg)
     hit = inimg & (idx >= 0)
     valid = hit & (t <= scene.max_depth)
-    rgb = _shade(scene, eye, d, t, idx, hit, f)
+    rgb = _shade(scene, eye, d, t, idx, hit, f, dn)
 
     def untile(x):
         th, tw = -(-height // _TILE), -(-width // _TILE)

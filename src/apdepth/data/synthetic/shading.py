@@ -236,13 +236,14 @@ def _albedo(mt, idx, p, nl, footprint):
     return alb.clamp(0, 1)
 
 
-def _shade(scene: Scene, eye, d, t, idx, hit, focal):
-    """Linear shading -> sRGB float (T,S,3) in [0,1]."""
+def _shade(scene: Scene, eye, d, t, idx, hit, focal, dn=None):
+    """Linear shading -> sRGB float (T,S,3) in [0,1]. ``dn``: the unit ray directions ``d / |d|`` if known."""
     T, S = t.shape
     out = torch.zeros(T, S, 3)
     lt = scene.lighting
     if scene.sky is not None:
-        dn = d / d.norm(dim=-1, keepdim=True)
+        if dn is None:
+            dn = d / d.norm(dim=-1, keepdim=True)
         h = dn[..., 1].clamp(0, 1) ** 0.6
         hor = torch.tensor(scene.sky[0], dtype=torch.float32)
         zen = torch.tensor(scene.sky[1], dtype=torch.float32)
@@ -328,10 +329,11 @@ def _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam):
         end = torch.tensor(lt.position, dtype=torch.float32).expand_as(ctr)
     centers, radii = _bounding_spheres(scene)
     finite = torch.isfinite(radii)
-    segd = _segment_distance(
-        torch.where(finite[:, None], centers, torch.zeros_like(centers))[None], ctr[:, None], end[:, None]
-    )
-    cand = ((segd <= (radii[None] + rad[:, None] + 1e-3)) | ~finite[None]) & scene.casts_shadow[None] & any_act[:, None]
+    cand = (~finite & scene.casts_shadow)[None].expand(T, -1).clone()  # infinite casters: everywhere
+    cols = (finite & scene.casts_shadow).nonzero().squeeze(1)  # only shadow casters need the distance
+    segd = _segment_distance(_g(centers, cols)[None], ctr[:, None], end[:, None])
+    cand[:, cols] = segd <= (_g(radii, cols)[None] + rad[:, None] + 1e-3)
+    cand &= any_act[:, None]
     blocked = _cast(scene, O, D, cand, act, any_hit_tmax=tmax)
     return 1.0 - _g(blocked.reshape(-1), hsel).float()
 
