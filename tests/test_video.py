@@ -72,6 +72,10 @@ def test_odd_size_is_padded_and_vfr_timing_kept(tmp_path):
     assert info.fps == pytest.approx(6 / 0.31 * (0.31 / 0.31), rel=0.5)  # average rate, not a fixed 24
 
 
+@pytest.mark.skipif(
+    not hasattr(av.video.stream.VideoStream, "set_display_rotation"),
+    reason="writing a display matrix (the fixture) needs PyAV >= 18; reading it works from the floor, 14.1",
+)
 def test_rotation_metadata_is_applied(tmp_path):
     frames = np.zeros((3, 32, 48, 3), np.uint8)
     frames[:, :8, :8] = 255  # a white block in the top-left corner of the stored frame
