@@ -219,6 +219,10 @@ def test_predict_cli_clip(tmp_path, tiny_checkpoint, capsys):
     for f in stale:  # what a killed run leaves behind
         f.write_bytes(b"x")
     (out / ".other.k1l2.spill.raw").write_bytes(b"x")  # another clip's: not ours to remove
+    frames_dir = out / "walk_depth_frames"
+    frames_dir.mkdir()
+    (frames_dir / ".000003.png.a1b2.tmp").write_bytes(b"x")  # a frame PNG cut off by the kill
+    (frames_dir / ".notes.txt.a1b2.tmp").write_bytes(b"x")  # not a frame: left alone
     code = main(
         [
             "predict",
@@ -252,6 +256,8 @@ def test_predict_cli_clip(tmp_path, tiny_checkpoint, capsys):
     assert record["frames"] == 10 and record["consistent"] and len(record["scale"]) == 10
     assert "10 frames 64x48" in capsys.readouterr().out
     assert sorted(p.name for p in out.glob(".*")) == [".other.k1l2.spill.raw"]
+    assert sorted(p.name for p in frames_dir.glob(".*")) == [".notes.txt.a1b2.tmp"]
+    assert len(list(frames_dir.glob("*.png"))) == 10
 
 
 def test_predict_cli_frame_folder_and_bad_clip(tmp_path, tiny_checkpoint, capsys):

@@ -386,10 +386,12 @@ def process_video(
     from apdepth.video import remove_stale_video_temps
 
     # A killed earlier run (SIGKILL/SIGTERM skip clean-up) may have left its temporary files for these outputs.
-    from apdepth.writer import remove_stale_temps
+    from apdepth.writer import remove_stale_temps, remove_stale_temps_in
 
     remove_stale_video_temps([out_dir / f"{stem}.spill", *video_output_paths(out_dir, stem, opts)])
     remove_stale_temps(video_output_paths(out_dir, stem, opts))
+    if opts.png_frames:
+        remove_stale_temps_in(out_dir / f"{stem}_depth_frames", ".png")
     spill = _Spill(out_dir, stem)
     t_start = time.perf_counter()
     try:

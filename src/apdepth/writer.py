@@ -128,6 +128,18 @@ def remove_stale_temps(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return removed
 
 
+def remove_stale_temps_in(folder: str | os.PathLike, suffix: str) -> list[Path]:
+    """Delete the temporary files an interrupted :func:`atomic_write` left in ``folder`` for any final name
+    ending in ``suffix`` (e.g. the frames ``000123.png`` of a PNG frame folder, whose count is only known once
+    the clip is decoded); returns what was removed. Same rules as :func:`remove_stale_temps`."""
+    try:
+        entries = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    names = [m.group(1) for m in map(_TEMP_NAME.match, entries) if m and m.group(1).endswith(suffix)]
+    return remove_stale_temps(Path(folder) / n for n in names)
+
+
 _TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"(.+)\.[A-Za-z0-9_]+" + re.escape(TEMP_SUFFIX) + "$")
 
 
