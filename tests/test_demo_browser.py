@@ -126,3 +126,46 @@ def test_corrupt_upload_shows_a_message_not_a_trace(demo_url, page, tmp_path):
     page.get_by_text("holiday.jpg: not a recognised image format").first.wait_for()
     assert "Traceback" not in page.content()
     assert page.locator("#apdepth-downloads a").count() == 0
+
+
+def test_video_tab_upload_and_depth_video(demo_url, page, tmp_path):
+    pytest.importorskip("av")
+    pytest.importorskip("cv2")
+    from apdepth.video import VideoWriter, read_video
+
+    # A short clip: the picture pans 4 px per frame, 8 frames at 8 fps (1 s).
+    wide = _scene(96, 160)
+    clip = tmp_path / "pan.mp4"
+    with VideoWriter(clip, 8.0) as vw:
+        for t in range(8):
+            vw.write(np.ascontiguousarray(wide[:, 4 * t : 4 * t + 128]))
+    page.goto(demo_url, wait_until="load")
+    page.get_by_role("tab", name="Video").click()
+    page.locator("#apdepth-video-input input[type=file]").set_input_files(str(clip))
+    page.get_by_text("pan.mp4").first.wait_for()
+    page.locator("#apdepth-video-run").click()
+
+    page.wait_for_function("document.querySelectorAll('#apdepth-video-downloads a').length >= 2")
+    status = page.locator("#apdepth-video-status").inner_text()
+    assert "8 frames" in status and "128×96" in status and "temporally consistent" in status, status
+    # The side-by-side video plays in the page (input | depth, twice the clip's width).
+    page.wait_for_function(
+        "(() => { const v = document.querySelector('#apdepth-video-output video');"
+        " return v && v.readyState >= 1 && v.videoWidth > 0; })()"
+    )
+    size = page.evaluate(
+        "(() => { const v = document.querySelector('#apdepth-video-output video');"
+        " return [v.videoWidth, v.videoHeight]; })()"
+    )
+    assert size == [256, 96], size
+
+    with page.expect_download() as info:
+        page.locator("#apdepth-video-downloads a[download$='pan_depth.mp4']").first.click()
+    depth_video, _, meta = read_video(Path(info.value.path()))
+    assert depth_video.shape == (8, 96, 128, 3) and meta.fps == pytest.approx(8.0)
+    with page.expect_download() as info:
+        page.locator("#apdepth-video-downloads a[download$='pan_depth.npz']").first.click()
+    stack = np.load(io.BytesIO(Path(info.value.path()).read_bytes()))["depth"]
+    assert stack.shape == (8, 96, 128) and stack.dtype == np.float32
+    assert 0.0 <= stack.min() <= stack.max() <= 1.0
+    assert "Traceback" not in page.content()
