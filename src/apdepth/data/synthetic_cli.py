@@ -107,6 +107,38 @@ def write_sample(root: Path, seed: int, height: int, width: int, scene: str, dep
     return _write_rendered(root, seed, _encode_depth(out, depth_format), out, height, width, scene, depth_format)
 
 
+def write_samples(
+    root: Path, seeds, height: int, width: int, scene: str, depth_format: str = "png", on_written=None
+) -> list[str]:
+    """Render scenes ``seeds`` in turn here and write their files (see :func:`write_sample`) in a bounded pool
+    of writer threads, so that encoding and writing one sample overlaps rendering the next. Calls
+    ``on_written(line)`` (in a writer thread) as each sample is complete; returns the split-file lines of all.
+    Raises the first write error after the samples already started are finished."""
+    from apdepth.data.synthetic import render_scene
+
+    lines: list[str] = []
+    errors: list[BaseException] = []
+
+    def done(_seed, line, err):
+        if err is None:
+            lines.append(line)
+            if on_written is not None:
+                on_written(line)
+        else:
+            errors.append(err)
+
+    with WriterPool(on_done=done) as writers:
+        for s in seeds:
+            if errors:
+                break
+            out = render_scene(s, height, width, scene)
+            stored = _encode_depth(out, depth_format)
+            writers.submit(s, _write_rendered, root, s, stored, out, height, width, scene, depth_format)
+    if errors:
+        raise errors[0]
+    return lines
+
+
 def _encode_depth(out: dict, depth_format: str) -> np.ndarray:
     """The depth as stored: uint16 millimetres (0 = invalid) for png, float32 metres for npy. Raises ValueError
     when the depth does not fit a 16-bit millimetre PNG."""
@@ -218,45 +250,20 @@ def write_dataset(
     )
     bar = tqdm(total=num, initial=num - len(todo), desc="synth", unit="img", disable=not progress or None)
     if workers == 1 or len(todo) < 2:
-        # Render here, encode and write in a bounded pool of threads (PNG encoding held synth to a third of the
-        # renderer's pace when both ran in turn).
-        from apdepth.data.synthetic import render_scene
-
-        errors: list[BaseException] = []
-
-        def done(_seed, line, err):
-            if err is None:
-                lines.append(line)
-                bar.update()
-            else:
-                errors.append(err)
-
-        with WriterPool(on_done=done) as writers:
-            for s in todo:
-                if errors:
-                    break
-                out = render_scene(s, height, width, scene)
-                writers.submit(
-                    s,
-                    _write_rendered,
-                    root,
-                    s,
-                    _encode_depth(out, depth_format),
-                    out,
-                    height,
-                    width,
-                    scene,
-                    depth_format,
-                )
-        if errors:
-            raise errors[0]
+        lines += write_samples(root, todo, height, width, scene, depth_format, on_written=lambda _line: bar.update())
     else:
-        # the parent only hands out seeds and collects results: it never imports torch
-        with _worker_pool(min(workers, len(todo))) as pool:
-            futures = [pool.submit(write_sample, root, s, height, width, scene, depth_format) for s in todo]
+        # The parent only hands out seeds and collects results: it never imports torch. Each task is a short
+        # run of seeds, so that a worker renders the next scene while its writer threads encode and fsync
+        # the last one (writing one sample costs ~11 ms of CPU but ~30 ms of wall time, mostly fsync).
+        n = min(workers, len(todo))
+        size = max(1, min(8, len(todo) // (6 * n)))
+        with _worker_pool(n) as pool:
+            chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+            futures = [pool.submit(write_samples, root, c, height, width, scene, depth_format) for c in chunks]
             for fut in futures:
-                lines.append(fut.result())
-                bar.update()
+                done = fut.result()
+                lines.extend(done)
+                bar.update(len(done))
     bar.close()
     split = root / "split.txt"
     old = split.read_text().split("\n") if split.exists() else []

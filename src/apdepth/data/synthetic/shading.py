@@ -208,7 +208,12 @@ def _albedo(mt, idx, p, nl, footprint):
     alb = _g(mt["a"], idx) + (_g(mt["b"], idx) - _g(mt["a"], idx)) * val[:, None]
     grain = _g(mt["grain"], idx)
     gsel = (grain > 0).nonzero().squeeze(1)
-    if len(gsel):
+    if len(gsel) > M // 2:
+        # most surfaces have grain: noise for every pixel beats gathering and scattering back; where the
+        # grain is 0 the factor is exactly 1 (0 times the finite noise), so those pixels keep their albedo
+        gn = _fbm(uv * 4.0, seed + 7, fp * 4.0, 1)
+        alb = alb * (1.0 + grain[:, None] * 2.0 * (gn[:, None] - 0.5))
+    elif len(gsel):
         gn = _fbm(uv.index_select(1, gsel) * 4.0, _g(seed, gsel) + 7, _g(fp, gsel) * 4.0, 1)
         alb.index_copy_(0, gsel, _g(alb, gsel) * (1.0 + _g(grain, gsel)[:, None] * 2.0 * (gn[:, None] - 0.5)))
     # decals: sparse discs/squares of random colour on a jittered cell grid, sized in metres
