@@ -1,12 +1,16 @@
 """The paper's ablation in miniature: what the prior, the prior conditioning and the frequency loss each add.
 
-Four rows, all scored by the one ``apdepth.evaluation.evaluate()`` on a held-out synthetic test set:
+Four rows (six with the end-to-end fine-tuned pair), all scored by the one ``apdepth.evaluation.evaluate()``
+on a held-out synthetic test set:
 
     (a) the prior alone        the depth prior inside the pipeline (relative disparity -> scored with
                                disparity-space alignment; the depth-aligned number is reported as well)
     (b) no prior               the same single-step model trained without the prior (Marigold-style control)
     (c) ApDepth, stage 1       prior-conditioned, latent MSE
     (d) ApDepth, stage 2       stage 1 fine-tuned with the latent frequency loss
+    (b') no prior, end to end  (b) fine-tuned on the decoded depth (``--noprior-e2e``, optional)
+    (e) ApDepth, end to end    (d) fine-tuned on the decoded depth, as E2E-FT does for Marigold
+                               (``--e2e``, optional; the bundled model)
 
 Reference rows (``--baselines``, on by default), scored the same way:
 
@@ -17,10 +21,11 @@ Reference rows (``--baselines``, on by default), scored the same way:
 
 Metrics: AbsRel, δ1 and the scale-invariant boundary F1 (the synthetic GT is dense and exact).
 Differences between rows come with a paired bootstrap 95% interval over test scenes (``--bootstrap``
-resamples): prior vs no prior (c - b), ApDepth vs its own prior in the same alignment space (d - a, in
-disparity and in depth space), and stage 2 vs stage 1 (d - c).
+resamples): prior vs no prior (c - b, and e - b' when given), ApDepth vs its own prior in the same
+alignment space (d - a and e - a, in disparity and in depth space), stage 2 vs stage 1 (d - c) and end-to-end
+fine-tuning vs stage 2 (e - d).
 Writes ``<output>/ablation.json``, ``<output>/ablation.md`` (also printed; the exact command is on top),
-a figure (input | prior | stage 1 | stage 2 | ground truth for a few test scenes) and an edge crop view
+a figure (input | prior | stage 1 | stage 2 | [end to end |] ground truth for a few test scenes) and an edge crop view
 (the same columns, zoomed on the test scene region with the most occlusion edges).
 
 Reproduce (see docs/results.md):
@@ -51,9 +56,8 @@ import numpy as np
 GAP = 4
 HEADER = 18
 FOOTER = 16
-COLUMNS = ("input", "prior", "stage 1", "stage 2", "ground truth")
-# Which ablation row fills each prediction column of the figure.
-FIGURE_ROWS = ("prior", "stage1", "stage2")
+# Which ablation row fills each prediction column of the figure (those of rows that were run), and its title.
+FIGURE_ROWS = (("prior", "prior"), ("stage1", "stage 1"), ("stage2", "stage 2"), ("e2e", "end to end"))
 EDGE_RATIO = 1.25  # inverse-depth ratio above which GT neighbours count as an occlusion edge (crop picking)
 
 
@@ -68,7 +72,10 @@ ROWS = (
     Row("noprior", "(b) single step, no prior (Marigold-style control)", "depth"),
     Row("stage1", "(c) ApDepth, stage 1 (latent MSE)", "depth"),
     Row("stage2", "(d) ApDepth, stage 2 (+ latent frequency loss)", "depth"),
+    Row("noprior_e2e", "(b') no prior, end-to-end fine-tuned (control for (e))", "depth"),
+    Row("e2e", "(e) ApDepth, end-to-end fine-tuned on decoded depth", "depth"),
 )
+OPTIONAL_ROWS = ("noprior_e2e", "e2e")  # scored only when their checkpoints are given
 # Reference rows: (key, label, alignment); scored from predictions this script writes into the cache.
 BASELINES = (
     Row("vae", "VAE depth round trip (upper bound)", "depth"),
@@ -81,6 +88,10 @@ COMPARISONS = (
     ("ApDepth vs its own prior, disparity space: (d) vs (a)", "prior", "disparity", "stage2", "disparity"),
     ("ApDepth vs its own prior, depth space: (d) vs (a)", "prior", "depth", "stage2", "depth"),
     ("frequency loss: (d) stage 2 vs (c) stage 1", "stage1", "depth", "stage2", "depth"),
+    ("prior conditioning, end to end: (e) vs (b') no prior", "noprior_e2e", "depth", "e2e", "depth"),
+    ("ApDepth (e) vs its own prior, disparity space: (e) vs (a)", "prior", "disparity", "e2e", "disparity"),
+    ("ApDepth (e) vs its own prior, depth space: (e) vs (a)", "prior", "depth", "e2e", "depth"),
+    ("end-to-end fine-tuning: (e) vs (d) stage 2", "stage2", "depth", "e2e", "depth"),
 )
 LOWER_IS_BETTER = {"abs_rel": True, "delta1": False, "boundary_f1": False}
 TABLE_METRICS = (
@@ -132,6 +143,10 @@ def parse_args(argv=None):
     p.add_argument("--noprior", required=True, help="checkpoint of the prior-free control model, row (b)")
     p.add_argument("--stage1", required=True, help="ApDepth checkpoint after stage 1, row (c)")
     p.add_argument("--stage2", required=True, help="ApDepth checkpoint after stage 2, row (d)")
+    p.add_argument("--e2e", help="ApDepth checkpoint fine-tuned end to end on the decoded depth, row (e) (optional)")
+    p.add_argument(
+        "--noprior-e2e", help="the prior-free control fine-tuned end to end at the same budget, row (b') (optional)"
+    )
     p.add_argument("--output", required=True, help="folder for ablation.json and ablation.md")
     p.add_argument("--figure", required=True, help="figure PNG path")
     p.add_argument("--crop-figure", help="edge crop view PNG path (default: <figure stem>_edges.png)")
@@ -212,10 +227,12 @@ def _check_roles(checkpoints: dict[str, str], has_prior) -> None:
             continue
         if key == "noprior" and flag:
             raise ValueError(f"--noprior {ckpt} has a prior; row (b) needs the prior-free control model")
-        if key != "noprior" and not flag:
+        if key == "noprior_e2e" and flag:
+            raise ValueError(f"--noprior-e2e {ckpt} has a prior; row (b') needs the prior-free control model")
+        if key not in ("noprior", "noprior_e2e") and not flag:
             option = "--prior-from" if key == "prior" else f"--{key}"
             raise ValueError(
-                f"{option} {ckpt} has no prior (it is a prior-free model); rows (a), (c) and (d) "
+                f"{option} {ckpt} has no prior (it is a prior-free model); rows (a), (c), (d) and (e) "
                 "need prior-conditioned checkpoints"
             )
 
@@ -292,14 +309,21 @@ def _per_sample(result: dict) -> dict[str, np.ndarray]:
     }
 
 
+def active_rows(args) -> tuple[Row, ...]:
+    """The rows to score: the four of the paper's ablation, plus the optional ones whose checkpoints are given."""
+    return tuple(r for r in ROWS if r.key not in OPTIONAL_ROWS or getattr(args, r.key) is not None)
+
+
 def score(args, dataset, cache_root: Path) -> tuple[list[dict], dict]:
-    """Evaluate the four rows (and the reference rows); returns one dict per row (label, checkpoint,
+    """Evaluate the rows (and the reference rows); returns one dict per row (label, checkpoint,
     alignment, metrics, ...) and the per-image metrics keyed by ``(row key, alignment)``."""
     from apdepth.evaluation.evaluate import evaluate
     from apdepth.runtime import pick_device, pick_dtype
 
     device, dtype = pick_device(args.device), pick_dtype(args.dtype)
+    rows = active_rows(args)
     checkpoints = {"prior": args.prior_from, "noprior": args.noprior, "stage1": args.stage1, "stage2": args.stage2}
+    checkpoints.update({key: getattr(args, key) for key in OPTIONAL_ROWS if getattr(args, key) is not None})
     from apdepth.hub import resolve_checkpoint
 
     # Resolve (and for hub ids fetch) every checkpoint first: a typo in --stage2 should not surface
@@ -316,7 +340,7 @@ def score(args, dataset, cache_root: Path) -> tuple[list[dict], dict]:
     )
     other = {"depth": "disparity", "disparity": "depth"}
     pipe = None
-    for row in ROWS:
+    for row in rows:
         ckpt = checkpoints[row.key]
         cache = cache_root / row.key
         _check_cache(
@@ -336,7 +360,7 @@ def score(args, dataset, cache_root: Path) -> tuple[list[dict], dict]:
         if row.key == "prior":
             entry["metrics_depth_aligned"] = r_other["metrics"]
         results.append(entry)
-        if row.key != ROWS[-1].key:
+        if row.key != rows[-1].key:
             del pipe
         del predictor
     if args.baselines:
@@ -353,6 +377,7 @@ def score(args, dataset, cache_root: Path) -> tuple[list[dict], dict]:
                 },
             )
             if row.key == "vae":
+                # The last row's pipeline: every ApDepth row decodes through the stage-2 model's VAE.
                 vae_round_trip(pipe, dataset, cache, res_used, n)
                 predictor, ckpt = None, checkpoints["stage2"]
             else:
@@ -464,7 +489,7 @@ def markdown(command: str, rows: list[dict], meta: dict, differences: list[dict]
         'is a baseline with no learning. "better" means the interval excludes zero in the metric\'s favourable '
         "direction (lower AbsRel, higher δ1 and boundary F1).",
         "",
-        f"![input, prior, stage 1, stage 2, ground truth]({meta['figure_link']})",
+        f"![{', '.join(meta['figure_columns'])}]({meta['figure_link']})",
         "",
         f"![zoom on occlusion edges]({meta['crop_figure_link']})",
     ]
@@ -486,7 +511,8 @@ def _resize(arr: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np
 
 
 def _panels(sample: dict, preds: dict[str, np.ndarray], dataset, crop=None) -> list[np.ndarray]:
-    """The five uint8 tiles of one scene: input, the aligned predictions and GT on one shared colour scale."""
+    """The uint8 tiles of one scene: input, the aligned predictions (``preds``, in column order) and GT on one
+    shared colour scale."""
     from apdepth.evaluation.alignment import align
     from apdepth.visualize import colorize_depth
 
@@ -499,7 +525,7 @@ def _panels(sample: dict, preds: dict[str, np.ndarray], dataset, crop=None) -> l
     min_d, max_d = float(getattr(dataset, "min_depth", 0.0)), float(getattr(dataset, "max_depth", np.inf))
     tiles = [rgb]
     alignment = {r.key: r.alignment for r in ROWS}
-    for key in FIGURE_ROWS:
+    for key in preds:
         aligned, _, _ = align(preds[key], gt, valid, alignment=alignment[key], min_depth=min_d, max_depth=max_d)
         tiles.append(colorize_depth(aligned, vmin=vmin, vmax=vmax))
     tiles.append(colorize_depth(gt, vmin=vmin, vmax=vmax, valid=valid))
@@ -509,17 +535,19 @@ def _panels(sample: dict, preds: dict[str, np.ndarray], dataset, crop=None) -> l
     return tiles
 
 
-def _compose(rows: list[list[np.ndarray]], tile_w: int, names: list[str], footer: str, nearest: bool) -> np.ndarray:
+def _compose(
+    rows: list[list[np.ndarray]], tile_w: int, names: list[str], footer: str, nearest: bool, columns: list[str]
+) -> np.ndarray:
     from PIL import Image, ImageDraw, ImageFont
 
     h0, w0 = rows[0][0].shape[:2]
     tile_h = max(1, int(round(tile_w * h0 / w0)))
-    width = GAP + len(COLUMNS) * (tile_w + GAP)
+    width = GAP + len(columns) * (tile_w + GAP)
     height = HEADER + len(rows) * (tile_h + GAP) + FOOTER
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
-    for c, title in enumerate(COLUMNS):
+    for c, title in enumerate(columns):
         draw.text((GAP + c * (tile_w + GAP) + 2, 3), title, fill=(0, 0, 0), font=font)
     for r, (tiles, name) in enumerate(zip(rows, names)):
         y = HEADER + r * (tile_h + GAP)
@@ -556,6 +584,13 @@ def _edge_crop(sample: dict) -> tuple[int, int, int, int, int]:
     return y0, y0 + ch, x0, x0 + cw, int(win[wy, wx])
 
 
+def figure_columns(args) -> tuple[list[str], list[str]]:
+    """(row keys, column titles) of the figure: input, the prediction columns of the rows run, ground truth."""
+    run = {r.key for r in active_rows(args)}
+    keys = [k for k, _ in FIGURE_ROWS if k in run]
+    return keys, ["input", *(title for k, title in FIGURE_ROWS if k in run), "ground truth"]
+
+
 def make_figures(args, dataset, cache_root: Path, n_eval: int) -> tuple[Path, Path]:
     from apdepth.evaluation.evaluate import prediction_path
     from apdepth.image_io import save_png
@@ -565,21 +600,22 @@ def make_figures(args, dataset, cache_root: Path, n_eval: int) -> tuple[Path, Pa
         Path(args.crop_figure) if args.crop_figure else figure.with_name(f"{figure.stem}_edges{figure.suffix}")
     )
     align_note = "prior: disparity fit, models: depth fit"
+    keys, columns = figure_columns(args)
     rows, names, best = [], [], None
     for idx in _figure_indices(n_eval, args.figure_scenes):
         sample = dataset[idx]
-        preds = {k: np.load(prediction_path(cache_root / k, sample["rgb_relpath"])) for k in FIGURE_ROWS}
+        preds = {k: np.load(prediction_path(cache_root / k, sample["rgb_relpath"])) for k in keys}
         rows.append(_panels(sample, preds, dataset))
         names.append(Path(sample["rgb_relpath"]).stem)
         crop = _edge_crop(sample)
         if best is None or crop[4] > best[0][4]:
             best = (crop, sample, preds, names[-1])
     footer = f"each prediction aligned to GT per image ({align_note}); one colour scale per row (GT 2-98%), near = red"
-    save_png(figure, _compose(rows, args.tile_width, names, footer, nearest=False))
+    save_png(figure, _compose(rows, args.tile_width, names, footer, nearest=False, columns=columns))
     (y0, y1, x0, x1, _), sample, preds, name = best
     tiles = _panels(sample, preds, dataset, crop=(y0, y1, x0, x1))
     footer = f"crop rows {y0}:{y1}, cols {x0}:{x1} of {name}, nearest-neighbour zoom; {align_note}"
-    save_png(crop_figure, _compose([tiles], args.tile_width, [name], footer, nearest=True))
+    save_png(crop_figure, _compose([tiles], args.tile_width, [name], footer, nearest=True, columns=columns))
     return figure, crop_figure
 
 
@@ -619,6 +655,7 @@ def main(argv=None) -> int:
     meta["figure_link"] = Path(os.path.relpath(figure, out)).as_posix()
     meta["crop_figure_link"] = Path(os.path.relpath(crop_figure, out)).as_posix()
     meta["bootstrap"] = args.bootstrap
+    meta["figure_columns"] = figure_columns(args)[1]
     differences = compare(samples, args.bootstrap)
     report = markdown(command, rows, meta, differences)
     from apdepth.evaluation.evaluate import json_safe

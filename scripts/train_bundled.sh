@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Train the bundled default model end to end: render the training scenes, then VAE -> prior -> ApDepth
-# (stage 1 + stage 2) -> the prior-free control at the same budget. Every step is resumable: a finished
+# (stage 1 + stage 2) -> the prior-free control at the same budget -> end-to-end fine-tuning of both on
+# the decoded depth (apdepth_e2e is the model that ships; noprior_e2e its control). Every step is resumable: a finished
 # model is skipped, an interrupted run continues from its newest checkpoint, so re-running the same
 # command after a kill (or a machine that went away) picks up where it stopped. Each finished model is
 # packed into PACK_DIR at once (one .tar per model, U-Net weights in fp16), so a run cut short still
@@ -27,7 +28,7 @@ case "$PROFILE" in
   cpu)
     DATA=${DATA:-data/bundled_train}
     NUM_SCENES=2000; WORKERS=2
-    VAE=(); PRIOR=(); UNET=()
+    VAE=(); PRIOR=(); UNET=(); E2E=()
     ;;
   gpu)
     # One H100/H200 and 16 CPU cores. The renderer runs on the CPU cores in parallel (about 70
@@ -40,6 +41,7 @@ case "$PROFILE" in
     VAE=("${COMMON[@]}" optim.micro_batch=32 stages.0.until=4000 validation.every=2000)
     PRIOR=("${COMMON[@]}" model.prior=null optim.lr=5e-4 optim.micro_batch=32 stages.0.until=4000 validation.every=2000)
     UNET=("${COMMON[@]}" optim.micro_batch=32 stages.0.until=5000 stages.1.until=6000 validation.every=1000)
+    E2E=("${COMMON[@]}" optim.micro_batch=32 stages.0.until=2000 validation.every=1000)
     ;;
   dry)
     DATA=${DATA:-$OUT_ROOT/data}
@@ -50,6 +52,8 @@ case "$PROFILE" in
     PRIOR=("${COMMON[@]}" optim.micro_batch=2 stages.0.until=3 validation.every=3)
     UNET=("${COMMON[@]}" optim.micro_batch=2 data.datasets.0.size=[64,64] stages.0.until=2 stages.1.until=3
           validation.every=3 validation.dataset.size=[64,64])
+    E2E=("${COMMON[@]}" optim.micro_batch=2 data.datasets.0.size=[64,64] stages.0.until=2 validation.every=2
+         validation.dataset.size=[64,64] validation.at_start=false)
     ;;
   *)
     echo "usage: $0 cpu|gpu|dry" >&2
@@ -90,7 +94,10 @@ run() {
 run vae "$CFG/vae.yaml" vae "${VAE[@]}"
 run prior "$CFG/prior.yaml" prior "${PRIOR[@]}"
 run apdepth "$CFG/apdepth.yaml" pipeline model.vae="$OUT_ROOT/vae" model.prior="$OUT_ROOT/prior" "${UNET[@]}"
+# The model that ships comes before the controls, so a run cut short still hands it back.
+run apdepth_e2e "$CFG/apdepth_e2e.yaml" pipeline model.init_from="$OUT_ROOT/apdepth/pipeline" "${E2E[@]}"
 if [[ "${SKIP_NOPRIOR:-0}" != 1 ]]; then
   run noprior "$CFG/noprior.yaml" pipeline model.vae="$OUT_ROOT/vae" "${UNET[@]}"
+  run noprior_e2e "$CFG/noprior_e2e.yaml" pipeline model.init_from="$OUT_ROOT/noprior/pipeline" "${E2E[@]}"
 fi
 log "done: $(ls "$PACK_DIR")"

@@ -35,6 +35,8 @@ def checkpoints(tmp_path_factory):
         "noprior": dict(seed=1, use_prior=False),
         "stage1": dict(seed=2),
         "stage2": dict(seed=3),
+        "noprior_e2e": dict(seed=4, use_prior=False),
+        "e2e": dict(seed=5),
     }.items():
         paths[name] = root / name
         build_pipeline("tiny", **kwargs).save_pretrained(paths[name])
@@ -165,6 +167,34 @@ def test_ablation_end_to_end(tmp_path, checkpoints, test_set, capsys):
     assert all((tmp_path / "cache" / k / "source.json").is_file() for k in ("prior", "noprior", "stage1", "stage2"))
     with pytest.raises(ValueError, match="prediction cache"):
         ablation.main(argv + ["--processing-res", "0"])
+
+
+def test_ablation_with_the_end_to_end_rows(tmp_path, checkpoints, test_set):
+    ablation = _script()
+    extra = ["--e2e", str(checkpoints["e2e"]), "--noprior-e2e", str(checkpoints["noprior_e2e"])]
+    argv = _args(test_set, checkpoints, tmp_path, "--processing-res", "32", "--bootstrap", "100", *extra)
+    assert ablation.main(argv) == 0
+    data = json.loads((tmp_path / "results" / "ablation.json").read_text())
+    keys = [r["key"] for r in data["rows"]]
+    assert keys == ["prior", "noprior", "stage1", "stage2", "noprior_e2e", "e2e", "vae", "ramp"]
+    by_key = {r["key"]: r for r in data["rows"]}
+    assert by_key["e2e"]["checkpoint"] == str(checkpoints["e2e"])
+    # (e) and (d) are different networks: their scores differ.
+    assert by_key["e2e"]["metrics"]["abs_rel"] != by_key["stage2"]["metrics"]["abs_rel"]
+    # 8 comparisons x 3 metrics; the end-to-end ones are there.
+    labels = {d["comparison"] for d in data["differences"]}
+    assert len(data["differences"]) == 24
+    assert "end-to-end fine-tuning: (e) vs (d) stage 2" in labels
+    assert "prior conditioning, end to end: (e) vs (b') no prior" in labels
+    assert data["figure_columns"] == ["input", "prior", "stage 1", "stage 2", "end to end", "ground truth"]
+    with Image.open(tmp_path / "images" / "ablation.png") as im:
+        assert im.size[0] == ablation.GAP + 6 * (96 + ablation.GAP)
+    md = (tmp_path / "results" / "ablation.md").read_text()
+    assert "![input, prior, stage 1, stage 2, end to end, ground truth](../images/ablation.png)" in md
+    # A control with a prior in the prior-free role is refused before any row runs.
+    bad = _args(test_set, checkpoints, tmp_path, "--noprior-e2e", str(checkpoints["e2e"]), "--max-samples", "1")
+    with pytest.raises(ValueError, match="row \\(b'\\) needs the prior-free"):
+        ablation.main(bad)
 
 
 def test_ablation_rejects_swapped_checkpoints(tmp_path, checkpoints, test_set):

@@ -132,7 +132,7 @@ def test_unpack_refuses_a_non_empty_folder_and_foreign_tars(tmp_path):
 def test_bundled_configs_name_known_keys():
     from apdepth.training.config import load_config
 
-    for name in ("vae", "prior", "apdepth", "noprior"):
+    for name in ("vae", "prior", "apdepth", "noprior", "apdepth_e2e", "noprior_e2e"):
         cfg = load_config(ROOT / "configs/train/bundled" / f"{name}.yaml", [])
         assert cfg.data.photometric.probability > 0
         assert cfg.data.datasets[0].path == "data/bundled_train"
@@ -155,11 +155,18 @@ def test_train_bundled_chain_dry_run(tmp_path):
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     packed = tmp_path / "runs" / "packed"
-    assert sorted(p.name for p in packed.iterdir()) == ["apdepth.tar", "noprior.tar", "prior.tar", "vae.tar"]
+    assert sorted(p.name for p in packed.iterdir()) == [
+        "apdepth.tar",
+        "apdepth_e2e.tar",
+        "noprior.tar",
+        "noprior_e2e.tar",
+        "prior.tar",
+        "vae.tar",
+    ]
     from apdepth.pipeline import ApDepthPipeline
     from apdepth.training.pack import unpack
 
-    pipe = ApDepthPipeline.from_pretrained(unpack(packed / "apdepth.tar", tmp_path / "unpacked"))
+    pipe = ApDepthPipeline.from_pretrained(unpack(packed / "apdepth_e2e.tar", tmp_path / "unpacked"))
     depth = pipe(np.zeros((40, 56, 3), np.uint8)).depth
     assert depth.shape == (1, 40, 56) and np.isfinite(depth).all()
     # A second run finds every model finished and only re-packs.
@@ -167,4 +174,4 @@ def test_train_bundled_chain_dry_run(tmp_path):
         ["bash", str(ROOT / "scripts/train_bundled.sh"), "dry"], env=env, capture_output=True, text=True, timeout=600
     )
     assert again.returncode == 0
-    assert again.stdout.count("already finished") == 4
+    assert again.stdout.count("already finished") == 6
