@@ -186,9 +186,14 @@ def _cast(scene: Scene, o, d, cand, active, any_hit_tmax=None):
     npl, nb, ns, nc = scene.counts
     offsets = np.cumsum([0, npl, nb, ns, nc])
     cand = cand & active.any(dim=1, keepdim=True)
-    pairs = cand.nonzero()  # (K,2) sorted by tile, then primitive
     all_active = bool(active.all())
     o3, d3 = o.permute(2, 0, 1).contiguous(), d.permute(2, 0, 1).contiguous()  # (3,T|1,S|1)
+    # Planes are infinite: when every tile is a candidate for them (always, for camera rays), they are tested
+    # against all rays at once, without per-pair gathers and with a dense minimum instead of a scatter.
+    dense_planes = npl > 0 and bool(cand[:, :npl].all())
+    if dense_planes:
+        cand[:, :npl] = False
+    pairs = cand.nonzero()  # (K,2) sorted by tile, then primitive
     cols = torch.arange(S)
     params = (
         (scene.plane_normal.t(), scene.plane_offset),
@@ -203,6 +208,20 @@ def _cast(scene: Scene, o, d, cand, active, any_hit_tmax=None):
         # int64 key whose minimum gives the nearest hit and, on exact ties, the lowest primitive index:
         # a single order-independent (hence deterministic) scatter-min.
         key = torch.full((T * S,), (0x7F800000 << 20) | 0xFFFFF, dtype=torch.int64)
+    if dense_planes:
+        od, dd = o3.reshape(3, 1, -1), d3.reshape(3, 1, -1)
+        for p0 in range(0, npl, 8):  # (8 planes, T*S rays) per step bounds memory
+            n = scene.plane_normal[p0 : p0 + 8]
+            tv = _t_planes(od, dd, n.t()[:, :, None], scene.plane_offset[p0 : p0 + 8, None]).expand(len(n), T * S)
+            if not all_active:
+                tv = tv.masked_fill(~active.reshape(1, -1), math.inf)
+            if any_hit_tmax is not None:
+                blocked |= (tv < any_hit_tmax).any(dim=0)
+            else:
+                prim = torch.arange(p0, p0 + len(n))[:, None]
+                kk = (tv.contiguous().view(torch.int32).to(torch.int64) << 20) | prim
+                for row in kk:  # row by row: an int64 amin over dim 0 is ~100x slower on the CPU
+                    key = torch.minimum(key, row)
     for start in range(0, len(pairs), _PAIR_CHUNK):
         pk = pairs[start : start + _PAIR_CHUNK]
         for kind in range(4):

@@ -98,6 +98,12 @@ def _material_table(materials: list[Material]):
     }
 
 
+def _argmax3(a):
+    """``a.argmax(dim=-1)`` for (M,3) without NaN (the first index among equal maxima), about twice as fast."""
+    a0, a1, a2 = a.unbind(-1)
+    return torch.where((a0 >= a1) & (a0 >= a2), 0, torch.where(a1 >= a2, 1, 2))
+
+
 def _surface(scene: Scene, x, d, idx):
     """Normals (M,3, facing the viewer), texture-frame points (M,3) and texture-frame normals (M,3)."""
     npl, nb, ns, _ = scene.counts
@@ -117,7 +123,7 @@ def _surface(scene: Scene, x, d, idx):
         rel = _g(x, sel) - _g(scene.box_center, j)
         loc = torch.stack([_dot(rel, A[:, k]) for k in range(3)], -1)
         q = loc / _g(scene.box_half, j)
-        ax = q.abs().argmax(dim=-1)
+        ax = _argmax3(q.abs())
         sign = torch.sign(q.gather(1, ax[:, None]))
         n.index_copy_(0, sel, sign * A[torch.arange(len(sel)), ax])
         nl.index_copy_(0, sel, torch.nn.functional.one_hot(ax, 3).float() * sign)
@@ -162,7 +168,7 @@ def _albedo(mt, idx, p, nl, footprint):
     direc = _g(mt["dir"], idx)
     val = torch.zeros(M)
     # the two coordinates spanning the surface, for flat 2-D patterns (tiles, checkers)
-    ax = nl.abs().argmax(dim=-1)
+    ax = _argmax3(nl.abs())
     u2 = torch.where(ax == 0, q[:, 2], q[:, 0])
     v2 = torch.where(ax == 1, q[:, 2], q[:, 1])
     uv = torch.stack([u2, v2])  # (2,M): noise reads contiguous rows
@@ -321,9 +327,11 @@ def _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam):
         tmax = 1.0
     O, act = O.reshape(T, S, 3), act.reshape(T, S)
     D = D.reshape(-1, S, 3) if D.shape[0] != 1 else D
-    big = torch.full_like(O, 1e30)
-    lo = torch.where(act[..., None], O, big).amin(dim=1)
-    hi = torch.where(act[..., None], O, -big).amax(dim=1)
+    # per-tile bounds of the active origins; reduced along a contiguous last axis (reducing the middle axis
+    # of (T,S,3) is several times slower)
+    Ot, idle = O.permute(0, 2, 1).contiguous(), ~act[:, None, :]
+    lo = Ot.masked_fill(idle, 1e30).amin(dim=-1)
+    hi = Ot.masked_fill(idle, -1e30).amax(dim=-1)
     any_act = act.any(dim=1)
     ctr = torch.where(any_act[:, None], (lo + hi) / 2, torch.zeros_like(lo))
     rad = torch.where(any_act, (hi - lo).norm(dim=-1) / 2, torch.zeros_like(lo[:, 0]))
