@@ -226,24 +226,26 @@ def _albedo(mt, idx, p, nl, footprint):
     dens = _g(mt["decal_density"], idx)
     dsel = (dens > 0).nonzero().squeeze(1)
     if len(dsel):
-        ds = _g(mt["decal_scale"], idx)[dsel]
+        ds = _g(mt["decal_scale"], _g(idx, dsel))
         pc = _g(p, dsel) / ds[:, None]
         cell = torch.floor(pc).long()
         cell_hash = (cell[:, 0] * _P1) ^ (cell[:, 1] * _P2) ^ (cell[:, 2] * _P3)
         sd = _g(seed, dsel) + 31
         table = _hash_table()
 
-        def rnd(k):
-            return table.take((cell_hash ^ ((sd + k) * _P4)) & _MASK)
+        def rnd(k, hashes=cell_hash, seeds=sd):
+            return table.take((hashes ^ ((seeds + k) * _P4)) & _MASK)
 
         h = rnd(0)
         fr = pc - torch.floor(pc) - 0.5
         rad = 0.15 + 0.25 * rnd(1)
         square = rnd(2) < 0.5
         dist = torch.where(square, fr.abs().amax(dim=-1), fr.norm(dim=-1))
-        on = (h < _g(dens, dsel)) & (dist < rad) & ((_g(footprint, dsel) / ds) < 0.5)
-        col = torch.stack([rnd(3 + k) for k in range(3)], -1)
-        alb.index_copy_(0, dsel, torch.where(on[:, None], col**2.2 * 0.9 + 0.02, _g(alb, dsel)))
+        on = ((h < _g(dens, dsel)) & (dist < rad) & ((_g(footprint, dsel) / ds) < 0.5)).nonzero().squeeze(1)
+        # colours only for the (few) pixels a decal covers; the others keep their albedo
+        hs, sds = _g(cell_hash, on), _g(sd, on)
+        col = torch.stack([rnd(3 + k, hs, sds) for k in range(3)], -1)
+        alb.index_copy_(0, _g(dsel, on), col**2.2 * 0.9 + 0.02)
     return alb.clamp(0, 1)
 
 
