@@ -5,7 +5,8 @@ One command renders (once; reused afterwards) held-out synthetic sequences with 
 900000-900199), runs the model once per sequence and scores both outputs of that pass with
 :func:`apdepth.evaluation.video_eval.evaluate_video_sequences` (the same code as
 ``apdepth eval --dataset synthetic-video``): the naive output aligned per frame and per sequence, the
-consistent output aligned per sequence, and the ground truth as the floor. Metrics: AbsRel, δ1, temporal
+consistent output aligned per sequence, the consistent output after the flow-guided temporal filter
+(``pipe.predict_video``'s default smoothing) aligned per sequence, and the ground truth as the floor. Metrics: AbsRel, δ1, temporal
 alignment error (TAE, true poses), flicker on static pixels. Writes ``per_sequence.csv``, ``summary.json``
 and ``summary.md`` to ``--out``, and the per-frame predictions to ``--out/raw/`` (``--reuse-predictions``
 rescores them without running the model again).
@@ -40,6 +41,13 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, default=1, help="processes for rendering (default 1)")
+    p.add_argument(
+        "--smoothing",
+        default="bidirectional",
+        choices=["forward", "bidirectional"],
+        help="temporal filter of the 'consistent + smoothing' row (default bidirectional)",
+    )
+    p.add_argument("--smoothing-strength", type=float, default=None, help="default: predict_video's default")
     p.add_argument(
         "--reuse-predictions",
         action="store_true",
@@ -80,6 +88,8 @@ def main(argv=None) -> int:
         reuse_predictions=args.reuse_predictions,
         sequence_ids=[f"{s:08d}" for s in range(args.seed, args.seed + args.num)],
         model_id=str(args.checkpoint or "bundled"),
+        smoothing=args.smoothing,
+        smoothing_strength=args.smoothing_strength,
     )
     summary["command"] = "python benchmarks/video_consistency.py " + " ".join(sys.argv[1:] if argv is None else argv)
     summary["checkpoint"] = args.checkpoint or "bundled"

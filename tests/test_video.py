@@ -420,15 +420,18 @@ def test_eval_synthetic_video(tmp_path, tiny_checkpoint, capsys):
         ("naive", "per frame"),
         ("naive", "per sequence"),
         ("consistent", "per sequence"),
+        ("consistent + smoothing", "per sequence"),
         ("ground truth", "-"),
     }
     assert (
         rows[("ground truth", "-")]["tae"] < 0.01
         and rows[("naive", "per sequence")]["tae"] > rows[("ground truth", "-")]["tae"]
     )
+    assert summary["smoothing"] == "bidirectional" and summary["smoothing_strength"] == 0.95
+    assert rows[("consistent + smoothing", "per sequence")]["tae"] < rows[("consistent", "per sequence")]["tae"]
     assert np.load(out / "raw" / "00950000.npy").shape == (6, 24, 32)
     assert "| consistent | per sequence |" in capsys.readouterr().out
-    assert (out / "per_sequence.csv").read_text().count("\n") == 1 + 2 * 4
+    assert (out / "per_sequence.csv").read_text().count("\n") == 1 + 2 * 5
     # rescoring reuses the cached per-frame predictions: same numbers; another model's cache is refused
     assert main(args) == 0
     assert json.loads((out / "summary.json").read_text())["rows"] == summary["rows"]

@@ -66,6 +66,9 @@ class CoAligner:
             ``pip install "apdepth[video]"``), or ``None`` to pair each pixel with itself.
         valid_range: depths outside this open interval (saturated by the model's clipping) are not used.
         seed: seed for the pixel subsampling (results are deterministic for a seed).
+        keep_flows: keep the flows between each new frame and the one before it in ``last_flows``
+            (``(f_t-1->t, f_t->t-1)``, float32 (h, w, 2) each; ``None`` without flow or for the first frame),
+            for :class:`FlowTemporalFilter`. Needs 1 in ``gaps``.
     """
 
     def __init__(
@@ -75,10 +78,15 @@ class CoAligner:
         flow: str | None = "dis",
         valid_range: tuple[float, float] = (0.002, 0.998),
         seed: int = 0,
+        keep_flows: bool = False,
     ):
         gaps = tuple(sorted({int(g) for g in gaps}))
         if not gaps or gaps[0] < 1:
             raise ValueError(f"gaps must be positive frame distances, got {gaps}")
+        if keep_flows and gaps[0] != 1:
+            raise ValueError("keep_flows needs neighbouring frames paired (1 in gaps)")
+        self.keep_flows = bool(keep_flows)
+        self.last_flows: tuple[np.ndarray, np.ndarray] | None = None
         if flow not in (None, "dis"):
             raise ValueError(f"flow must be 'dis' or None, got {flow!r}")
         if samples_per_pair < 2:
@@ -116,6 +124,7 @@ class CoAligner:
                 raise ValueError("flow='dis' needs a uint8 grey image of the depth's size for every frame")
             gray = np.ascontiguousarray(gray, dtype=np.uint8)
         t = self.num_frames
+        self.last_flows = None
         if self._buffer and next(iter(self._buffer.values()))[0].shape != depth.shape:
             raise ValueError("all frames must share one size")
         self._buffer[t] = (depth, gray if self.flow == "dis" else None)
@@ -137,6 +146,8 @@ class CoAligner:
         if self.flow == "dis":
             fwd = self._dis.calc(gi, gj, None)
             bwd = self._dis.calc(gj, gi, None)
+            if self.keep_flows and j - i == 1:
+                self.last_flows = (fwd, bwd)
             vv, uu = np.mgrid[0:h, 0:w].astype(np.float32)
             u, v = uu + fwd[..., 0], vv + fwd[..., 1]
             inside = (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
@@ -324,3 +335,233 @@ def normalise_clip(depth_min: np.ndarray, depth_max: np.ndarray, a: np.ndarray, 
     ends = np.stack([a * depth_min + c, a * depth_max + c])
     lo, hi = float(ends.min()), float(ends.max())
     return lo, (hi if hi > lo else lo + 1.0)
+
+
+# ----------------------------------------------------------------------------------- temporal smoothing
+
+SMOOTHING_MODES = ("none", "forward", "bidirectional")
+
+
+def _identity_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    vv, uu = np.mgrid[0:h, 0:w].astype(np.float32)
+    return uu, vv
+
+
+def _remap(img: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Bilinear lookup of (H, W[, C]) ``img`` at float pixel coordinates (OpenCV's remap, edges replicated)."""
+    import cv2
+
+    return cv2.remap(img, u, v, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+class FlowTemporalFilter:
+    """Recursive, flow-guided temporal filter for a co-aligned clip: constant memory, one frame at a time.
+
+    Frame ``t``'s output is ``F_t = (1 - k) * D_t + k * W_t`` per pixel, where ``D_t`` is the current
+    (co-aligned) depth and ``W_t`` the previous output ``F_{t-1}`` carried into frame ``t`` along the
+    optical flow (bilinear lookup with :func:`cv2.remap`). The weight ``k = strength * c_flow * c_depth``
+    falls to 0, so that the output is the current frame, where the history cannot be trusted:
+
+    * ``c_flow`` is 0 where the forward-backward flow check fails (``|f_t->t-1 + f_t-1->t|`` at least
+      ``flow_tolerance + 0.05 |f|`` pixels) or the flow leaves the image: occlusions, disocclusions, new
+      content at the border and badly tracked pixels;
+    * ``c_depth = exp(-(r / depth_tolerance)^2 / 2)`` with ``r = W_t - D_t`` (after the affine correction
+      below): moving objects whose depth changes and any remaining tracking error keep the current frame.
+
+    **Affine correction** (``affine=True``): the carried history is first mapped by one least-squares
+    scale and shift onto the current frame over the flow-confident pixels (three robust steps), so a
+    change of the whole frame's level (a dolly shot: every depth changes with the camera's travel) is
+    followed at once; only the non-affine frame-to-frame changes are averaged out. Off by default: on
+    co-aligned clips it also passes the remaining per-frame level jitter through, and measured worse on
+    every trajectory type (docs/results.md).
+
+    For independent noise of standard deviation ``s`` on a static scene (``c = 1``), the steady-state output
+    has noise ``s * sqrt((1 - k) / (1 + k))`` and frame-to-frame changes ``(1 - k) / sqrt(1 + k)`` times
+    those of the input (``k = 0.5``: 0.41).
+
+    Args:
+        strength: ``k`` for fully confident pixels, in [0, 1): 0 = no smoothing; larger = smoother; a
+            forward pass lags changes by about ``k / (1 - k)`` frames (the bidirectional mode cancels that
+            for steady changes, see :func:`smooth_clip`).
+        depth_tolerance: scale of ``c_depth`` in the units of the depth maps (> 0); the clip is filtered in
+            its normalised [0, 1] form, so 0.2 means 20% of the clip's depth range.
+        affine: correct the carried history by one scale and shift per frame (see above).
+        min_confident: fraction of flow-confident pixels below which a frame is not smoothed at all
+            (a cut, or a flow failure), in [0, 1].
+        flow_tolerance: base of the forward-backward flow check in pixels (> 0).
+    Raises:
+        ValueError: a parameter out of range.
+    """
+
+    def __init__(
+        self,
+        strength: float = 0.95,
+        depth_tolerance: float = 0.2,
+        affine: bool = False,
+        min_confident: float = 0.05,
+        flow_tolerance: float = 1.5,
+    ):
+        strength = float(strength)
+        flow_tolerance = float(flow_tolerance)
+        if not flow_tolerance > 0.0 or not np.isfinite(flow_tolerance):
+            raise ValueError(f"flow_tolerance must be a positive number of pixels, got {flow_tolerance}")
+        depth_tolerance = float(depth_tolerance)
+        min_confident = float(min_confident)
+        if not 0.0 <= strength < 1.0:
+            raise ValueError(f"smoothing strength must be in [0, 1), got {strength}")
+        if not depth_tolerance > 0.0 or not np.isfinite(depth_tolerance):
+            raise ValueError(f"depth_tolerance must be a positive number, got {depth_tolerance}")
+        if not 0.0 <= min_confident <= 1.0:
+            raise ValueError(f"min_confident must be in [0, 1], got {min_confident}")
+        self.strength = strength
+        self.depth_tolerance = depth_tolerance
+        self.affine = bool(affine)
+        self.min_confident = min_confident
+        self.flow_tolerance = flow_tolerance
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the history (the next frame is passed through unchanged)."""
+        self._prev: np.ndarray | None = None
+        self.last_weight: np.ndarray | None = None
+
+    def step(
+        self, depth: np.ndarray, flow_to_prev: np.ndarray | None = None, flow_from_prev: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Filter the next frame.
+
+        Args:
+            depth: (H, W) float depth of this frame (co-aligned with the previous ones).
+            flow_to_prev: (H, W, 2) float flow from this frame to the previous one, in pixels (x, y):
+                pixel ``p`` of this frame shows what pixel ``p + flow_to_prev[p]`` of the previous frame showed.
+            flow_from_prev: (H, W, 2) flow from the previous frame to this one (for the consistency check).
+                Both ``None``: a static camera (each pixel is paired with itself, no flow check).
+        Returns:
+            float32 (H, W) filtered depth; ``last_weight`` holds the per-pixel weight ``k`` of the history.
+        Raises:
+            ValueError: shapes that do not match, or only one of the two flows.
+        """
+        d = np.asarray(depth, dtype=np.float32)
+        if d.ndim != 2:
+            raise ValueError(f"depth must be (H, W), got {d.shape}")
+        if (flow_to_prev is None) != (flow_from_prev is None):
+            raise ValueError("give both flows (to and from the previous frame) or neither")
+        if self._prev is None or self.strength == 0.0:
+            self._prev = d.copy()
+            self.last_weight = np.zeros_like(d)
+            return self._prev.copy()
+        if self._prev.shape != d.shape:
+            raise ValueError(f"frame size changed from {self._prev.shape} to {d.shape}")
+        h, w = d.shape
+        if flow_to_prev is None:
+            warped, ok = self._prev, np.ones((h, w), bool)
+        else:
+            back = np.asarray(flow_to_prev, dtype=np.float32)
+            fwd = np.asarray(flow_from_prev, dtype=np.float32)
+            if back.shape != (h, w, 2) or fwd.shape != (h, w, 2):
+                raise ValueError(f"flows must be (H, W, 2) = {(h, w, 2)}, got {back.shape} and {fwd.shape}")
+            uu, vv = _identity_grid(h, w)
+            u, v = uu + back[..., 0], vv + back[..., 1]
+            inside = (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
+            there = _remap(fwd, u, v)
+            err = np.hypot(back[..., 0] + there[..., 0], back[..., 1] + there[..., 1])
+            ok = inside & (err < self.flow_tolerance + 0.05 * np.hypot(back[..., 0], back[..., 1]))
+            warped = _remap(self._prev, u, v)
+        ok &= np.isfinite(warped) & np.isfinite(d)
+        weight = np.zeros((h, w), np.float32)
+        if ok.mean() >= max(self.min_confident, 1e-9):
+            if self.affine:
+                warped = self._match(warped, d, ok)
+            r = warped - d
+            weight = np.where(ok, self.strength * np.exp(-0.5 * (r / self.depth_tolerance) ** 2), 0.0)
+            weight = weight.astype(np.float32)
+        out = np.where(weight > 0, (1.0 - weight) * d + weight * np.where(ok, warped, 0.0), d).astype(np.float32)
+        self._prev = out
+        self.last_weight = weight
+        return out.copy()
+
+    def _match(self, warped: np.ndarray, d: np.ndarray, ok: np.ndarray) -> np.ndarray:
+        """``s * warped + b`` fitted to ``d`` over ``ok`` by weighted least squares (two robust steps);
+        scales outside [0.5, 2] (a degenerate fit) leave ``warped`` as it is."""
+        x = warped[ok].astype(np.float64)
+        y = d[ok].astype(np.float64)
+        if x.size < 16 or np.ptp(x) <= 1e-9:
+            return warped
+        wt = np.ones_like(x)
+        s, b = 1.0, 0.0
+        for _ in range(3):
+            sw = wt.sum()
+            mx, my = (wt * x).sum() / sw, (wt * y).sum() / sw
+            vx = (wt * (x - mx) ** 2).sum()
+            if vx <= 1e-12:
+                return warped
+            s = float((wt * (x - mx) * (y - my)).sum() / vx)
+            b = float(my - s * mx)
+            r = s * x + b - y
+            wt = np.exp(-0.5 * (r / self.depth_tolerance) ** 2)
+            if wt.sum() < 16:
+                return warped
+        if not 0.5 <= s <= 2.0:
+            return warped
+        return (s * warped + b).astype(np.float32)
+
+
+def smooth_clip(
+    num_frames: int,
+    frame,
+    flows,
+    mode: str = "bidirectional",
+    make_store=None,
+    **filter_args,
+):
+    """Run :class:`FlowTemporalFilter` over a clip; yields the smoothed frames in order (float32 (H, W)).
+
+    Args:
+        num_frames: T.
+        frame: ``frame(t)`` -> (H, W) co-aligned depth of frame ``t`` (random access; the backward pass reads
+            the clip from its end).
+        flows: ``flows(t)`` -> ``(f_t-1->t, f_t->t-1)``, the two (H, W, 2) flows between frames ``t - 1`` and
+            ``t`` (t >= 1), or ``None`` for a static camera.
+        mode: ``"forward"`` (causal: each frame sees only the past; lags by about k / (1 - k) frames) or
+            ``"bidirectional"`` (the mean of a forward and a backward pass: no lag, smoother); ``"none"``.
+        make_store: for ``"bidirectional"``, a factory returning a store with ``append(frame)`` and
+            ``get(k)`` (the k-th appended frame) for the backward pass's T frames (in memory by default; a
+            disk spill keeps memory constant).
+        filter_args: :class:`FlowTemporalFilter` arguments.
+    Raises:
+        ValueError: unknown ``mode`` or bad filter arguments.
+    """
+    if mode not in SMOOTHING_MODES:
+        raise ValueError(f"temporal smoothing must be one of {SMOOTHING_MODES}, got {mode!r}")
+    filt = FlowTemporalFilter(**filter_args)  # validates before any frame is read
+    return _smooth(num_frames, frame, flows, mode, make_store, filt, filter_args)
+
+
+def _smooth(num_frames, frame, flows, mode, make_store, filt, filter_args):
+    if mode == "none":
+        for t in range(num_frames):
+            yield np.asarray(frame(t), np.float32)
+        return
+    backward = None
+    if mode == "bidirectional":
+        backward = make_store() if make_store is not None else _ListStore()
+        bfilt = FlowTemporalFilter(**filter_args)
+        for t in range(num_frames - 1, -1, -1):  # stored in this order: frame t is entry T - 1 - t
+            f = flows(t + 1) if t + 1 < num_frames else None
+            # backward in time the "previous" frame is t + 1: the flow to it is f_t->t+1, from it f_t+1->t
+            backward.append(bfilt.step(frame(t), *(f if f is not None else (None, None))))
+    for t in range(num_frames):
+        f = flows(t) if t > 0 else None
+        fwd = filt.step(frame(t), *((f[1], f[0]) if f is not None else (None, None)))
+        yield fwd if backward is None else 0.5 * (fwd + np.asarray(backward.get(num_frames - 1 - t), np.float32))
+
+
+class _ListStore:
+    def __init__(self):
+        self._items = []
+
+    def append(self, x):
+        self._items.append(x)
+
+    def get(self, t):
+        return self._items[t]

@@ -9,8 +9,16 @@ import json
 import sys
 from pathlib import Path
 
+from apdepth.temporal import SMOOTHING_MODES
 from apdepth.video import VideoReadError, VideoSource, is_video_file
-from apdepth.video_depth import VideoOutputOptions, process_video, video_output_paths
+from apdepth.video_depth import (
+    DEFAULT_SMOOTHING,
+    DEFAULT_SMOOTHING_STRENGTH,
+    VideoOutputOptions,
+    check_smoothing,
+    process_video,
+    video_output_paths,
+)
 
 
 def add_video_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,6 +49,18 @@ def add_video_arguments(p: argparse.ArgumentParser) -> None:
         choices=["dis", "none"],
         help="pair pixels between frames by optical flow (dis, default) or by position (none: static camera)",
     )
+    g.add_argument(
+        "--temporal-smoothing",
+        default=None,
+        choices=list(SMOOTHING_MODES),
+        help=f"flow-guided temporal filter on the co-aligned clip (default {DEFAULT_SMOOTHING}; none with --per-frame)",
+    )
+    g.add_argument(
+        "--smoothing-strength",
+        type=float,
+        default=DEFAULT_SMOOTHING_STRENGTH,
+        help=f"weight of the tracked history in [0, 1) (default {DEFAULT_SMOOTHING_STRENGTH}; 0 = no smoothing)",
+    )
 
 
 def wants_video(args: argparse.Namespace) -> bool:
@@ -62,6 +82,11 @@ def run_video(args: argparse.Namespace) -> int:
         return 2
     if args.processing_res is not None and args.processing_res < 0:
         print("error: --processing-res must be >= 0 (0 = native size)", file=sys.stderr)
+        return 2
+    try:
+        smoothing = check_smoothing(args.temporal_smoothing, args.smoothing_strength, consistent=not args.per_frame)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     unsupported = [
         name
@@ -141,6 +166,8 @@ def run_video(args: argparse.Namespace) -> int:
                     consistent=not args.per_frame,
                     flow=None if args.flow == "none" else args.flow,
                     show_progress=not args.quiet,
+                    smoothing=smoothing,
+                    smoothing_strength=args.smoothing_strength,
                 )
                 done.append(spec)
             except VideoReadError as err:

@@ -28,7 +28,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from apdepth.temporal import DEFAULT_GAPS, CoAligner, normalise_clip
+from apdepth.temporal import DEFAULT_GAPS, SMOOTHING_MODES, CoAligner, FlowTemporalFilter, normalise_clip, smooth_clip
 from apdepth.video import Frame, VideoReadError, VideoSource
 
 
@@ -40,9 +40,11 @@ class VideoDepthOutput:
         relates the whole clip to true depth (unknown, as for single images), else one per frame.
     times: float64 (T,) presentation time of each frame in seconds from the first.
     scale, shift: float64 (T,) the co-alignment: frame ``t``'s raw prediction ``d_t`` became
-        ``(scale[t] * d_t + shift[t] - lo) / (hi - lo)`` with ``(lo, hi) = clip_range``.
+        ``(scale[t] * d_t + shift[t] - lo) / (hi - lo)`` with ``(lo, hi) = clip_range`` (before the temporal
+        filter, when ``stats["smoothing"]`` is not ``"none"``).
     clip_range: the clip-wide normalisation ``(lo, hi)``.
     fps: the clip's average frame rate in frames/s.
+    stats: ``seconds``, ``frames_per_s`` and ``smoothing`` (the temporal filter's mode).
     per_frame: with ``output_per_frame=True``, the naive per-frame output (T, H, W) of the same model
         pass (each frame's own [0, 1] normalisation); else ``None``.
     """
@@ -65,6 +67,7 @@ class _Spill:
         self._fh = None
         self._path = None
         self._shape = None
+        self._map = None
         self.count = 0
         if folder is not None:
             Path(folder).mkdir(parents=True, exist_ok=True)
@@ -91,7 +94,17 @@ class _Spill:
                 yield np.array(mm[t])
             del mm
 
+    def get(self, t: int) -> np.ndarray:
+        """The ``t``-th appended array (random access; reading a spill file maps it once)."""
+        if self._fh is None:
+            return self._frames[t]
+        if self._map is None or len(self._map) != self.count:
+            self._fh.flush()
+            self._map = np.memmap(self._path, dtype=np.float32, mode="r", shape=(self.count, *self._shape))
+        return np.array(self._map[t])
+
     def close(self) -> None:
+        self._map = None
         if self._fh is not None:
             self._fh.close()
             self._fh = None
@@ -141,8 +154,10 @@ def _depth_pass(
     flow,
     gaps,
     progress=None,
+    flow_spill: _Spill | None = None,
 ):
-    """Pass 1: raw predictions at processing resolution into ``spill``; correspondences into a CoAligner."""
+    """Pass 1: raw predictions at processing resolution into ``spill``; correspondences into a CoAligner;
+    with ``flow_spill``, the flows between neighbouring frames (for the temporal filter) into it."""
     aligner = None
     if consistent:
         if flow == "dis":
@@ -152,7 +167,7 @@ def _depth_pass(
                 raise ImportError(
                     'consistent video depth with flow="dis" needs OpenCV: pip install "apdepth[video]"'
                 ) from err
-        aligner = CoAligner(gaps=gaps, flow=flow)
+        aligner = CoAligner(gaps=gaps, flow=flow, keep_flows=flow_spill is not None)
     times: list[float] = []
     size = None
     for batch in _batches(frames, batch_size):
@@ -169,6 +184,8 @@ def _depth_pass(
             times.append(f.time_s)
             if aligner is not None:
                 aligner.add_frame(d, _gray(f.rgb, d.shape) if flow == "dis" else None)
+                if flow_spill is not None and aligner.last_flows is not None:
+                    flow_spill.append(np.stack(aligner.last_flows))
         if progress is not None:
             progress(len(batch))
     if not times:
@@ -185,6 +202,58 @@ def _depth_pass(
 def _finish(d: np.ndarray, a: float, c: float, lo: float, hi: float, size) -> np.ndarray:
     out = (a * d.astype(np.float64) + c - lo) / (hi - lo)
     return np.clip(_upsample(out.astype(np.float32), size), 0.0, 1.0)
+
+
+DEFAULT_SMOOTHING = "bidirectional"
+DEFAULT_SMOOTHING_STRENGTH = 0.95
+
+
+def check_smoothing(smoothing: str | None, strength: float, consistent: bool = True, gaps=DEFAULT_GAPS) -> str:
+    """Validate the temporal-smoothing options of :func:`predict_video`; returns the mode (``None``: the
+    default, :data:`DEFAULT_SMOOTHING` for the consistent clip and ``"none"`` with ``consistent=False``).
+
+    Raises:
+        ValueError: unknown mode, strength outside [0, 1), smoothing without co-alignment (``consistent=False``),
+            or ``gaps`` without 1 (the filter follows neighbouring frames).
+    """
+    mode = (DEFAULT_SMOOTHING if consistent else "none") if smoothing is None else smoothing
+    if mode not in SMOOTHING_MODES:
+        raise ValueError(f"temporal smoothing must be one of {', '.join(SMOOTHING_MODES)}, got {smoothing!r}")
+    FlowTemporalFilter(strength=strength)  # validates the strength
+    if mode != "none" and not consistent:
+        raise ValueError(
+            "temporal smoothing works on the co-aligned clip; it cannot be combined with the naive per-frame "
+            "output (consistent=False, --per-frame)"
+        )
+    if mode != "none" and 1 not in {int(g) for g in gaps}:
+        raise ValueError("temporal smoothing needs neighbouring frames paired: 1 must be in gaps")
+    return mode
+
+
+def _output_frames(spill, flow_spill, a, c, lo, hi, size, mode, strength, folder, name) -> Iterator[np.ndarray]:
+    """Pass 2's frames in order: co-aligned, one normalisation for the clip, optionally smoothed (at
+    processing resolution), then upsampled to ``size`` and clipped to [0, 1]."""
+    if mode == "none":
+        for t, d in enumerate(spill.frames()):
+            yield _finish(d, a[t], c[t], lo, hi, size)
+        return
+
+    def frame(t):
+        return ((a[t] * spill.get(t).astype(np.float64) + c[t] - lo) / (hi - lo)).astype(np.float32)
+
+    def flows(t):
+        if flow_spill is None or flow_spill.count == 0:
+            return None
+        f = flow_spill.get(t - 1)
+        return f[0], f[1]
+
+    back = _Spill(folder, f"{name}.smooth") if mode == "bidirectional" else None
+    try:
+        for x in smooth_clip(spill.count, frame, flows, mode, make_store=lambda: back, strength=strength):
+            yield np.clip(_upsample(x, size), 0.0, 1.0)
+    finally:
+        if back is not None:
+            back.close()
 
 
 def _frames_of(frames) -> tuple[Iterator[Frame] | None, VideoSource | None, float | None]:
@@ -233,6 +302,8 @@ def predict_video(
     gaps=DEFAULT_GAPS,
     fps: float | None = None,
     output_per_frame: bool = False,
+    smoothing: str | None = None,
+    smoothing_strength: float = DEFAULT_SMOOTHING_STRENGTH,
 ) -> VideoDepthOutput:
     """Temporally consistent depth for a clip, in memory.
 
@@ -249,6 +320,13 @@ def predict_video(
         gaps: frame distances paired in the co-alignment.
         fps: frame rate of an array/list input (frames/s, default 30); files carry their own.
         output_per_frame: also return the naive per-frame output of the same model pass (``per_frame``).
+        smoothing: flow-guided temporal filter on the co-aligned clip (:class:`~apdepth.temporal.FlowTemporalFilter`):
+            ``"bidirectional"`` (mean of a forward and a backward recursive pass, no lag), ``"forward"``
+            (causal) or ``"none"``; ``None`` = ``"bidirectional"`` for the consistent clip, ``"none"`` with
+            ``consistent=False`` (an explicit mode needs ``consistent=True``).
+        smoothing_strength: weight of the carried history for confidently tracked pixels, in [0, 1)
+            (0 = no smoothing). Occluded, disoccluded and badly tracked pixels, and pixels whose depth changed,
+            keep the current frame.
     Returns:
         :class:`VideoDepthOutput` with ``depth`` float32 (T, H, W) in [0, 1], 0 = near.
     Raises:
@@ -256,6 +334,7 @@ def predict_video(
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
+    mode = check_smoothing(smoothing, smoothing_strength, consistent, gaps)
     it, src, file_fps = _frames_of(frames)
     fps = file_fps or (30.0 if fps is None else float(fps))
     if it is None:
@@ -263,6 +342,7 @@ def predict_video(
     if src is None:
         it = _check_sizes(_retime(it, fps))
     spill = _Spill(None)
+    flow_spill = _Spill(None) if mode != "none" and flow is not None else None
     try:
         t0 = time.perf_counter()
         times, a, c, (lo, hi), size = _depth_pass(
@@ -274,32 +354,62 @@ def predict_video(
             consistent=consistent,
             flow=flow,
             gaps=gaps,
+            flow_spill=flow_spill,
         )
-        depth = np.stack([_finish(d, a[t], c[t], lo, hi, size) for t, d in enumerate(spill.frames())])
+        depth = np.stack(
+            list(_output_frames(spill, flow_spill, a, c, lo, hi, size, mode, smoothing_strength, None, "clip"))
+        )
         naive = np.stack([_finish(d, 1.0, 0.0, 0.0, 1.0, size) for d in spill.frames()]) if output_per_frame else None
         elapsed = time.perf_counter() - t0
     finally:
         spill.close()
-    stats = {"seconds": elapsed, "frames_per_s": len(times) / max(elapsed, 1e-9)}
+        if flow_spill is not None:
+            flow_spill.close()
+    stats = {"seconds": elapsed, "frames_per_s": len(times) / max(elapsed, 1e-9), "smoothing": mode}
     return VideoDepthOutput(depth, times, a, c, (lo, hi), fps, stats, naive)
 
 
-def coalign_clip(raw: np.ndarray, frames: np.ndarray, flow: str | None = "dis", gaps=DEFAULT_GAPS) -> VideoDepthOutput:
+def coalign_clip(
+    raw: np.ndarray,
+    frames: np.ndarray,
+    flow: str | None = "dis",
+    gaps=DEFAULT_GAPS,
+    smoothing: str | None = None,
+    smoothing_strength: float = DEFAULT_SMOOTHING_STRENGTH,
+    output_smoothed: bool = False,
+) -> VideoDepthOutput | tuple[VideoDepthOutput, np.ndarray]:
     """The co-alignment step alone, on per-frame predictions already computed (what :func:`predict_video`
     does after the model): ``raw`` float (T, h, w) the pipeline's per-frame depth at processing resolution
     (``match_input_resolution=False``), ``frames`` uint8 (T, H, W, 3) the clip. Returns the consistent clip
-    at the frames' size (``times`` are frame indices; ``fps`` is 0)."""
+    at the frames' size (``times`` are frame indices; ``fps`` is 0), smoothed as :func:`predict_video` does
+    (same ``smoothing`` options and defaults). With ``output_smoothed=True``, returns ``(unsmoothed output, smoothed
+    depth (T, H, W))`` from one co-alignment (for comparisons)."""
     raw = np.asarray(raw, dtype=np.float32)
     if raw.ndim != 3 or len(raw) != len(frames):
         raise ValueError(f"raw must be (T, h, w) with one map per frame; got {raw.shape} for {len(frames)} frames")
-    aligner = CoAligner(gaps=gaps, flow=flow)
+    mode = check_smoothing(smoothing, smoothing_strength, True, gaps)
+    aligner = CoAligner(gaps=gaps, flow=flow, keep_flows=mode != "none" and flow is not None)
+    flow_spill = _Spill(None)
     for rgb, d in zip(frames, raw):
         aligner.add_frame(d, _gray(rgb, d.shape) if flow == "dis" else None)
+        if aligner.last_flows is not None:
+            flow_spill.append(np.stack(aligner.last_flows))
     a, c = aligner.solve()
     lo, hi = normalise_clip(np.asarray(aligner.depth_min), np.asarray(aligner.depth_max), a, c)
     size = frames.shape[1:3]
-    depth = np.stack([_finish(d, a[t], c[t], lo, hi, size) for t, d in enumerate(raw)])
-    return VideoDepthOutput(depth, np.arange(len(raw), dtype=np.float64), a, c, (lo, hi), 0.0)
+    spill = _Spill(None)
+    for d in raw:
+        spill.append(d)
+    plain = np.stack([_finish(d, a[t], c[t], lo, hi, size) for t, d in enumerate(raw)])
+    out = VideoDepthOutput(plain, np.arange(len(raw), dtype=np.float64), a, c, (lo, hi), 0.0, {"smoothing": "none"})
+    if mode == "none":
+        return (out, plain) if output_smoothed else out
+    smoothed = np.stack(
+        list(_output_frames(spill, flow_spill, a, c, lo, hi, size, mode, smoothing_strength, None, "clip"))
+    )
+    if output_smoothed:
+        return out, smoothed
+    return VideoDepthOutput(smoothed, out.times, a, c, (lo, hi), 0.0, {"smoothing": mode})
 
 
 def _retime(frames: Iterator[Frame], fps: float) -> Iterator[Frame]:
@@ -365,14 +475,19 @@ def process_video(
     flow: str | None = "dis",
     gaps=DEFAULT_GAPS,
     show_progress: bool = True,
+    smoothing: str | None = None,
+    smoothing_strength: float = DEFAULT_SMOOTHING_STRENGTH,
 ) -> dict:
     """Depth for one clip, streamed to files in constant memory (see :class:`VideoOutputOptions`).
 
     Raw predictions are spilled to a temporary file in ``out_dir`` (float32 at processing resolution, removed
-    at the end; the temporary files of an earlier run that was killed are removed first). Writes ``<stem>_video.json`` last: frame count, size, fps, timings, per-frame scale/shift.
-    Returns that record. Raises :class:`~apdepth.video.VideoReadError` for an unreadable clip; no partial
-    output files are left behind then.
+    at the end; the temporary files of an earlier run that was killed are removed first). With ``smoothing``
+    (see :func:`predict_video`) the flows between neighbouring frames are spilled too, and the bidirectional
+    filter's backward pass. Writes ``<stem>_video.json`` last: frame count, size, fps, timings, per-frame
+    scale/shift, smoothing. Returns that record. Raises :class:`~apdepth.video.VideoReadError` for an
+    unreadable clip (no partial output files are left behind then), ValueError for bad options.
     """
+    mode = check_smoothing(smoothing, smoothing_strength, consistent, gaps)
     from tqdm import tqdm
 
     from apdepth.image_io import atomic_write, save_png, to_uint16_png_array
@@ -388,11 +503,14 @@ def process_video(
     # A killed earlier run (SIGKILL/SIGTERM skip clean-up) may have left its temporary files for these outputs.
     from apdepth.writer import remove_stale_temps, remove_stale_temps_in
 
-    remove_stale_video_temps([out_dir / f"{stem}.spill", *video_output_paths(out_dir, stem, opts)])
+    remove_stale_video_temps(
+        [out_dir / f"{stem}{part}.spill" for part in ("", ".flow", ".smooth")] + video_output_paths(out_dir, stem, opts)
+    )
     remove_stale_temps(video_output_paths(out_dir, stem, opts))
     if opts.png_frames:
         remove_stale_temps_in(out_dir / f"{stem}_depth_frames", ".png")
     spill = _Spill(out_dir, stem)
+    flow_spill = _Spill(out_dir, f"{stem}.flow") if mode != "none" and flow is not None else None
     t_start = time.perf_counter()
     try:
         bar = tqdm(total=total, unit="frame", desc=f"{stem}: depth", disable=not show_progress, dynamic_ncols=True)
@@ -411,6 +529,7 @@ def process_video(
             flow=flow,
             gaps=gaps,
             progress=progress,
+            flow_spill=flow_spill,
         )
         bar.close()
         t_depth = time.perf_counter() - t_start
@@ -427,8 +546,8 @@ def process_video(
             png_dir = out_dir / f"{stem}_depth_frames"
             rgb_frames = source.frames() if sbs_video is not None else None
             wbar = tqdm(total=n, unit="frame", desc=f"{stem}: write", disable=not show_progress, dynamic_ncols=True)
-            for t, d in enumerate(spill.frames()):
-                depth = _finish(d, a[t], c[t], lo, hi, size)
+            depths = _output_frames(spill, flow_spill, a, c, lo, hi, size, mode, smoothing_strength, out_dir, stem)
+            for t, depth in enumerate(depths):
                 colored = (
                     colorize_depth(depth, cmap=opts.color_map or "Spectral") if (depth_video or sbs_video) else None
                 )
@@ -453,6 +572,8 @@ def process_video(
             "duration_s": float(times[-1]) + 1.0 / info.fps,
             "consistent": consistent,
             "flow": flow if consistent else None,
+            "temporal_smoothing": mode,
+            "smoothing_strength": smoothing_strength if mode != "none" else None,
             "processing_size": list(spill._shape) if spill._shape else None,
             "seconds_depth_pass": round(t_depth, 3),
             "seconds_total": round(elapsed, 3),
@@ -466,3 +587,5 @@ def process_video(
         return record
     finally:
         spill.close()
+        if flow_spill is not None:
+            flow_spill.close()

@@ -7,6 +7,8 @@ scores four rows with :func:`apdepth.evaluation.video_metrics.video_metrics`:
 * ``naive`` / ``per frame``: each frame normalised on its own, aligned to GT frame by frame (image protocol);
 * ``naive`` / ``per sequence``: the same predictions, ONE alignment for the sequence;
 * ``consistent`` / ``per sequence``: the co-aligned clip, ONE alignment for the sequence;
+* ``consistent + smoothing`` / ``per sequence``: the co-aligned clip after the flow-guided temporal filter
+  (``pipe.predict_video``'s default; :class:`apdepth.temporal.FlowTemporalFilter`), ONE alignment;
 * ``ground truth``: GT scored against itself, the floor of the temporal metrics.
 
 Used by ``apdepth eval --dataset synthetic-video`` and ``benchmarks/video_consistency.py``.
@@ -25,6 +27,7 @@ ROWS = (
     ("naive", "per frame"),
     ("naive", "per sequence"),
     ("consistent", "per sequence"),
+    ("consistent + smoothing", "per sequence"),
     ("ground truth", "-"),
 )
 TRAJECTORY_ORDER = ("walk", "pan", "dolly")
@@ -43,6 +46,8 @@ def evaluate_video_sequences(
     progress: bool = True,
     sequence_ids: list[str] | None = None,
     model_id: str = "bundled",
+    smoothing: str = "bidirectional",
+    smoothing_strength: float | None = None,
 ) -> dict:
     """Score every sequence listed in ``data_dir/sequences.txt``.
 
@@ -55,10 +60,12 @@ def evaluate_video_sequences(
         sequence_ids: score these sequences (default: all of ``sequences.txt``).
         reuse_predictions: use ``out_dir/raw/<id>.npy`` when present instead of running the model; predictions
             cached for another ``model_id`` (checkpoint name) or processing resolution are refused.
+        smoothing, smoothing_strength: the temporal filter of the ``consistent + smoothing`` row (see
+            :func:`apdepth.video_depth.predict_video`; strength ``None`` = its default).
     Returns:
         the summary dict (also written as ``summary.json``).
     Raises:
-        ValueError: ``data_dir`` has no ``sequences.txt`` or a sequence is incomplete.
+        ValueError: ``data_dir`` has no ``sequences.txt``, a sequence is incomplete, or bad smoothing options.
     """
     import torch
     from tqdm import tqdm
@@ -66,7 +73,12 @@ def evaluate_video_sequences(
     from apdepth.evaluation.video_metrics import video_metrics
     from apdepth.image_io import atomic_write, save_npy
     from apdepth.video import read_video
-    from apdepth.video_depth import _upsample, coalign_clip
+    from apdepth.video_depth import DEFAULT_SMOOTHING_STRENGTH, _upsample, check_smoothing, coalign_clip
+
+    if smoothing_strength is None:
+        smoothing_strength = DEFAULT_SMOOTHING_STRENGTH
+    if check_smoothing(smoothing, smoothing_strength) == "none":
+        raise ValueError("the consistent + smoothing row needs a smoothing mode other than 'none'")
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     listing = data_dir / "sequences.txt"
@@ -117,11 +129,13 @@ def evaluate_video_sequences(
             frames_model += n
             save_npy(cache, raw.astype(np.float32))
         t1 = time.perf_counter()
-        out = coalign_clip(raw, frames)
+        out, smoothed = coalign_clip(
+            raw, frames, smoothing=smoothing, smoothing_strength=smoothing_strength, output_smoothed=True
+        )
         align_seconds += time.perf_counter() - t1
         frames_all += n
         naive = np.stack([_upsample(d, frames.shape[1:3]) for d in raw])
-        preds = {"naive": naive, "consistent": out.depth, "ground truth": depth}
+        preds = {"naive": naive, "consistent": out.depth, "consistent + smoothing": smoothed, "ground truth": depth}
         for method, alignment in ROWS:
             m = video_metrics(preds[method], depth, valid, K, poses, per_frame_alignment=alignment == "per frame")
             rows.append(
@@ -144,6 +158,8 @@ def evaluate_video_sequences(
         "model_seconds": round(model_seconds, 1),
         "model_frames_per_s": round(frames_model / model_seconds, 2) if frames_model else None,
         "coalign_seconds_per_frame": round(align_seconds / max(frames_all, 1), 4),
+        "smoothing": smoothing,
+        "smoothing_strength": smoothing_strength,
         "rows": [],
     }
     for method, alignment in ROWS:
@@ -156,14 +172,18 @@ def evaluate_video_sequences(
         }
         summary["rows"].append({"method": method, "alignment": alignment, **agg, "tae_by_trajectory": by_traj})
     get = {(r["method"], r["alignment"]): r for r in summary["rows"]}
-    naive_pf, naive_seq, cons = (
+    naive_pf, naive_seq, cons, smooth = (
         get[("naive", "per frame")],
         get[("naive", "per sequence")],
         get[("consistent", "per sequence")],
+        get[("consistent + smoothing", "per sequence")],
     )
     summary["tae_reduction_vs_naive_per_sequence"] = 1.0 - cons["tae"] / naive_seq["tae"]
     summary["tae_reduction_vs_naive_per_frame"] = 1.0 - cons["tae"] / naive_pf["tae"]
     summary["abs_rel_consistent_minus_naive_per_frame"] = cons["abs_rel"] - naive_pf["abs_rel"]
+    summary["smoothed_tae_reduction_vs_naive_per_sequence"] = 1.0 - smooth["tae"] / naive_seq["tae"]
+    summary["smoothed_tae_reduction_vs_naive_per_frame"] = 1.0 - smooth["tae"] / naive_pf["tae"]
+    summary["smoothed_abs_rel_minus_naive_per_frame"] = smooth["abs_rel"] - naive_pf["abs_rel"]
     with atomic_write(out_dir / "summary.json", "w") as fh:
         json.dump(summary, fh, indent=1)
     with atomic_write(out_dir / "summary.md", "w") as fh:
@@ -179,7 +199,13 @@ def summary_markdown(summary: dict) -> str:
         f"{summary['sequences']} sequences x {summary['frames']} frames, {summary['size'][0]}x{summary['size'][1]} "
         f"({counts}); processing resolution {summary['processing_resolution'] or 'default'}; "
         f"model {fps if fps is not None else '(cached predictions)'} frames/s, "
-        f"co-alignment {summary['coalign_seconds_per_frame'] * 1000:.0f} ms/frame",
+        f"co-alignment{' and smoothing' if 'smoothing' in summary else ''} "
+        f"{summary['coalign_seconds_per_frame'] * 1000:.0f} ms/frame"
+        + (
+            f"; smoothing {summary['smoothing']}, strength {summary['smoothing_strength']}"
+            if "smoothing" in summary
+            else ""
+        ),
         "",
         "| output | alignment to GT | AbsRel ↓ | δ1 ↑ | TAE ↓ | flicker ↓ | TAE walk / pan / dolly |",
         "|---|---|---|---|---|---|---|",
@@ -199,4 +225,11 @@ def summary_markdown(summary: dict) -> str:
         f"{summary['tae_reduction_vs_naive_per_frame']:.1%}. AbsRel consistent (per sequence) - naive (per frame): "
         f"{summary['abs_rel_consistent_minus_naive_per_frame']:+.4f}.",
     ]
+    if "smoothed_tae_reduction_vs_naive_per_sequence" in summary:
+        lines.append(
+            f"With smoothing: TAE reduction vs naive (one alignment per sequence) "
+            f"{summary['smoothed_tae_reduction_vs_naive_per_sequence']:.1%}, vs naive aligned per frame "
+            f"{summary['smoothed_tae_reduction_vs_naive_per_frame']:.1%}; AbsRel - naive (per frame): "
+            f"{summary['smoothed_abs_rel_minus_naive_per_frame']:+.4f}."
+        )
     return "\n".join(lines) + "\n"
