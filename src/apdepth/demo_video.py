@@ -125,7 +125,7 @@ def video_tab(pipeline, work_root: Path, default_res: int, color_maps, max_secon
             )
             resolution = gr.Slider(0, 1024, value=default_res, step=8, label="Processing resolution (px, 0 = native)")
             cmap = gr.Dropdown(list(color_maps), value="Spectral", label="Colour map")
-            consistent = gr.Checkbox(value=True, label="Temporally consistent (co-align frames)")
+            consistent = gr.Checkbox(value=True, label="Temporally consistent (co-align and smooth frames)")
             run_btn = gr.Button("Estimate video depth", variant="primary", elem_id="apdepth-video-run")
             status = gr.Markdown(elem_id="apdepth-video-status")
         with gr.Column(scale=3, min_width=400):
