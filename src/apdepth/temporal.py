@@ -22,6 +22,10 @@ gradients for long clips), so a clip of any length costs memory linear in its le
 Note: a camera moving along its optical axis changes every depth by the same amount, which is
 indistinguishable from a change of shift; co-alignment keeps such a change only as far as the
 predictions themselves show it. The benchmark in ``docs/results.md`` measures what remains.
+
+What co-alignment cannot remove, non-affine frame-to-frame changes, :class:`FlowTemporalFilter` averages
+out along the optical flow (recursively, with fall-back to the current frame where the flow or the depth
+disagrees); :func:`smooth_clip` runs it over a clip, forward or in both directions.
 """
 
 from __future__ import annotations
