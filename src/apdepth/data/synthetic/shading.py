@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .geometry import PATTERNS, Material, Scene
-from .raycast import _bounding_spheres, _cast, _dot, _g, _segment_distance
+from .raycast import _bounding_corners, _bounding_spheres, _cast, _dot, _dot3, _g, _segment_distance
 
 _SHADE_CHUNK = 65536  # pixels shaded per step (a 256x256 image in one step)
 
@@ -114,26 +114,29 @@ def _surface(scene: Scene, x, d, idx):
     k1, k2, k3 = npl, npl + nb, npl + nb + ns  # global index where each primitive kind starts
     sel = (idx < k1).nonzero().squeeze(1)
     if len(sel):
-        n.index_copy_(0, sel, scene.plane_normal[_g(idx, sel)])
-        nl.index_copy_(0, sel, _g(n, sel))
+        pn = _g(scene.plane_normal, _g(idx, sel))
+        n.index_copy_(0, sel, pn)
+        nl.index_copy_(0, sel, pn)
     sel = ((idx >= k1) & (idx < k2)).nonzero().squeeze(1)
     if len(sel):
         j = _g(idx, sel) - k1
         A = _g(scene.box_axes, j)
         rel = _g(x, sel) - _g(scene.box_center, j)
-        loc = torch.stack([_dot(rel, A[:, k]) for k in range(3)], -1)
+        relc, Ac = rel.t().contiguous(), A.permute(1, 2, 0).contiguous()  # component-first: unit strides
+        loc = torch.stack([_dot3(relc, Ac[k]) for k in range(3)], -1)
         q = loc / _g(scene.box_half, j)
         ax = _argmax3(q.abs())
         sign = torch.sign(q.gather(1, ax[:, None]))
-        n.index_copy_(0, sel, sign * A[torch.arange(len(sel)), ax])
+        n.index_copy_(0, sel, sign * A.gather(1, ax[:, None, None].expand(-1, 1, 3)).squeeze(1))
         nl.index_copy_(0, sel, torch.nn.functional.one_hot(ax, 3).float() * sign)
         p.index_copy_(0, sel, loc)
     sel = ((idx >= k2) & (idx < k3)).nonzero().squeeze(1)
     if len(sel):
         j = _g(idx, sel) - k2
         rel = _g(x, sel) - _g(scene.sphere_center, j)
-        n.index_copy_(0, sel, rel / _g(scene.sphere_radius, j)[:, None])
-        nl.index_copy_(0, sel, _g(n, sel))
+        sn = rel / _g(scene.sphere_radius, j)[:, None]
+        n.index_copy_(0, sel, sn)
+        nl.index_copy_(0, sel, sn)
         p.index_copy_(0, sel, rel)
     sel = (idx >= k3).nonzero().squeeze(1)
     if len(sel):
@@ -295,7 +298,7 @@ def _shade(scene: Scene, eye, d, t, idx, hit, focal, dn=None):
             atten = 1.0 / (1.0 + (dist / lt.falloff) ** 2)
         lam = _dot(n, ldir).clamp_min(0)
         parts.append((x, n, alb, ldir, atten, lam))
-    x, n, alb, ldir, atten, lam = (torch.cat(z) for z in zip(*parts))
+    x, n, alb, ldir, atten, lam = parts[0] if len(parts) == 1 else (torch.cat(z) for z in zip(*parts))
     vis = torch.ones(len(x))
     if lt.shadows and bool(scene.casts_shadow.any()):
         vis = _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam)
@@ -347,7 +350,21 @@ def _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam):
     cand = (~finite & scene.casts_shadow)[None].expand(T, -1).clone()  # infinite casters: everywhere
     cols = (finite & scene.casts_shadow).nonzero().squeeze(1)  # only shadow casters need the distance
     segd = _segment_distance(_g(centers, cols)[None], ctr[:, None], end[:, None])
-    cand[:, cols] = segd <= (_g(radii, cols)[None] + rad[:, None] + 1e-3)
+    near = segd <= (_g(radii, cols)[None] + rad[:, None] + 1e-3)
+    if lt.kind == "sun" and len(cols):
+        # Seen along the sun's direction a shadow ray is a point: it can only meet a primitive whose shadow
+        # outline contains its origin. Compare the tile's disc of origins with the primitive's enclosing box
+        # projected on a plane across the light (its 2-D bounds, widened by 1 cm); far tighter than bounding
+        # spheres for long boxes such as buildings.
+        L = ldir[0]
+        e1 = torch.linalg.cross(L, torch.tensor([1.0, 0.0, 0.0] if abs(float(L[0])) < 0.9 else [0.0, 1.0, 0.0]))
+        e1 = e1 / e1.norm()
+        E = torch.stack([e1, torch.linalg.cross(L, e1)], 1)  # (3,2) orthonormal, both across L
+        outline = _bounding_corners(scene).index_select(0, cols - len(scene.plane_offset)) @ E  # (Nc,8,2)
+        lo2, hi2 = outline.amin(dim=1) - 1e-2, outline.amax(dim=1) + 1e-2
+        c2, r2 = ctr @ E, rad[:, None, None]
+        near &= ((c2[:, None] + r2 >= lo2[None]) & (c2[:, None] - r2 <= hi2[None])).all(dim=-1)
+    cand[:, cols] = near
     cand &= any_act[:, None]
     blocked = _cast(scene, O, D, cand, act, any_hit_tmax=tmax)
     return 1.0 - _g(blocked.reshape(-1), hsel).float()
