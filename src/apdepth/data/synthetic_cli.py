@@ -218,7 +218,7 @@ def write_dataset(
 ) -> Path:
     """Write samples ``seed .. seed+num-1``; returns the split-file path. ``split.txt`` keeps the
     lines of earlier runs, so extending a dataset lists every sample. ``workers > 1`` renders in
-    that many spawned processes; the files are identical either way."""
+    that many worker processes (see :func:`_worker_pool`); the files are identical either way."""
     from tqdm import tqdm
 
     if num < 1:
