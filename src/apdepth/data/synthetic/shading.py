@@ -44,15 +44,18 @@ def _value_noise(p, shift):
     fl = torch.floor(p)
     fr = p - fl
     w = fr * fr * (3 - 2 * fr)
-    i = fl.long()
+    # Only the lattice coordinates modulo 256 matter: fmod of an integer-valued float is exact, so 32-bit
+    # integers (twice the SIMD lanes of 64-bit ones) give the same table indices, whatever the magnitude.
+    i = torch.fmod(fl, 256.0).to(torch.int32)
+    shift = shift.to(torch.int32)
     x0 = (i[0] + shift) & 255
     y0 = ((i[1] + (shift >> 8)) & 255) << 8
     x1 = (x0 + 1) & 255
     y1 = (y0 + 256) & 0xFF00
     table = _hash_table()
     wx = w[0]
-    top = torch.lerp(table.take(y0 | x0), table.take(y0 | x1), wx)
-    bot = torch.lerp(table.take(y1 | x0), table.take(y1 | x1), wx)
+    top = torch.lerp(table.index_select(0, y0 | x0), table.index_select(0, y0 | x1), wx)
+    bot = torch.lerp(table.index_select(0, y1 | x0), table.index_select(0, y1 | x1), wx)
     return torch.lerp(top, bot, w[1])
 
 
