@@ -34,7 +34,8 @@ def render(scene: Scene, camera: Camera, height: int, width: int) -> dict:
     # Tile culling: a primitive can only be hit inside a tile if its bounding sphere lies within
     # the cone spanned by the tile's rays.
     centers, radii = _bounding_spheres(scene)
-    dn = d / d.norm(dim=-1, keepdim=True)
+    dnorm = d.norm(dim=-1, keepdim=True)
+    dn = d / dnorm
     axis = dn.mean(dim=1)
     axis = axis / axis.norm(dim=-1, keepdim=True)
     half_angle = torch.acos(_dot(dn, axis[:, None]).amin(dim=1).clamp(-1, 1))  # (T,): acos is decreasing
@@ -49,7 +50,7 @@ def render(scene: Scene, camera: Camera, height: int, width: int) -> dict:
     t, idx = _cast(scene, eye.reshape(1, 1, 3), d, cand, inimg)
     hit = inimg & (idx >= 0)
     valid = hit & (t <= scene.max_depth)
-    rgb = _shade(scene, eye, d, t, idx, hit, f, dn)
+    rgb = _shade(scene, eye, d, t, idx, hit, f, dn, dnorm[..., 0])
 
     def untile(x):
         th, tw = -(-height // _TILE), -(-width // _TILE)

@@ -255,8 +255,9 @@ def _albedo(mt, idx, p, nl, footprint):
     return alb.clamp(0, 1)
 
 
-def _shade(scene: Scene, eye, d, t, idx, hit, focal, dn=None):
-    """Linear shading -> sRGB float (T,S,3) in [0,1]. ``dn``: the unit ray directions ``d / |d|`` if known."""
+def _shade(scene: Scene, eye, d, t, idx, hit, focal, dn=None, dnorm=None):
+    """Linear shading -> sRGB float (T,S,3) in [0,1]. ``dn``, ``dnorm``: the unit ray directions ``d / |d|``
+    and the lengths ``|d|`` (T,S) if known (a row's norm does not depend on its position in the array)."""
     T, S = t.shape
     out = torch.zeros(T, S, 3)
     lt = scene.lighting
@@ -276,6 +277,7 @@ def _shade(scene: Scene, eye, d, t, idx, hit, focal, dn=None):
     tt = _g(t.reshape(-1), hsel)
     dd = _g(d.reshape(-1, 3), hsel)
     ii = _g(idx.reshape(-1), hsel)
+    ll = _g(dnorm.reshape(-1), hsel) if dnorm is not None else None
     mt = _material_table(scene.materials)
     if lt.kind not in ("sun", "point"):
         raise ValueError(f"unknown light kind {lt.kind!r}; use 'sun' or 'point'")
@@ -285,7 +287,7 @@ def _shade(scene: Scene, eye, d, t, idx, hit, focal, dn=None):
         tc, dc, ic = tt[c0 : c0 + _SHADE_CHUNK], dd[c0 : c0 + _SHADE_CHUNK], ii[c0 : c0 + _SHADE_CHUNK]
         x = eye + tc[:, None] * dc
         n, p, nl = _surface(scene, x, dc, ic)
-        dlen = dc.norm(dim=-1)
+        dlen = dc.norm(dim=-1) if ll is None else ll[c0 : c0 + _SHADE_CHUNK]
         footprint = tc * dlen / focal  # metres per pixel along the ray
         # grazing angles stretch the footprint; include it so oblique floors fade rather than alias
         cosv = (-_dot(n, dc) / dlen).clamp(0.05, 1.0)
