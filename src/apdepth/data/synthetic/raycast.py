@@ -90,8 +90,8 @@ def _t_cylinders(o, d, base, height, r):
     """o, d: (3,K,S|1); base (3,K,1) centre of the bottom cap; height, r (K,1)."""
     rx, ry, rz = o[0] - base[0], o[1] - base[1], o[2] - base[2]
     dx, dy, dz = d[0], d[1], d[2]
-    shape = torch.broadcast_shapes(rx.shape, dx.shape)
-    inf = torch.full(shape, math.inf)
+    # (torch.broadcast_shapes would import sympy on first use: half a second per process)
+    inf = torch.full((max(rx.shape[0], dx.shape[0]), max(rx.shape[1], dx.shape[1])), math.inf)
     a = dx * dx + dz * dz
     b = rx * dx + rz * dz
     cc = rx * rx + rz * rz - r * r
