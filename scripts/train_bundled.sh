@@ -41,7 +41,7 @@ case "$PROFILE" in
     VAE=("${COMMON[@]}" optim.micro_batch=32 stages.0.until=4000 validation.every=2000)
     PRIOR=("${COMMON[@]}" model.prior=null optim.lr=5e-4 optim.micro_batch=32 stages.0.until=4000 validation.every=2000)
     UNET=("${COMMON[@]}" optim.micro_batch=32 stages.0.until=5000 stages.1.until=6000 validation.every=1000)
-    E2E=("${COMMON[@]}" optim.micro_batch=32 stages.0.until=2000 validation.every=1000)
+    E2E=("${COMMON[@]}" optim.micro_batch=32 stages.0.until=500 validation.every=100)
     ;;
   dry)
     DATA=${DATA:-$OUT_ROOT/data}
