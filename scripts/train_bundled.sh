@@ -7,7 +7,7 @@
 # packed into PACK_DIR at once (one .tar per model, U-Net weights in fp16), so a run cut short still
 # hands back every model it finished.
 #
-#   scripts/train_bundled.sh cpu     # 2-core CPU budget (the configs' own step counts), ~85 min on one core
+#   scripts/train_bundled.sh cpu     # 2-core CPU budget (the configs' own step counts), ~110 min on one core
 #   scripts/train_bundled.sh gpu     # one NVIDIA H100/H200: ~9 min, larger batches and budgets, bf16
 #   scripts/train_bundled.sh dry     # the whole chain at toy budgets on any machine (a test runs it)
 #
