@@ -66,17 +66,30 @@ def _noise_shift(seed):
 def _fbm(p, seed, footprint, octaves=3):
     """Band-limited fractal noise in [0,1] over 2-D points p (2,M): octaves finer than ~2 pixels fade to
     their mean, which keeps distant surfaces from aliasing into salt-and-pepper noise.
-    ``footprint`` = pattern units per pixel."""
+    ``footprint`` = pattern units per pixel; ``seed`` (M,) int64.
+
+    An octave whose fade-out weight is 0 adds exactly 0 (the noise is finite), so each octave's noise is
+    evaluated only for the pixels where it is not faded out: the result is bit-identical to evaluating it
+    everywhere (the octave sum starts from +0 instead of the first term, which changes at most the sign of
+    a zero sum, and 0.5 + (+-0) = 0.5)."""
     shift = _noise_shift(seed)
     inv_fp = 1.0 / footprint.clamp_min(1e-9)
-    total = None
+    M = inv_fp.shape[0]
+    total = torch.zeros(M)
     norm = 0.0
     for o in range(octaves):
         freq, amp = 2.0**o, 0.5**o
-        lod = (inv_fp * (1.0 / freq) - 1.0).clamp(0, amp)  # fade-out and octave amplitude in one clamp
-        term = (_value_noise(p * freq + 17.0 * o, shift) - 0.5) * lod
-        total = term if total is None else total + term
         norm += amp
+        lod = (inv_fp * (1.0 / freq) - 1.0).clamp(0, amp)  # fade-out and octave amplitude in one clamp
+        act = (lod > 0).nonzero().squeeze(1)
+        if len(act) == 0:
+            continue
+        if len(act) * 8 > M * 7:  # nearly all pixels: gathering would cost more than it saves
+            total = total + (_value_noise(p * freq + 17.0 * o, shift) - 0.5) * lod
+        else:
+            pa = p.index_select(1, act)
+            term = (_value_noise(pa * freq + 17.0 * o, _g(shift, act)) - 0.5) * _g(lod, act)
+            total.index_add_(0, act, term)
     return total * (1.0 / norm) + 0.5
 
 
@@ -179,9 +192,17 @@ def _albedo(mt, idx, p, nl, footprint):
     v2 = torch.where(ax == 1, q[:, 2], q[:, 1])
     uv = torch.stack([u2, v2])  # (2,M): noise reads contiguous rows
     base_lod = (0.5 / fp.clamp_min(1e-9) - 1.0).clamp(0, 1)
+    live = base_lod > 0
     for pid, name in enumerate(PATTERNS):
-        sel = (pat == pid).nonzero().squeeze(1)
-        if len(sel) == 0 or name == "plain":
+        if name == "plain":
+            continue
+        is_pat = pat == pid
+        if name != "noise":
+            # every other pattern is 0.5 + base_lod * (finite value): exactly 0.5 where it has faded out
+            val.masked_fill_(is_pat & ~live, 0.5)
+            is_pat &= live
+        sel = is_pat.nonzero().squeeze(1)
+        if len(sel) == 0:
             continue
         qs, ss, fs, ds, lod, uvs = (
             _g(q, sel),
@@ -219,7 +240,9 @@ def _albedo(mt, idx, p, nl, footprint):
         val.index_copy_(0, sel, v)
     alb = _g(mt["a"], idx) + (_g(mt["b"], idx) - _g(mt["a"], idx)) * val[:, None]
     grain = _g(mt["grain"], idx)
-    gsel = (grain > 0).nonzero().squeeze(1)
+    # grain is one noise octave at 4x the pattern frequency, faded out (a factor of exactly 1) where
+    # 1/footprint - 1 <= 0, the same expression as in _fbm
+    gsel = ((grain > 0) & (1.0 / (fp * 4.0).clamp_min(1e-9) - 1.0 > 0)).nonzero().squeeze(1)
     if len(gsel) > M // 2:
         # most surfaces have grain: noise for every pixel beats gathering and scattering back; where the
         # grain is 0 the factor is exactly 1 (0 times the finite noise), so those pixels keep their albedo
