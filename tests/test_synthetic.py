@@ -196,6 +196,19 @@ def test_cli_worker_processes_write_identical_files(tmp_path):
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
 
 
+def test_worker_seed_runs_cover_every_seed_once_and_shrink_towards_the_end():
+    from apdepth.data.synthetic_cli import _seed_runs
+
+    todo = list(range(7, 207))
+    runs = _seed_runs(todo, 2)
+    assert [s for r in runs for s in r] == todo  # consecutive, in order, each seed once
+    sizes = [len(r) for r in runs]
+    assert sizes[:20] == [8] * 20 and sizes[-6:] == [1] * 6  # long runs first, single seeds last
+    assert sizes == sorted(sizes, reverse=True)
+    assert [len(r) for r in _seed_runs([3, 4], 2)] == [1, 1]
+    assert _seed_runs([], 2) == []
+
+
 @pytest.mark.slow  # a fresh interpreter and a worker server that imports torch: several seconds
 def test_worker_runs_keep_torch_out_of_the_parent(tmp_path):
     import os
