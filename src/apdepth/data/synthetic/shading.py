@@ -66,30 +66,17 @@ def _noise_shift(seed):
 def _fbm(p, seed, footprint, octaves=3):
     """Band-limited fractal noise in [0,1] over 2-D points p (2,M): octaves finer than ~2 pixels fade to
     their mean, which keeps distant surfaces from aliasing into salt-and-pepper noise.
-    ``footprint`` = pattern units per pixel; ``seed`` (M,) int64.
-
-    An octave whose fade-out weight is 0 adds exactly 0 (the noise is finite), so each octave's noise is
-    evaluated only for the pixels where it is not faded out: the result is bit-identical to evaluating it
-    everywhere (the octave sum starts from +0 instead of the first term, which changes at most the sign of
-    a zero sum, and 0.5 + (+-0) = 0.5)."""
+    ``footprint`` = pattern units per pixel."""
     shift = _noise_shift(seed)
     inv_fp = 1.0 / footprint.clamp_min(1e-9)
-    M = inv_fp.shape[0]
-    total = torch.zeros(M)
+    total = None
     norm = 0.0
     for o in range(octaves):
         freq, amp = 2.0**o, 0.5**o
-        norm += amp
         lod = (inv_fp * (1.0 / freq) - 1.0).clamp(0, amp)  # fade-out and octave amplitude in one clamp
-        act = (lod > 0).nonzero().squeeze(1)
-        if len(act) == 0:
-            continue
-        if len(act) * 8 > M * 7:  # nearly all pixels: gathering would cost more than it saves
-            total = total + (_value_noise(p * freq + 17.0 * o, shift) - 0.5) * lod
-        else:
-            pa = p.index_select(1, act)
-            term = (_value_noise(pa * freq + 17.0 * o, _g(shift, act)) - 0.5) * _g(lod, act)
-            total.index_add_(0, act, term)
+        term = (_value_noise(p * freq + 17.0 * o, shift) - 0.5) * lod
+        total = term if total is None else total + term
+        norm += amp
     return total * (1.0 / norm) + 0.5
 
 
