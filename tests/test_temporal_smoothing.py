@@ -211,3 +211,19 @@ def test_smoothing_round_trips_through_the_cli(tmp_path, tiny_checkpoint, tiny_p
         main([*base, "--output", str(tmp_path / "bad"), "--temporal-smoothing", "both"])
     assert main([*base, "--output", str(tmp_path / "pf"), "--per-frame"]) == 0  # per-frame: no smoothing by default
     assert json.loads((tmp_path / "pf" / "pan_video.json").read_text())["temporal_smoothing"] == "none"
+
+
+def test_smoothing_options_on_image_inputs_are_refused(tmp_path, tiny_checkpoint, capsys):
+    """The temporal filter only exists for clips: on an image run it used to be ignored silently, even with
+    an invalid strength, so a user believed their images were smoothed."""
+    from PIL import Image
+
+    image = tmp_path / "still.png"
+    Image.fromarray(np.full((24, 32, 3), 90, np.uint8)).save(image)
+    base = ["predict", str(image), "--checkpoint", str(tiny_checkpoint), "--processing-res", "32", "--quiet"]
+    for extra in (["--temporal-smoothing", "forward"], ["--smoothing-strength", "0.5"], ["--smoothing-strength", "5"]):
+        out = tmp_path / "out"
+        assert main([*base, "--output", str(out), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "video inputs" in err and extra[0] in err
+        assert not out.exists()

@@ -368,11 +368,18 @@ def _distributed():
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from apdepth.video_cli import run_video, wants_video
+    from apdepth.video_cli import run_video, video_only_options, wants_video
     from apdepth.writer import remove_stale_temps
 
     if wants_video(args):
         return run_video(args)
+    clip_only = video_only_options(args)
+    if clip_only:
+        print(
+            f"error: {', '.join(clip_only)} only apply to video inputs (video files, or frame folders with --video)",
+            file=sys.stderr,
+        )
+        return 2
     color_map = None if str(args.color_map).lower() == "none" else args.color_map
     if args.batch_size < 1:
         print("error: --batch-size must be >= 1", file=sys.stderr)

@@ -58,7 +58,7 @@ def add_video_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--smoothing-strength",
         type=float,
-        default=DEFAULT_SMOOTHING_STRENGTH,
+        default=None,
         help=f"weight of the tracked history in [0, 1) (default {DEFAULT_SMOOTHING_STRENGTH}; 0 = no smoothing)",
     )
 
@@ -66,6 +66,13 @@ def add_video_arguments(p: argparse.ArgumentParser) -> None:
 def wants_video(args: argparse.Namespace) -> bool:
     """True when ``apdepth predict`` should run the video path: ``--video`` or any input is a video file."""
     return bool(getattr(args, "video", False)) or any(is_video_file(s) and not Path(s).is_dir() for s in args.inputs)
+
+
+def video_only_options(args: argparse.Namespace) -> list[str]:
+    """The clip-only options (temporal smoothing) given explicitly, as their flags; ``apdepth predict`` refuses
+    them for image inputs rather than ignoring them."""
+    given = [("--temporal-smoothing", "temporal_smoothing"), ("--smoothing-strength", "smoothing_strength")]
+    return [flag for flag, name in given if getattr(args, name, None) is not None]
 
 
 def run_video(args: argparse.Namespace) -> int:
@@ -83,8 +90,9 @@ def run_video(args: argparse.Namespace) -> int:
     if args.processing_res is not None and args.processing_res < 0:
         print("error: --processing-res must be >= 0 (0 = native size)", file=sys.stderr)
         return 2
+    strength = DEFAULT_SMOOTHING_STRENGTH if args.smoothing_strength is None else args.smoothing_strength
     try:
-        smoothing = check_smoothing(args.temporal_smoothing, args.smoothing_strength, consistent=not args.per_frame)
+        smoothing = check_smoothing(args.temporal_smoothing, strength, consistent=not args.per_frame)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -167,7 +175,7 @@ def run_video(args: argparse.Namespace) -> int:
                     flow=None if args.flow == "none" else args.flow,
                     show_progress=not args.quiet,
                     smoothing=smoothing,
-                    smoothing_strength=args.smoothing_strength,
+                    smoothing_strength=strength,
                 )
                 done.append(spec)
             except VideoReadError as err:
