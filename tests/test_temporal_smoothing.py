@@ -121,6 +121,9 @@ def test_dis_flow_tracks_a_moving_object_and_drops_disoccluded_pixels():
         ({"strength": 1.0}, "strength must be in"),
         ({"strength": -0.1}, "strength must be in"),
         ({"strength": float("nan")}, "strength must be in"),
+        ({"strength": "abc"}, r"strength must be a number in \[0, 1\), got 'abc'"),  # was float()'s own message
+        ({"strength": None}, r"strength must be a number in \[0, 1\), got None"),  # was a TypeError
+        ({"depth_tolerance": None}, "depth_tolerance must be a positive number"),
         ({"depth_tolerance": 0.0}, "depth_tolerance"),
         ({"flow_tolerance": -1.0}, "flow_tolerance"),
         ({"min_confident": 1.5}, "min_confident"),

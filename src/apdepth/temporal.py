@@ -358,6 +358,14 @@ def normalise_clip(depth_min: np.ndarray, depth_max: np.ndarray, a: np.ndarray, 
 SMOOTHING_MODES = ("none", "forward", "bidirectional")
 
 
+def _number(value, message: str) -> float:
+    """``float(value)``, or ValueError(``message, got value``) for what is not a number (None, 'abc')."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{message}, got {value!r}") from None
+
+
 def _identity_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     vv, uu = np.mgrid[0:h, 0:w].astype(np.float32)
     return uu, vv
@@ -406,7 +414,7 @@ class FlowTemporalFilter:
             (a cut, or a flow failure), in [0, 1].
         flow_tolerance: base of the forward-backward flow check in pixels (> 0).
     Raises:
-        ValueError: a parameter out of range.
+        ValueError: a parameter out of range or not a number (None, a string).
     """
 
     def __init__(
@@ -417,12 +425,12 @@ class FlowTemporalFilter:
         min_confident: float = 0.05,
         flow_tolerance: float = 1.5,
     ):
-        strength = float(strength)
-        flow_tolerance = float(flow_tolerance)
+        strength = _number(strength, "smoothing strength must be a number in [0, 1)")
+        flow_tolerance = _number(flow_tolerance, "flow_tolerance must be a positive number of pixels")
         if not flow_tolerance > 0.0 or not np.isfinite(flow_tolerance):
             raise ValueError(f"flow_tolerance must be a positive number of pixels, got {flow_tolerance}")
-        depth_tolerance = float(depth_tolerance)
-        min_confident = float(min_confident)
+        depth_tolerance = _number(depth_tolerance, "depth_tolerance must be a positive number")
+        min_confident = _number(min_confident, "min_confident must be a number in [0, 1]")
         if not 0.0 <= strength < 1.0:
             raise ValueError(f"smoothing strength must be in [0, 1), got {strength}")
         if not depth_tolerance > 0.0 or not np.isfinite(depth_tolerance):
