@@ -439,3 +439,20 @@ def test_eval_synthetic_video(tmp_path, tiny_checkpoint, capsys):
     assert "use another output folder" in capsys.readouterr().err
     assert main(["eval", "--dataset", "synthetic-video", "--data-dir", str(tmp_path), "--output", str(out)]) == 2
     assert "no sequences.txt" in capsys.readouterr().err
+
+
+def test_rerun_into_the_input_folder_skips_earlier_outputs(tmp_path, tiny_checkpoint, capsys):
+    """``apdepth predict clips/*.mp4 --output clips`` run twice: the second glob also matches the first run's
+    depth videos, which were read as new clips (``pan_depth_depth.mp4`` ...)."""
+    write_clip(tmp_path / "pan.mp4", moving_frames(4, 32, 40))
+    base = ["--output", str(tmp_path), "--checkpoint", str(tiny_checkpoint), "--processing-res", "32", "--quiet"]
+    assert main(["predict", str(tmp_path / "pan.mp4"), "--side-by-side", *base]) == 0
+    again = sorted(str(p) for p in tmp_path.glob("*.mp4"))
+    assert len(again) == 3  # pan, pan_depth, pan_depth_sbs
+    assert main(["predict", *again, "--side-by-side", *base]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.mp4")) == ["pan.mp4", "pan_depth.mp4", "pan_depth_sbs.mp4"]
+    summary = json.loads((tmp_path / "predict_summary.json").read_text())
+    assert summary["done"] == [str(tmp_path / "pan.mp4")] and not summary["failed"]
+    assert sorted(summary["ignored"]) == again[1:]
+    assert all("an earlier run's output" in why for why in summary["ignored"].values())
+    assert "Traceback" not in capsys.readouterr().err

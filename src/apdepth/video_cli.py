@@ -115,11 +115,14 @@ def run_video(args: argparse.Namespace) -> int:
             return 2
     out_dir = Path(args.output)
     failed: dict[str, str] = {}
+    ignored: dict[str, str] = {}
     clips: list[tuple[str, str]] = []  # (input, stem)
     stems: dict[str, str] = {}
     for spec in args.inputs:
         p = Path(spec)
-        if p.is_dir() and not args.video:
+        if _earlier_output(p):
+            ignored[spec] = "written by apdepth (an earlier run's output), not an input"
+        elif p.is_dir() and not args.video:
             failed[spec] = "a folder next to video inputs: pass --video to read it as the frames of one clip"
         elif not p.exists():
             failed[spec] = "no such file or folder"
@@ -189,6 +192,8 @@ def run_video(args: argparse.Namespace) -> int:
         )
     for name, reason in sorted(failed.items()):
         print(f"  failed: {name}: {reason}")
+    if ignored:
+        print(f"  ignored {len(ignored)} earlier output(s) (see predict_summary.json)")
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(out_dir / "predict_summary.json", "w") as fh:
         json.dump(
@@ -196,6 +201,7 @@ def run_video(args: argparse.Namespace) -> int:
                 "done": sorted(done),
                 "skipped": sorted(skipped),
                 "failed": failed,
+                "ignored": ignored,
                 "world_size": 1,
                 "done_per_rank": {"0": len(done)},
             },
@@ -203,6 +209,18 @@ def run_video(args: argparse.Namespace) -> int:
             indent=1,
         )
     return 1 if failed else 0
+
+
+def _earlier_output(path: Path) -> bool:
+    """True for a depth or side-by-side video that :func:`process_video` wrote (``<stem>_depth.mp4``,
+    ``<stem>_depth_sbs.mp4`` next to that run's ``<stem>_video.json``), so that rerunning on a glob of an
+    output folder that is also the input folder does not take the outputs for new clips."""
+    if not path.is_file() or path.suffix.lower() != ".mp4":
+        return False
+    for tail in ("_depth_sbs.mp4", "_depth.mp4"):
+        if path.name.endswith(tail) and len(path.name) > len(tail):
+            return (path.parent / f"{path.name[: -len(tail)]}_video.json").is_file()
+    return False
 
 
 def _exts():
