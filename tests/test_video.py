@@ -456,3 +456,14 @@ def test_rerun_into_the_input_folder_skips_earlier_outputs(tmp_path, tiny_checkp
     assert sorted(summary["ignored"]) == again[1:]
     assert all("an earlier run's output" in why for why in summary["ignored"].values())
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_non_finite_float_frames_are_refused(tiny_pipeline):
+    """Float frames with NaN/inf passed the [0, 1] check (nanmin/nanmax skip NaN) and were cast to arbitrary
+    uint8 values, so the depth of an undefined image came back without a word."""
+    frames = np.random.default_rng(0).random((3, 16, 16, 3)).astype(np.float32)
+    for bad in (np.nan, np.inf):
+        broken = frames.copy()
+        broken[1, 3:6, 3:6] = bad
+        with pytest.raises(ValueError, match="frame 1: float frames must be finite"):
+            tiny_pipeline.predict_video(broken, processing_resolution=32)

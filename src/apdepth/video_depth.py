@@ -287,6 +287,8 @@ def _as_uint8_rgb(im, k: int) -> np.ndarray:
     if a.dtype == np.uint16:
         return (a.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
     a = a.astype(np.float32)
+    if not np.isfinite(a).all():
+        raise ValueError(f"frame {k}: float frames must be finite, in [0, 1]; this one has NaN or inf values")
     if a.size and (np.nanmin(a) < -1e-3 or np.nanmax(a) > 1 + 1e-3):
         raise ValueError(f"frame {k}: float frames must be in [0, 1]; pass uint8 for 0..255 data")
     return (np.clip(a, 0, 1) * 255.0 + 0.5).astype(np.uint8)
@@ -330,7 +332,8 @@ def predict_video(
     Returns:
         :class:`VideoDepthOutput` with ``depth`` float32 (T, H, W) in [0, 1], 0 = near.
     Raises:
-        VideoReadError: unreadable video files; ValueError: bad arguments or frames of different sizes.
+        VideoReadError: unreadable video files; ValueError: bad arguments, frames of different sizes, or float
+            frames outside [0, 1] or with NaN/inf values.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
