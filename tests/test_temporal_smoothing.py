@@ -106,9 +106,11 @@ def test_dis_flow_tracks_a_moving_object_and_drops_disoccluded_pixels():
         prev_gray = gray
     k = filt.last_weight
     uncovered = (slice(24, 40), slice(x0 - step, x0))  # background the square covered one frame ago
-    # by the flow check or, where DIS smooths over the edge, the depth check; the square's depth does not leak
-    assert k[uncovered].max() < 1e-3
-    np.testing.assert_allclose(out[uncovered], depth[uncovered], atol=1e-3)
+    # by the flow check or, where DIS smooths over the edge, the depth check; the square's depth does not leak.
+    # Bounds at 1% of the history: DIS itself differs between OpenCV versions (largest weight here 1.3e-3
+    # on 4.10, below 1e-3 on 5.0); without the checks the weight would be ~0.8 and the error ~0.5.
+    assert k[uncovered].max() < 1e-2
+    np.testing.assert_allclose(out[uncovered], depth[uncovered], atol=1e-2)
     assert k[5:15, 5:90].mean() > 0.6  # static background: smoothed
     assert k[26:38, x0 + 4 : x0 + 16].mean() > 0.5  # the moving square is tracked and smoothed too
     assert np.abs(out[26:38, x0 + 4 : x0 + 16] - 0.2).max() < 0.03
