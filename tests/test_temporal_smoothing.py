@@ -209,6 +209,9 @@ def test_smoothing_round_trips_through_the_cli(tmp_path, tiny_checkpoint, tiny_p
     for extra, match in [
         (["--smoothing-strength", "1.5"], "strength must be in [0, 1)"),
         (["--per-frame", "--temporal-smoothing", "forward"], "per-frame"),
+        # a strength with no filter to apply it to was ignored silently
+        (["--per-frame", "--smoothing-strength", "0.5"], "--smoothing-strength has no effect with --per-frame"),
+        (["--temporal-smoothing", "none", "--smoothing-strength", "0.5"], "no effect with --temporal-smoothing none"),
     ]:
         assert main([*base, "--output", str(tmp_path / "bad"), *extra]) == 2
         assert match in capsys.readouterr().err

@@ -90,6 +90,10 @@ def run_video(args: argparse.Namespace) -> int:
     if args.processing_res is not None and args.processing_res < 0:
         print("error: --processing-res must be >= 0 (0 = native size)", file=sys.stderr)
         return 2
+    if args.smoothing_strength is not None and (args.per_frame or args.temporal_smoothing == "none"):
+        why = "--per-frame (the naive output is not smoothed)" if args.per_frame else "--temporal-smoothing none"
+        print(f"error: --smoothing-strength has no effect with {why}", file=sys.stderr)
+        return 2
     strength = DEFAULT_SMOOTHING_STRENGTH if args.smoothing_strength is None else args.smoothing_strength
     try:
         smoothing = check_smoothing(args.temporal_smoothing, strength, consistent=not args.per_frame)
