@@ -36,7 +36,7 @@ def process_clip(
     is not a readable video or is longer than ``max_seconds`` / ``max_frames``.
     """
     from apdepth.video import VideoSource
-    from apdepth.video_depth import VideoOutputOptions, process_video
+    from apdepth.video_depth import DEPTH_VIDEO_SUFFIX, SBS_VIDEO_SUFFIX, VideoOutputOptions, process_video
 
     path = Path(path)
     source = VideoSource(path)  # VideoReadError is a ValueError naming the file
@@ -63,8 +63,8 @@ def process_clip(
     )
     out_dir = Path(out_dir)
     return {
-        "depth_video": out_dir / f"{stem}_depth.mp4",
-        "side_by_side": out_dir / f"{stem}_depth_sbs.mp4",
+        "depth_video": out_dir / f"{stem}{DEPTH_VIDEO_SUFFIX}",
+        "side_by_side": out_dir / f"{stem}{SBS_VIDEO_SUFFIX}",
         "stack": out_dir / f"{stem}_depth.npz",
         "record": record,
     }

@@ -14,6 +14,9 @@ from apdepth.video import VideoReadError, VideoSource, is_video_file
 from apdepth.video_depth import (
     DEFAULT_SMOOTHING,
     DEFAULT_SMOOTHING_STRENGTH,
+    DEPTH_VIDEO_SUFFIX,
+    RECORD_SUFFIX,
+    SBS_VIDEO_SUFFIX,
     VideoOutputOptions,
     check_smoothing,
     process_video,
@@ -221,9 +224,9 @@ def _earlier_output(path: Path) -> bool:
     output folder that is also the input folder does not take the outputs for new clips."""
     if not path.is_file() or path.suffix.lower() != ".mp4":
         return False
-    for tail in ("_depth_sbs.mp4", "_depth.mp4"):
+    for tail in (SBS_VIDEO_SUFFIX, DEPTH_VIDEO_SUFFIX):
         if path.name.endswith(tail) and len(path.name) > len(tail):
-            return (path.parent / f"{path.name[: -len(tail)]}_video.json").is_file()
+            return (path.parent / f"{path.name[: -len(tail)]}{RECORD_SUFFIX}").is_file()
     return False
 
 

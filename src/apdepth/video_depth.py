@@ -207,6 +207,11 @@ def _finish(d: np.ndarray, a: float, c: float, lo: float, hi: float, size) -> np
 DEFAULT_SMOOTHING = "bidirectional"
 DEFAULT_SMOOTHING_STRENGTH = 0.95
 
+# Names of a clip's outputs: <stem> + suffix (see VideoOutputOptions).
+RECORD_SUFFIX = "_video.json"
+DEPTH_VIDEO_SUFFIX = "_depth.mp4"
+SBS_VIDEO_SUFFIX = "_depth_sbs.mp4"
+
 
 def check_smoothing(smoothing: str | None, strength: float, consistent: bool = True, gaps=DEFAULT_GAPS) -> str:
     """Validate the temporal-smoothing options of :func:`predict_video`; returns the mode (``None``: the
@@ -453,11 +458,11 @@ class VideoOutputOptions:
 
 def video_output_paths(out_dir: Path, stem: str, opts: VideoOutputOptions) -> list[Path]:
     """The files :func:`process_video` writes for ``stem`` (the PNG frame folder counts as one path)."""
-    paths = [out_dir / f"{stem}_video.json"]
+    paths = [out_dir / f"{stem}{RECORD_SUFFIX}"]
     if opts.color_map:
-        paths.append(out_dir / f"{stem}_depth.mp4")
+        paths.append(out_dir / f"{stem}{DEPTH_VIDEO_SUFFIX}")
     if opts.side_by_side:
-        paths.append(out_dir / f"{stem}_depth_sbs.mp4")
+        paths.append(out_dir / f"{stem}{SBS_VIDEO_SUFFIX}")
     if opts.stack:
         paths.append(out_dir / f"{stem}_depth.{opts.stack}")
     if opts.png_frames:
@@ -541,9 +546,9 @@ def process_video(
         with contextlib.ExitStack() as stack:
             depth_video = sbs_video = stack_writer = None
             if opts.color_map:
-                depth_video = stack.enter_context(VideoWriter(out_dir / f"{stem}_depth.mp4", info.fps))
+                depth_video = stack.enter_context(VideoWriter(out_dir / f"{stem}{DEPTH_VIDEO_SUFFIX}", info.fps))
             if opts.side_by_side:
-                sbs_video = stack.enter_context(VideoWriter(out_dir / f"{stem}_depth_sbs.mp4", info.fps))
+                sbs_video = stack.enter_context(VideoWriter(out_dir / f"{stem}{SBS_VIDEO_SUFFIX}", info.fps))
             if opts.stack:
                 stack_writer = stack.enter_context(StackWriter(out_dir / f"{stem}_depth.{opts.stack}"))
             png_dir = out_dir / f"{stem}_depth_frames"
@@ -585,7 +590,7 @@ def process_video(
             "scale": [float(v) for v in a],
             "shift": [float(v) for v in c],
         }
-        with atomic_write(out_dir / f"{stem}_video.json", "w") as fh:
+        with atomic_write(out_dir / f"{stem}{RECORD_SUFFIX}", "w") as fh:
             json.dump(record, fh, indent=1)
         return record
     finally:
