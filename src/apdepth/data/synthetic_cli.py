@@ -178,11 +178,31 @@ def _write_rendered(
     return " ".join((rgb_p, depth_p, mask_p))
 
 
+def _keep_freed_memory() -> None:
+    """Make glibc's ``malloc`` keep freed memory in this process instead of handing it back to the kernel.
+
+    By default blocks above a (moving) threshold get their own ``mmap`` and the top of the heap is trimmed on
+    ``free``, so each render's large temporaries (a 256² scene allocates tens of MB) come back as fresh pages:
+    ~2,600 page faults and ~8 ms of kernel time per 256² scene, a tenth of its CPU. Fixed thresholds keep the
+    peak in the heap for reuse. Only for processes that do nothing but render (the worker processes); a
+    no-op where ``mallopt`` is missing."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    mallopt(m_mmap_threshold, 32 << 20)  # glibc's largest allowed value
+    mallopt(m_trim_threshold, 1 << 30)
+
+
 def _init_worker() -> None:
     import torch
 
     # one thread per process: processes scale across cores without torch's thread pools competing
     torch.set_num_threads(1)
+    _keep_freed_memory()
 
 
 def _worker_pool(workers: int):
