@@ -116,6 +116,40 @@ def test_scenes_match_stored_renders():
     assert ref["outdoor_4_valid"].mean() < 1 and ref["indoor_3_valid"].all()  # sky outdoors, a closed room
 
 
+def test_scene_spec_is_torch_free_pickles_and_renders_the_same_scene():
+    import pickle
+
+    from apdepth.data.synthetic.shading import _srgb_to_linear
+
+    for seed, family in ((3, "indoor"), (4, "outdoor")):
+        spec, cam = pickle.loads(pickle.dumps(syn.make_scene_spec(seed, family)))
+        assert isinstance(spec.box_center, np.ndarray) and spec.box_center.dtype == np.float64
+        scene, _ = syn.make_scene(seed, family)
+        assert torch.equal(spec.to_scene().box_axes, scene.box_axes) and spec.to_scene().counts == scene.counts
+        out, ref = render(spec.to_scene(), cam, 24, 32), render_scene(seed, 24, 32, family)
+        for k in ("rgb", "depth", "valid", "intrinsics"):
+            assert np.array_equal(out[k], ref[k]), (seed, k)
+    # drawing a scene needs no torch: the sky's linear zenith colours are stored, as torch computes them
+    from apdepth.data.synthetic.scenes import _SKIES, _SKY_ZENITH_LINEAR
+
+    for (_, zenith), stored in zip(_SKIES, _SKY_ZENITH_LINEAR, strict=True):
+        np.testing.assert_allclose(stored, _srgb_to_linear(torch.tensor(zenith)).tolist(), rtol=1e-6)
+
+
+def test_write_samples_renders_scenes_drawn_elsewhere(tmp_path):
+    from PIL import Image
+
+    from apdepth.data.synthetic_cli import write_samples
+
+    specs = [syn.make_scene_spec(s, "mixed") for s in (8, 9)]
+    lines = write_samples(tmp_path, [8, 9], 16, 20, "mixed", specs=specs)
+    assert sorted(lines) == [f"rgb/0000000{s}.png depth/0000000{s}.png mask/0000000{s}.png" for s in (8, 9)]
+    with Image.open(tmp_path / "rgb" / "00000009.png") as im:
+        assert np.array_equal(np.asarray(im), render_scene(9, 16, 20)["rgb"])
+    with pytest.raises(ValueError, match="2 drawn scenes for 1 seeds"):
+        write_samples(tmp_path, [8], 16, 20, "mixed", specs=specs)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_outdoor_sky_is_invalid_and_mask_matches_depth(seed):
     out = render_scene(seed, 48, 64, "outdoor")

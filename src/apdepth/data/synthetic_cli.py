@@ -108,14 +108,26 @@ def write_sample(root: Path, seed: int, height: int, width: int, scene: str, dep
 
 
 def write_samples(
-    root: Path, seeds, height: int, width: int, scene: str, depth_format: str = "png", on_written=None
+    root: Path,
+    seeds,
+    height: int,
+    width: int,
+    scene: str,
+    depth_format: str = "png",
+    on_written=None,
+    specs=None,
 ) -> list[str]:
     """Render scenes ``seeds`` in turn here and write their files (see :func:`write_sample`) in a bounded pool
-    of writer threads, so that encoding and writing one sample overlaps rendering the next. Calls
-    ``on_written(line)`` (in a writer thread) as each sample is complete; returns the split-file lines of all.
-    Raises the first write error after the samples already started are finished."""
-    from apdepth.data.synthetic import render_scene
+    of writer threads, so that encoding and writing one sample overlaps rendering the next. ``specs``: the
+    scenes of ``seeds`` already drawn, one ``make_scene_spec(seed, scene)`` pair each (e.g. by a parent
+    process); drawn here when None. Calls ``on_written(line)`` (in a writer thread) as each sample is complete;
+    returns the split-file lines of all. Raises the first write error after the samples already started are
+    finished."""
+    from apdepth.data.synthetic import make_scene_spec, render
 
+    seeds = list(seeds)
+    if specs is not None and len(specs) != len(seeds):
+        raise ValueError(f"got {len(specs)} drawn scenes for {len(seeds)} seeds")
     lines: list[str] = []
     errors: list[BaseException] = []
 
@@ -128,10 +140,11 @@ def write_samples(
             errors.append(err)
 
     with WriterPool(on_done=done) as writers:
-        for s in seeds:
+        for k, s in enumerate(seeds):
             if errors:
                 break
-            out = render_scene(s, height, width, scene)
+            spec, cam = make_scene_spec(s, scene) if specs is None else specs[k]
+            out = render(spec.to_scene(), cam, height, width)  # what render_scene(s, height, width, scene) gives
             stored = _encode_depth(out, depth_format)
             writers.submit(s, _write_rendered, root, s, stored, out, height, width, scene, depth_format)
     if errors:
@@ -218,7 +231,8 @@ def _worker_pool(workers: int):
 
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["apdepth.data.synthetic", "apdepth.data.synthetic_cli"])
+        # the package itself is torch-free (scenes are drawn with numpy): preload the renderer's modules
+        ctx.set_forkserver_preload(["apdepth.data.synthetic.shading", "apdepth.data.synthetic_cli"])
     else:
         ctx = multiprocessing.get_context("spawn")
     return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker)
@@ -235,6 +249,67 @@ def _seed_runs(todo: list[int], workers: int) -> list[list[int]]:
         runs.append(todo[i : i + size])
         i += size
     return runs
+
+
+def _noop() -> None:
+    return None
+
+
+def _render_in_workers(pool, workers: int, root: Path, todo: list[int], height, width, scene, depth_format, on_run):
+    """Write samples ``todo`` with the worker processes of ``pool``; returns their split-file lines.
+
+    The parent never imports torch (~2 s): it draws each run's scenes (numpy only, ~7 ms a scene) and hands
+    them to the workers with the seeds, so the workers only render and write. The first task forks a worker,
+    which waits until the worker server has imported torch (one core busy for ~2 s); it is submitted from a
+    thread while this one draws scenes on the other core (up to ``stash_max`` runs ahead), after which runs are
+    drawn as results come back, at most ``window`` runs in flight (memory stays flat for any ``--num``).
+    Worker tasks are short runs of seeds, so that a worker renders the next scene while its writer threads
+    encode and fsync the last one (writing one sample costs ~11 ms of CPU but ~30 ms of wall time, mostly
+    fsync). ``on_run(k)`` is called with the number of samples of each finished run, in order."""
+    import threading
+    from collections import deque
+
+    from apdepth.data.synthetic.scenes import make_scene_spec
+
+    start_error: list[BaseException] = []
+
+    def start():
+        try:
+            pool.submit(_noop)
+        except BaseException as err:  # re-raised in this thread below
+            start_error.append(err)
+
+    starter = threading.Thread(target=start, name="synth-start", daemon=True)
+    starter.start()
+    stash_max, window = 64, 4 * workers
+    stash: list = []
+    pending: deque = deque()
+    lines: list[str] = []
+
+    def collect():
+        done = pending.popleft().result()
+        lines.extend(done)
+        on_run(len(done))
+
+    def flush():
+        starter.join()
+        if start_error:
+            raise start_error[0]
+        for run, specs in stash:
+            pending.append(pool.submit(write_samples, root, run, height, width, scene, depth_format, specs=specs))
+        stash.clear()
+
+    for run in _seed_runs(todo, workers):
+        stash.append((run, [make_scene_spec(s, scene) for s in run]))
+        if starter.is_alive() and len(stash) < stash_max:
+            continue
+        flush()
+        while len(pending) > window:
+            collect()
+    flush()
+    while pending:
+        collect()
+    return lines
 
 
 def write_dataset(
@@ -285,17 +360,9 @@ def write_dataset(
     if workers == 1 or len(todo) < 2:
         lines += write_samples(root, todo, height, width, scene, depth_format, on_written=lambda _line: bar.update())
     else:
-        # The parent only hands out seeds and collects results: it never imports torch. Each task is a short
-        # run of seeds, so that a worker renders the next scene while its writer threads encode and fsync
-        # the last one (writing one sample costs ~11 ms of CPU but ~30 ms of wall time, mostly fsync).
         n = min(workers, len(todo))
         with _worker_pool(n) as pool:
-            chunks = _seed_runs(todo, n)
-            futures = [pool.submit(write_samples, root, c, height, width, scene, depth_format) for c in chunks]
-            for fut in futures:
-                done = fut.result()
-                lines.extend(done)
-                bar.update(len(done))
+            lines += _render_in_workers(pool, n, root, todo, height, width, scene, depth_format, bar.update)
     bar.close()
     split = root / "split.txt"
     old = split.read_text().split("\n") if split.exists() else []

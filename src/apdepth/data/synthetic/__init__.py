@@ -37,10 +37,24 @@ Custom scenes (used by the tests)::
     out = render(b.build(), cam, 64, 64)
 """
 
-from .dataset import SyntheticDataset, SyntheticStream, to_sample
-from .geometry import PATTERNS, Camera, Lighting, Material, Scene, SceneBuilder
+from .geometry import PATTERNS, Camera, Lighting, Material, Scene, SceneBuilder, SceneSpec
 from .render import render
-from .scenes import MAX_DEPTH, SCENE_FAMILIES, make_scene, render_batch, render_scene
+from .scenes import MAX_DEPTH, SCENE_FAMILIES, make_scene, make_scene_spec, render_batch, render_scene
+
+# Importing the package (and drawing scenes: make_scene_spec) needs numpy only; torch comes with the first
+# render, scene build or dataset. The datasets are loaded on first access.
+_LAZY = {"SyntheticDataset": ".dataset", "SyntheticStream": ".dataset", "to_sample": ".dataset"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "MAX_DEPTH",
@@ -51,9 +65,11 @@ __all__ = [
     "Material",
     "Scene",
     "SceneBuilder",
+    "SceneSpec",
     "SyntheticDataset",
     "SyntheticStream",
     "make_scene",
+    "make_scene_spec",
     "render",
     "render_batch",
     "render_scene",

@@ -1,13 +1,19 @@
 """Scene description: materials, lighting, primitives (:class:`Scene`, built by :class:`SceneBuilder`)
-and the pinhole :class:`Camera`. Units are metres; conventions are in the package docstring."""
+and the pinhole :class:`Camera`. Units are metres; conventions are in the package docstring.
+
+Everything here but :meth:`SceneSpec.to_scene` is free of torch, so a process that only draws scenes (the
+parent of ``apdepth synth --workers N``) never pays for importing it."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 _EYE3 = np.eye(3)
 
@@ -131,36 +137,92 @@ class SceneBuilder:
         )
         return self
 
-    def build(
+    def spec(
         self, lighting: Lighting | None = None, sky=None, max_depth: float = 80.0, post: dict | None = None
-    ) -> Scene:
-        """The :class:`Scene` of everything added, with ``lighting``, ``sky`` ((horizon, zenith) sRGB or None),
-        the far plane ``max_depth`` (metres) and optional ``post`` image effects. At most 2**20 - 1 primitives."""
-        f = torch.float32
-
-        def t(rows, shape):
-            return torch.tensor(np.asarray(rows, np.float64).reshape(shape), dtype=f)
-
+    ) -> SceneSpec:
+        """Everything added as a torch-free :class:`SceneSpec` (arguments as for :meth:`build`)."""
         p, b, s, c = self._planes, self._boxes, self._spheres, self._cyls
         if len(p) + len(b) + len(s) + len(c) >= 1 << 20:
             raise ValueError("a scene may hold at most 2**20 - 1 primitives")
-        return Scene(
-            plane_normal=t([x[0] for x in p], (-1, 3)),
-            plane_offset=t([x[1] for x in p], (-1,)),
-            box_center=t([x[0] for x in b], (-1, 3)),
-            box_axes=t([x[1] for x in b], (-1, 3, 3)),
-            box_half=t([x[2] for x in b], (-1, 3)),
-            sphere_center=t([x[0] for x in s], (-1, 3)),
-            sphere_radius=t([x[1] for x in s], (-1,)),
-            cyl_base=t([x[0] for x in c], (-1, 3)),
-            cyl_height=t([x[1] for x in c], (-1,)),
-            cyl_radius=t([x[2] for x in c], (-1,)),
-            casts_shadow=torch.tensor([x[-1] for x in p + b + s + c], dtype=torch.bool),
+
+        def a(rows, shape):
+            return np.asarray(rows, np.float64).reshape(shape)
+
+        return SceneSpec(
+            plane_normal=a([x[0] for x in p], (-1, 3)),
+            plane_offset=a([x[1] for x in p], (-1,)),
+            box_center=a([x[0] for x in b], (-1, 3)),
+            box_axes=a([x[1] for x in b], (-1, 3, 3)),
+            box_half=a([x[2] for x in b], (-1, 3)),
+            sphere_center=a([x[0] for x in s], (-1, 3)),
+            sphere_radius=a([x[1] for x in s], (-1,)),
+            cyl_base=a([x[0] for x in c], (-1, 3)),
+            cyl_height=a([x[1] for x in c], (-1,)),
+            cyl_radius=a([x[2] for x in c], (-1,)),
+            casts_shadow=np.array([x[-1] for x in p + b + s + c], dtype=bool),
             materials=[x[-2] for x in p + b + s + c],
             lighting=lighting or Lighting(),
             sky=sky,
             max_depth=float(max_depth),
             post=dict(post or {}),
+        )
+
+    def build(
+        self, lighting: Lighting | None = None, sky=None, max_depth: float = 80.0, post: dict | None = None
+    ) -> Scene:
+        """The :class:`Scene` of everything added, with ``lighting``, ``sky`` ((horizon, zenith) sRGB or None),
+        the far plane ``max_depth`` (metres) and optional ``post`` image effects. At most 2**20 - 1 primitives."""
+        return self.spec(lighting, sky, max_depth, post).to_scene()
+
+
+@dataclass
+class SceneSpec:
+    """A scene as numpy arrays (float64, the fields and shapes of :class:`Scene`) plus materials, lighting and
+    image effects: what :class:`SceneBuilder` collected, without torch. It pickles compactly (~10 KB for a
+    random scene), so one process can draw scenes while others render them; :meth:`to_scene` gives the
+    :class:`Scene` (float32 tensors)."""
+
+    plane_normal: np.ndarray
+    plane_offset: np.ndarray
+    box_center: np.ndarray
+    box_axes: np.ndarray
+    box_half: np.ndarray
+    sphere_center: np.ndarray
+    sphere_radius: np.ndarray
+    cyl_base: np.ndarray
+    cyl_height: np.ndarray
+    cyl_radius: np.ndarray
+    casts_shadow: np.ndarray  # (N,) bool
+    materials: list[Material]
+    lighting: Lighting = field(default_factory=Lighting)
+    sky: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
+    max_depth: float = 80.0
+    post: dict = field(default_factory=dict)
+
+    def to_scene(self) -> Scene:
+        """The :class:`Scene`: every array as a float32 tensor (``casts_shadow`` bool), the rest shared."""
+        import torch
+
+        def t(a):
+            return torch.tensor(a, dtype=torch.float32)
+
+        return Scene(
+            plane_normal=t(self.plane_normal),
+            plane_offset=t(self.plane_offset),
+            box_center=t(self.box_center),
+            box_axes=t(self.box_axes),
+            box_half=t(self.box_half),
+            sphere_center=t(self.sphere_center),
+            sphere_radius=t(self.sphere_radius),
+            cyl_base=t(self.cyl_base),
+            cyl_height=t(self.cyl_height),
+            cyl_radius=t(self.cyl_radius),
+            casts_shadow=torch.from_numpy(self.casts_shadow.copy()),
+            materials=self.materials,
+            lighting=self.lighting,
+            sky=self.sky,
+            max_depth=self.max_depth,
+            post=self.post,
         )
 
 

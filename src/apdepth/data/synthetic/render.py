@@ -1,16 +1,15 @@
-"""Render a :class:`Scene` seen by a :class:`Camera`: depth, validity and colour per pixel."""
+"""Render a :class:`Scene` seen by a :class:`Camera`: depth, validity and colour per pixel.
+
+torch (and the ray casting and shading built on it) is imported on the first call, so that importing the
+package to draw scenes stays torch-free."""
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from .geometry import Camera, Scene
-from .raycast import _TILE, _bounding_spheres, _cast, _dot, _frustum_candidates, _tiles
-from .shading import _post_process, _shade
 
 
-@torch.inference_mode()
 def render(scene: Scene, camera: Camera, height: int, width: int) -> dict:
     """Render ``scene`` seen by ``camera`` at ``height`` x ``width`` pixels.
 
@@ -18,6 +17,18 @@ def render(scene: Scene, camera: Camera, height: int, width: int) -> dict:
     (0 where invalid), ``valid`` (H,W) bool (False for sky and beyond ``scene.max_depth``),
     ``intrinsics`` (3,3) float32.
     """
+    import torch
+
+    with torch.inference_mode():
+        return _render(scene, camera, height, width)
+
+
+def _render(scene: Scene, camera: Camera, height: int, width: int) -> dict:
+    import torch
+
+    from .raycast import _TILE, _bounding_spheres, _cast, _dot, _frustum_candidates, _tiles
+    from .shading import _post_process, _shade
+
     if height < 1 or width < 1:
         raise ValueError(f"image size must be positive, got {height}x{width}")
     K = camera.intrinsics(height, width)

@@ -1,20 +1,38 @@
 """Random scene families (``indoor`` rooms, ``outdoor`` streets, ``mixed``): the random material,
-camera and post-processing parameters drawn for a seed, and the seed -> image entry points."""
+camera and post-processing parameters drawn for a seed, and the seed -> image entry points.
+
+Drawing a scene (:func:`make_scene_spec`) needs numpy only; torch is imported when a scene is built or
+rendered."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
-import torch
 
-from .geometry import Camera, Lighting, Material, Scene, SceneBuilder, _yaw_matrix
-from .render import render
-from .shading import _srgb_to_linear
+from .geometry import Camera, Lighting, Material, Scene, SceneBuilder, SceneSpec, _yaw_matrix
 
 SCENE_FAMILIES = ("indoor", "outdoor", "mixed")
 #: Far planes in metres. Outdoor stays below 65.535 m so that depth fits a 16-bit millimetre PNG.
 MAX_DEPTH = {"indoor": 20.0, "outdoor": 65.0}
+
+
+# outdoor skies: (horizon, zenith) sRGB
+_SKIES = (
+    ((0.85, 0.9, 0.95), (0.35, 0.55, 0.9)),
+    ((0.8, 0.8, 0.82), (0.6, 0.62, 0.68)),
+    ((0.98, 0.75, 0.5), (0.35, 0.4, 0.7)),
+    ((0.9, 0.92, 0.96), (0.5, 0.7, 0.95)),
+)
+# Each zenith colour in linear RGB, as float32 ``shading._srgb_to_linear`` gives it (``c ** 2.2`` in torch, whose
+# float32 pow can differ from numpy's by an ulp): stored so that drawing a scene needs no torch, and checked
+# against torch by the tests.
+_SKY_ZENITH_LINEAR = (
+    (0.09930010139942169, 0.26840952038764954, 0.7931101322174072),
+    (0.32503700256347656, 0.34935078024864197, 0.42807474732398987),
+    (0.09930010139942169, 0.1332085132598877, 0.4562634527683258),
+    (0.21763764321804047, 0.4562634527683258, 0.8932888507843018),
+)
 
 
 def _hsv(h, s, v):
@@ -295,7 +313,7 @@ def _indoor(rng: np.random.Generator):
         )
     for i in range(6):
         b._planes[i] = b._planes[i][:3] + (False,)
-    return b.build(lighting=light, sky=None, max_depth=MAX_DEPTH["indoor"], post=_post_params(rng)), cam
+    return b.spec(lighting=light, sky=None, max_depth=MAX_DEPTH["indoor"], post=_post_params(rng)), cam
 
 
 def _outdoor(rng: np.random.Generator):
@@ -451,15 +469,10 @@ def _outdoor(rng: np.random.Generator):
         hfov_deg=float(rng.uniform(40, 90)),
     )
     el, az = math.radians(rng.uniform(15, 70)), rng.uniform(0, 2 * math.pi)
-    skies = [
-        ((0.85, 0.9, 0.95), (0.35, 0.55, 0.9)),
-        ((0.8, 0.8, 0.82), (0.6, 0.62, 0.68)),
-        ((0.98, 0.75, 0.5), (0.35, 0.4, 0.7)),
-        ((0.9, 0.92, 0.96), (0.5, 0.7, 0.95)),
-    ]
-    sky = skies[int(rng.integers(len(skies)))]
+    k = int(rng.integers(len(_SKIES)))
+    sky = _SKIES[k]
     sun_col = _hsv(rng.uniform(0.06, 0.14), rng.uniform(0.0, 0.4), rng.uniform(0.9, 1.3))
-    amb = tuple(float(c) * rng.uniform(0.25, 0.45) for c in _srgb_to_linear(torch.tensor(sky[1])).tolist())
+    amb = tuple(float(c) * rng.uniform(0.25, 0.45) for c in _SKY_ZENITH_LINEAR[k])
     amb = tuple(a + 0.08 for a in amb)
     light = Lighting(
         kind="sun",
@@ -467,11 +480,17 @@ def _outdoor(rng: np.random.Generator):
         color=sun_col,
         ambient=amb,
     )
-    return b.build(lighting=light, sky=sky, max_depth=MAX_DEPTH["outdoor"], post=_post_params(rng)), cam
+    return b.spec(lighting=light, sky=sky, max_depth=MAX_DEPTH["outdoor"], post=_post_params(rng)), cam
 
 
 def make_scene(seed: int, scene: str = "mixed") -> tuple[Scene, Camera]:
     """The random scene and camera for ``seed`` (a non-negative int) of family ``indoor|outdoor|mixed``."""
+    spec, cam = make_scene_spec(seed, scene)
+    return spec.to_scene(), cam
+
+
+def make_scene_spec(seed: int, scene: str = "mixed") -> tuple[SceneSpec, Camera]:
+    """:func:`make_scene` without torch: the scene as a :class:`SceneSpec` (``spec.to_scene()`` builds it)."""
     if scene not in SCENE_FAMILIES:
         raise ValueError(f"unknown scene family {scene!r}; choose one of {', '.join(SCENE_FAMILIES)}")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -490,6 +509,8 @@ def render_scene(seed: int, height: int, width: int, scene: str = "mixed") -> di
     (0 where invalid; at most 20 m indoors, 65 m outdoors), ``valid`` (H,W) bool, ``intrinsics``
     (3,3) float32. The same arguments always give bit-identical arrays.
     """
+    from .render import render
+
     sc, cam = make_scene(seed, scene)
     return render(sc, cam, int(height), int(width))
 
