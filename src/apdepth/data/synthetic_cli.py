@@ -29,10 +29,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from apdepth.writer import WriterPool, atomic_write, remove_stale_temps, save_npy, save_png
+# numpy and the writer are imported where used: `apdepth synth --workers N` starts its worker server (which
+# imports torch, ~2 s) before this process has imported anything heavy
+if TYPE_CHECKING:
+    import numpy as np
 
 PNG_MAX_DEPTH_M = 65.535  # largest depth a 16-bit millimetre PNG can hold
 
@@ -124,6 +126,7 @@ def write_samples(
     returns the split-file lines of all. Raises the first write error after the samples already started are
     finished."""
     from apdepth.data.synthetic import make_scene_spec, render
+    from apdepth.writer import WriterPool
 
     seeds = list(seeds)
     if specs is not None and len(specs) != len(seeds):
@@ -155,6 +158,8 @@ def write_samples(
 def _encode_depth(out: dict, depth_format: str) -> np.ndarray:
     """The depth as stored: uint16 millimetres (0 = invalid) for png, float32 metres for npy. Raises ValueError
     when the depth does not fit a 16-bit millimetre PNG."""
+    import numpy as np
+
     depth, valid = out["depth"], out["valid"]
     if depth_format != "png":
         return depth.astype(np.float32)
@@ -169,6 +174,10 @@ def _write_rendered(
     root: Path, seed: int, stored_depth: np.ndarray, out: dict, height: int, width: int, scene: str, depth_format: str
 ) -> str:
     """Write one rendered sample (in a writer thread or a worker process); returns its split-file line."""
+    import numpy as np
+
+    from apdepth.writer import atomic_write, save_npy, save_png
+
     sid = f"{seed:08d}"
     rgb_p, depth_p, mask_p = _sample_paths(sid, depth_format)
     if depth_format == "png":
@@ -218,6 +227,27 @@ def _init_worker() -> None:
     _keep_freed_memory()
 
 
+def _worker_context():
+    """The multiprocessing context of the worker processes: forked from a server that preloads the renderer."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    # the package itself is torch-free (scenes are drawn with numpy): preload the renderer's modules
+    ctx.set_forkserver_preload(["apdepth.data.synthetic.shading", "apdepth.data.synthetic_cli", "apdepth.writer"])
+    return ctx
+
+
+def _start_worker_server() -> None:
+    """Start the worker server now (it then imports torch while this process carries on); a no-op where
+    workers are spawned instead. :func:`_worker_pool` would start it anyway, only later."""
+    if _worker_context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
 def _worker_pool(workers: int):
     """A pool of ``workers`` rendering processes, one torch thread each.
 
@@ -226,16 +256,9 @@ def _worker_pool(workers: int):
     parent did: a start-up cost paid per run, on the critical path of short runs. Forking the parent itself
     after torch has started threads can hang, hence the server; platforms without one fall back to spawning.
     """
-    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        # the package itself is torch-free (scenes are drawn with numpy): preload the renderer's modules
-        ctx.set_forkserver_preload(["apdepth.data.synthetic.shading", "apdepth.data.synthetic_cli"])
-    else:
-        ctx = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker)
+    return ProcessPoolExecutor(workers, mp_context=_worker_context(), initializer=_init_worker)
 
 
 def _seed_runs(todo: list[int], workers: int) -> list[list[int]]:
@@ -329,6 +352,8 @@ def write_dataset(
     that many worker processes (see :func:`_worker_pool`); the files are identical either way."""
     from tqdm import tqdm
 
+    from apdepth.writer import atomic_write, remove_stale_temps
+
     if num < 1:
         raise ValueError(f"--num must be >= 1, got {num}")
     if seed < 0:
@@ -396,7 +421,10 @@ def write_sequence(
     camera-to-world, OpenCV camera frame) and ``meta.json`` (written last: marks a complete sequence)."""
     import io
 
+    import numpy as np
+
     from apdepth.data.synthetic.video import render_sequence
+    from apdepth.writer import atomic_write, save_png
 
     out = render_sequence(seed, frames, height, width, scene, trajectory)
     sid = f"{seed:08d}"
@@ -442,6 +470,8 @@ def write_video_dataset(
     returns that file's path."""
     from tqdm import tqdm
 
+    from apdepth.writer import atomic_write
+
     if num < 1 or frames < 2:
         raise ValueError(f"--num must be >= 1 and --frames >= 2, got {num} and {frames}")
     if seed < 0 or workers < 1 or not fps > 0:
@@ -473,6 +503,8 @@ def write_video_dataset(
 def contact_sheet(seeds, height: int, width: int, scene: str = "mixed", columns: int = 3) -> np.ndarray:
     """A uint8 image: for each seed, its RGB next to its depth coloured by colorize_depth (2-98%
     stretch, invalid pixels black), ``columns`` scenes per row, separated by white gaps."""
+    import numpy as np
+
     from apdepth.data.synthetic import render_scene
     from apdepth.visualize import colorize_depth
 
@@ -503,6 +535,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--num must be >= 1, got {args.num}")
         if args.out is None and args.contact_sheet is None:
             raise ValueError("give --out DIR (a dataset) and/or --contact-sheet PNG")
+        if args.out is not None and args.workers > 1:
+            _start_worker_server()  # its ~2 s of importing torch overlap the rest of this process's start-up
         from apdepth.image_io import unwritable_reason
 
         for flag, folder in (
@@ -513,6 +547,8 @@ def run(args: argparse.Namespace) -> int:
             if reason:
                 raise ValueError(f"cannot write to {flag} {folder}: {reason}")
         if args.contact_sheet is not None:
+            from apdepth.writer import save_png
+
             sheet = contact_sheet(range(args.seed, args.seed + args.num), height, width, args.scene, args.columns)
             save_png(args.contact_sheet, sheet)
             print(f"wrote {args.contact_sheet} ({args.num} scenes)")
