@@ -9,8 +9,8 @@ predictions in ``OUT/raw/``), then sweep the filter on those cached predictions 
     python benchmarks/video_smoothing_sweep.py --data data/synth_video_tune --raw outputs/video_tune/raw \\
         --exclude 00960005 --strength 0.6,0.8,0.9,0.95 --depth-tolerance 0.05,0.1,0.2,0.3 --affine 0,1
 
-Each sequence is co-aligned once (as ``pipe.predict_video`` does); every setting then filters the same
-co-aligned clip. Prints one line per setting (mean AbsRel, δ1, TAE, flicker over sequences, one alignment
+Each sequence is co-aligned once (as ``pipe.predict_video`` does), with and/or without the camera-travel
+correction (``--travel 0,1``); every setting then filters the same co-aligned clip. Prints one line per setting (mean AbsRel, δ1, TAE, flicker over sequences, one alignment
 to the ground truth per sequence; TAE per trajectory), with the naive and the unsmoothed consistent output
 first, and writes them to ``--csv`` when given.
 """
@@ -39,6 +39,9 @@ def parse_args(argv=None):
     p.add_argument("--depth-tolerance", type=_floats, default=[0.2])
     p.add_argument("--flow-tolerance", type=_floats, default=[1.5])
     p.add_argument("--affine", default="0", help="comma-separated 0/1")
+    p.add_argument(
+        "--travel", default="1", help="comma-separated 0/1: without / with the camera-travel correction (default 1)"
+    )
     p.add_argument("--csv", type=Path, default=None, help="also write the table here")
     return p.parse_args(argv)
 
@@ -47,11 +50,12 @@ def main(argv=None) -> int:
     import numpy as np
 
     from apdepth.evaluation.video_metrics import video_metrics
-    from apdepth.temporal import CoAligner, normalise_clip, smooth_clip
+    from apdepth.temporal import CoAligner, smooth_clip
     from apdepth.video import read_video
-    from apdepth.video_depth import _gray, _upsample
+    from apdepth.video_depth import _coalign, _gray, _upsample
 
     args = parse_args(argv)
+    travels = [bool(int(v)) for v in args.travel.split(",")]
     skip = set(filter(None, args.exclude.split(",")))
     ids = sorted(p.stem for p in args.raw.glob("*.npy") if p.stem not in skip)
     if not ids:
@@ -69,19 +73,22 @@ def main(argv=None) -> int:
             aligner.add_frame(d, _gray(rgb, d.shape))
             if aligner.last_flows is not None:
                 flows.append(aligner.last_flows)
-        a, c = aligner.solve()
-        lo, hi = normalise_clip(np.asarray(aligner.depth_min), np.asarray(aligner.depth_max), a, c)
-        norm = [((a[t] * raw[t] + c[t] - lo) / (hi - lo)).astype(np.float32) for t in range(len(raw))]
+        clips = {}
+        for travel in travels:
+            a, c, (lo, hi), shift = _coalign(aligner, travel)
+            norm = [((a[t] * raw[t] + c[t] - lo) / (hi - lo)).astype(np.float32) for t in range(len(raw))]
+            clips[travel] = (norm, np.diff(shift, prepend=0.0) / (hi - lo))
         traj = json.loads((seq / "meta.json").read_text())["trajectory"]
         n = len(frames)
         seqs.append(
-            (traj, raw, norm, flows, frames.shape[1:3], gt["depth"][:n], gt["valid"][:n], gt["K"], gt["poses"][:n])
+            (traj, raw, clips, flows, frames.shape[1:3], gt["depth"][:n], gt["valid"][:n], gt["K"], gt["poses"][:n])
         )
 
-    def score(name, settings, make):
+    def score(name, settings, make, travel=False):
         per = []
-        for traj, raw, norm, flows, size, depth, valid, K, poses in seqs:
-            out = np.stack([np.clip(_upsample(x, size), 0, 1) for x in make(raw, norm, flows)])
+        for traj, raw, clips, flows, size, depth, valid, K, poses in seqs:
+            norm, steps = clips[travel]
+            out = np.stack([np.clip(_upsample(x, size), 0, 1) for x in make(raw, norm, flows, steps)])
             per.append((traj, video_metrics(out, depth, valid, K, poses)))
         row = {"output": name, **settings}
         row.update({k: float(np.mean([m[k] for _, m in per])) for k in ("abs_rel", "delta1", "tae", "flicker")})
@@ -89,7 +96,7 @@ def main(argv=None) -> int:
             vals = [m["tae"] for tr, m in per if tr == t]
             row[f"tae_{t}"] = float(np.mean(vals)) if vals else float("nan")
         print(
-            f"{name:14s} {json.dumps(settings):90s} AbsRel {row['abs_rel']:.4f} d1 {row['delta1']:.4f} "
+            f"{name:14s} {json.dumps(settings):105s} AbsRel {row['abs_rel']:.4f} d1 {row['delta1']:.4f} "
             f"TAE {row['tae']:.5f} flicker {row['flicker']:.5f} walk/pan/dolly "
             f"{row['tae_walk']:.5f}/{row['tae_pan']:.5f}/{row['tae_dolly']:.5f}",
             flush=True,
@@ -98,9 +105,9 @@ def main(argv=None) -> int:
 
     counts = {t: sum(s[0] == t for s in seqs) for t in ("walk", "pan", "dolly")}
     print(f"{len(seqs)} sequences ({counts}); one alignment to the ground truth per sequence")
-    rows = [
-        score("naive", {}, lambda raw, norm, flows: raw),
-        score("consistent", {}, lambda raw, norm, flows: norm),
+    rows = [score("naive", {}, lambda raw, norm, flows, steps: raw)]
+    rows += [
+        score("consistent", {"travel": travel}, lambda raw, norm, flows, steps: norm, travel) for travel in travels
     ]
     grid = itertools.product(
         args.modes.split(","),
@@ -108,16 +115,18 @@ def main(argv=None) -> int:
         args.depth_tolerance,
         args.flow_tolerance,
         [bool(int(v)) for v in args.affine.split(",")],
+        travels,
     )
-    for mode, k, dtol, ftol, affine in grid:
+    for mode, k, dtol, ftol, affine, travel in grid:
         kw = {"strength": k, "depth_tolerance": dtol, "flow_tolerance": ftol, "affine": affine}
         rows.append(
             score(
                 mode,
-                kw,
-                lambda raw, norm, flows, mode=mode, kw=kw: smooth_clip(
-                    len(norm), lambda t: norm[t], lambda t: flows[t - 1], mode, **kw
+                {**kw, "travel": travel},
+                lambda raw, norm, flows, steps, mode=mode, kw=kw: smooth_clip(
+                    len(norm), lambda t: norm[t], lambda t: flows[t - 1], mode, offsets=steps.__getitem__, **kw
                 ),
+                travel,
             )
         )
     if args.csv:

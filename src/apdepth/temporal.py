@@ -35,6 +35,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 DEFAULT_GAPS = (1, 2, 4, 8, 16)
+DEFAULT_TRAVEL_ZERO = 0.0
+"""Normalised depth taken as zero distance when the camera's travel is estimated (see :meth:`CoAligner.travel_shift`);
+chosen on tuning sequences (0.05 and -0.05 scored within 1% of it, docs/results.md)."""
+DEFAULT_HFOV_DEG = 60.0
+"""Horizontal field of view assumed for the flow model when none is known (the travel estimate hardly depends on it)."""
+TRAVEL_SAMPLES = 500
+"""Pixel pairs per frame pair used for the travel estimate (of the co-alignment's samples; 6 unknowns)."""
+DEFAULT_TRAVEL_SMOOTHNESS = 100.0
+"""Weight of the second differences of the travel path against one frame pair's estimate (:func:`travel_path`)."""
 
 
 @dataclass
@@ -43,6 +52,9 @@ class _Pairs:
     j: list = field(default_factory=list)
     x: list = field(default_factory=list)
     y: list = field(default_factory=list)
+    # flow pairs only: each sample's pixel (column, row) in frame i and its flow to frame j, in pixels
+    pixel: list = field(default_factory=list)
+    flow: list = field(default_factory=list)
 
 
 def _bilinear(img: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -112,6 +124,7 @@ class CoAligner:
         self._pairs = _Pairs()
         self._dis = None
         self.num_frames = 0
+        self.size: tuple[int, int] | None = None
         # Per-frame statistics of the raw predictions: mean, standard deviation, min, max.
         self.level: list[float] = []
         self.spread: list[float] = []
@@ -139,6 +152,7 @@ class CoAligner:
         self.last_flows = None
         if self._buffer and next(iter(self._buffer.values()))[0].shape != depth.shape:
             raise ValueError("all frames must share one size")
+        self.size = depth.shape
         self._buffer[t] = (depth, gray if self.flow == "dis" else None)
         self.level.append(float(depth.mean()))
         self.spread.append(max(float(depth.std()), 1e-6))
@@ -175,11 +189,13 @@ class CoAligner:
                 idx = self._rng.choice(idx, self.samples_per_pair * 2, replace=False)
             x = di.ravel()[idx]
             y = _bilinear(dj, u.ravel()[idx], v.ravel()[idx])
+            motion = np.stack([uu.ravel()[idx], vv.ravel()[idx], fwd[..., 0].ravel()[idx], fwd[..., 1].ravel()[idx]], 1)
         else:
             idx = np.flatnonzero((di > lo) & (di < hi) & (dj > lo) & (dj < hi))
             if idx.size > self.samples_per_pair:
                 idx = self._rng.choice(idx, self.samples_per_pair, replace=False)
             x, y = di.ravel()[idx], dj.ravel()[idx]
+            motion = None
         keep = (y > lo) & (y < hi)
         x, y = x[keep][: self.samples_per_pair], y[keep][: self.samples_per_pair]
         if x.size < 8:
@@ -188,6 +204,10 @@ class CoAligner:
         self._pairs.j.append(np.full(x.size, j, np.int32))
         self._pairs.x.append(x.astype(np.float32))
         self._pairs.y.append(y.astype(np.float32))
+        if motion is not None:
+            motion = motion[keep][: self.samples_per_pair].astype(np.float32)
+            self._pairs.pixel.append(motion[:, :2])
+            self._pairs.flow.append(motion[:, 2:])
 
     def solve(self, iterations: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Scale ``a`` and shift ``c`` per frame, float64 (T,): ``a_t * d_t + c_t`` is the co-aligned clip.
@@ -207,6 +227,224 @@ class CoAligner:
             spread=np.asarray(self.spread),
             iterations=iterations,
         )
+
+    def travel_shift(
+        self,
+        a: np.ndarray,
+        c: np.ndarray,
+        zero: float = DEFAULT_TRAVEL_ZERO,
+        hfov_deg: float = DEFAULT_HFOV_DEG,
+        smoothness: float = DEFAULT_TRAVEL_SMOOTHNESS,
+    ) -> np.ndarray:
+        """The per-frame shift, float64 (T,), to add to ``c`` so that the co-aligned clip also shows the
+        camera's travel along its optical axis (a dolly or walk forward lowers every depth by the distance
+        travelled), estimated from the optical flow by :func:`axial_travel`; zeros without flow pairs.
+
+        Co-alignment alone makes a static point keep its depth from frame to frame; the per-frame
+        predictions of an affine-invariant model cannot show the travel (it is a change of shift), but the
+        flow's expansion can: at a pixel the flow grows with ``t_z / Z``. With ``a, c`` from :meth:`solve`:
+        the travel is measured in the clip's normalised units, ``(a d + c - lo) / (hi - lo)`` (see
+        :func:`normalise_clip`), under the assumption that normalised depth ``zero`` is at zero distance
+        (the clip's nearest point is near the camera compared with the depth range); ``hfov_deg`` is the
+        assumed horizontal field of view, which only shapes the rotational part of the flow model.
+        """
+        p = self._pairs
+        n = self.num_frames
+        if not p.pixel or self.size is None:
+            return np.zeros(n)
+        lo, hi = normalise_clip(np.asarray(self.depth_min), np.asarray(self.depth_max), a, c)
+        h, w = self.size
+        focal = (w / 2.0) / np.tan(np.radians(hfov_deg) / 2.0)
+        pairs_i, pairs_j, tz = [], [], []
+        for i_k, j_k, x_k, px_k, fl_k in zip(p.i, p.j, p.x, p.pixel, p.flow):
+            i = int(i_k[0])
+            sub = slice(None, None, max(1, len(x_k) // TRAVEL_SAMPLES))  # the pair's samples are in random order
+            depth = (a[i] * x_k[sub].astype(np.float64) + c[i] - lo) / (hi - lo)
+            est = axial_travel(px_k[sub], fl_k[sub], depth, (h, w), focal, zero=zero)
+            if est is not None:
+                pairs_i.append(i)
+                pairs_j.append(int(j_k[0]))
+                tz.append(est)
+        phi = travel_path(n, np.asarray(pairs_i, np.int64), np.asarray(pairs_j, np.int64), np.asarray(tz), smoothness)
+        return -phi * (hi - lo)
+
+
+def axial_travel(
+    pixel: np.ndarray,
+    flow: np.ndarray,
+    depth: np.ndarray,
+    size: tuple[int, int],
+    focal: float,
+    zero: float = DEFAULT_TRAVEL_ZERO,
+    iterations: int = 5,
+) -> float | None:
+    """The camera's translation along its optical axis between two frames, in the units of ``depth``, from
+    the optical flow of a rigid scene; ``None`` when fewer than 16 samples can be used.
+
+    The rigid-motion flow model: a camera rotation ``w`` (rotation vector) turns the ray of a point at
+    distance ``Z`` to image position ``(x_r, y_r)`` and distance ``Z_r`` (exactly, by Rodrigues' formula),
+    and the translation ``t`` then moves it by ``((x_r t_z - t_x) / (Z_r - t_z), (y_r t_z - t_y) / (Z_r -
+    t_z))`` (exact as well). Around the current estimate the model is linear in ``t`` and a small change of
+    ``w`` (the instantaneous-motion basis of Longuet-Higgins and Prazdny, 1980, "The interpretation of a
+    moving retinal image", Proc. R. Soc. Lond. B 208); each step solves that linear problem by least squares
+    with Cauchy reweighting (moving objects and flow errors lose their weight) and is repeated until ``t_z``
+    and ``w`` stop changing. ``Z = depth - zero``. Returns ``t_z``: positive = the camera moved forward, so
+    the depths of static points fell by ``t_z``.
+
+    Args:
+        pixel: float (N, 2) sample positions (column, row) in the first frame, pixels.
+        flow: float (N, 2) their flow to the second frame, pixels.
+        depth: float (N,) their depth in the first frame (affine-invariant units; only ``depth > zero``
+            is used).
+        size: (H, W) of the frames the pixels refer to; the principal point is taken at the centre.
+        focal: focal length in pixels.
+        zero: the depth value taken as zero distance.
+        iterations: reweighting steps.
+    """
+    pixel = np.asarray(pixel, np.float64)
+    flow = np.asarray(flow, np.float64)
+    depth = np.asarray(depth, np.float64)
+    use = (depth - zero > 1e-3) & np.isfinite(flow).all(1)
+    if use.sum() < 16:
+        return None
+    h, w = size
+    rays = np.stack(
+        [(pixel[use, 0] - (w - 1) / 2.0) / focal, (pixel[use, 1] - (h - 1) / 2.0) / focal, np.ones(int(use.sum()))], 1
+    )
+    dist = depth[use] - zero
+    b0 = np.concatenate([flow[use, 0], flow[use, 1]]) / focal
+    zero_col = np.zeros(len(dist))
+    omega, tz = np.zeros(3), 0.0
+    for _ in range(10):  # Gauss-Newton in the rotation, fixed point in t_z
+        turned = rays @ _rotation(-omega).T  # the rays of the points after the rotation alone
+        ok = turned[:, 2] > 1e-6
+        if ok.sum() < 16:
+            return None
+        xr = turned[:, 0] / np.where(ok, turned[:, 2], 1.0)
+        yr = turned[:, 1] / np.where(ok, turned[:, 2], 1.0)
+        z_turned = dist * turned[:, 2]
+        q = np.where(ok, 1.0 / np.maximum(z_turned - tz, 1e-3 * dist), 0.0)
+        A = np.vstack(
+            [
+                np.column_stack([-q, zero_col, xr * q, xr * yr, -(1 + xr * xr), yr]),
+                np.column_stack([zero_col, -q, yr * q, 1 + yr * yr, -xr * yr, -xr]),
+            ]
+        )
+        b = b0 - np.concatenate([xr - rays[:, 0], yr - rays[:, 1]])
+        keep = np.concatenate([ok, ok])
+        A, b = A[keep], b[keep]
+        wt = np.ones(b.size)
+        theta = np.zeros(6)
+        for _ in range(max(1, iterations)):
+            sw = np.sqrt(wt)
+            theta = np.linalg.lstsq(A * sw[:, None], b * sw, rcond=None)[0]
+            r = A @ theta - b
+            sigma = 1.4826 * np.median(np.abs(r))
+            if not sigma > 1e-15:
+                break
+            wt = 1.0 / (1.0 + (r / (2.385 * sigma)) ** 2)
+        omega = omega + theta[3:]
+        tz, previous = float(theta[2]), tz
+        if not (np.isfinite(tz) and np.isfinite(omega).all()):
+            return None
+        if abs(tz - previous) <= 1e-8 * abs(tz) + 1e-15 and np.abs(theta[3:]).max() < 1e-10:
+            break
+    return tz
+
+
+def _rotation(v: np.ndarray) -> np.ndarray:
+    """The rotation matrix of rotation vector ``v`` (axis times angle in radians; Rodrigues' formula)."""
+    angle = float(np.linalg.norm(v))
+    if angle < 1e-15:
+        return np.eye(3)
+    k = v / angle
+    K = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    return np.eye(3) + np.sin(angle) * K + (1.0 - np.cos(angle)) * (K @ K)
+
+
+def travel_path(
+    num_frames: int,
+    i: np.ndarray,
+    j: np.ndarray,
+    travel: np.ndarray,
+    smoothness: float = DEFAULT_TRAVEL_SMOOTHNESS,
+    window: int = 1024,
+) -> np.ndarray:
+    """The camera's cumulative travel per frame, float64 (T,) with ``phi[0] = 0``, from pairwise estimates
+    ``phi[j[k]] - phi[i[k]] ~ travel[k]`` and a smooth-path prior (``smoothness`` times the second
+    differences), by robust least squares (Cauchy, then Tukey reweighting: pairs whose estimate disagrees
+    with the path, e.g. across a cut, drop out). Frames without pairs follow the smooth path. Long clips are solved in
+    overlapping windows of ``window`` frames joined where they overlap, so cost stays linear in ``T``.
+
+    Raises:
+        ValueError: arrays of different lengths or frame indices out of range.
+    """
+    i = np.asarray(i, np.int64)
+    j = np.asarray(j, np.int64)
+    travel = np.asarray(travel, np.float64)
+    if not i.shape == j.shape == travel.shape or i.ndim != 1:
+        raise ValueError("i, j and travel must be 1-D arrays of one length")
+    if i.size and (min(i.min(), j.min()) < 0 or max(i.max(), j.max()) >= num_frames):
+        raise ValueError("frame indices out of range")
+    phi = np.zeros(num_frames)
+    if num_frames < 2 or i.size == 0:
+        return phi
+    if num_frames <= window:
+        return _travel_window(num_frames, i, j, travel, smoothness)
+    step = window // 2
+    start = 0
+    while start < num_frames - 1:
+        stop = min(start + window, num_frames)
+        sel = (i >= start) & (j < stop)
+        part = _travel_window(stop - start, i[sel] - start, j[sel] - start, travel[sel], smoothness)
+        if start == 0:
+            phi[:stop] = part
+        else:  # join: the overlap's mean offset; the new window takes over from its middle
+            overlap = slice(start, start + step)
+            offset = float(np.mean(phi[overlap] - part[:step]))
+            keep_from = start + step // 2
+            phi[keep_from:stop] = part[keep_from - start :] + offset
+        if stop == num_frames:
+            break
+        start += step
+    return phi
+
+
+def _travel_window(n: int, i: np.ndarray, j: np.ndarray, travel: np.ndarray, smoothness: float) -> np.ndarray:
+    """Robust least squares of :func:`travel_path` for one window of ``n`` frames (normal equations)."""
+    smooth = np.zeros((n, n))
+    if n > 2:
+        d2 = np.zeros((n - 2, n))
+        k = np.arange(n - 2)
+        d2[k, k], d2[k, k + 1], d2[k, k + 2] = 1.0, -2.0, 1.0
+        smooth = smoothness**2 * (d2.T @ d2)
+    smooth[0, 0] += 1.0  # phi[0] = 0
+    wt = np.ones(i.size)
+    phi = np.zeros(n)
+    steps, last = 8, False
+    for step in range(steps):
+        H = smooth.copy()
+        g = np.zeros(n)
+        np.add.at(H, (j, j), wt)
+        np.add.at(H, (i, i), wt)
+        np.add.at(H, (i, j), -wt)
+        np.add.at(H, (j, i), -wt)
+        np.add.at(g, j, wt * travel)
+        np.add.at(g, i, -wt * travel)
+        H[np.diag_indices(n)] += 1e-12 * max(2.0 * wt.sum() / n, 1e-300)  # frames whose pairs all dropped out
+        phi = np.linalg.solve(H, g)
+        r = phi[j] - phi[i] - travel
+        if step == steps - 1 or last:
+            break
+        floor = 1e-6 * max(np.abs(travel).max(), 1e-300)
+        sigma = 1.4826 * np.median(np.abs(r))
+        if step < 5 and sigma > floor:
+            wt = 1.0 / (1.0 + (r / (2.385 * sigma)) ** 2)  # Cauchy: a smooth start
+        else:
+            last = not sigma > floor  # the rest fit to rounding: one more solve without the outliers
+            z = r / (4.685 * max(sigma, floor))
+            wt = np.where(np.abs(z) < 1, (1 - z**2) ** 2, 0.0)  # Tukey: outliers get exactly 0
+    return phi - phi[0]
 
 
 def solve_coalignment(
@@ -450,7 +688,11 @@ class FlowTemporalFilter:
         self.last_weight: np.ndarray | None = None
 
     def step(
-        self, depth: np.ndarray, flow_to_prev: np.ndarray | None = None, flow_from_prev: np.ndarray | None = None
+        self,
+        depth: np.ndarray,
+        flow_to_prev: np.ndarray | None = None,
+        flow_from_prev: np.ndarray | None = None,
+        offset: float = 0.0,
     ) -> np.ndarray:
         """Filter the next frame.
 
@@ -461,6 +703,8 @@ class FlowTemporalFilter:
             flow_from_prev: (H, W, 2) flow from the previous frame to this one (for the consistency check).
                 Both ``None``: a static camera (each pixel is paired with itself, no flow check). NaN flow
                 (what :class:`CoAligner` keeps at a cut) tracks nothing: the frame is passed through.
+            offset: depth change of a static point from the previous frame to this one, added to the carried
+                history (the camera's travel along its axis, see :meth:`CoAligner.travel_shift`); 0 = none.
         Returns:
             float32 (H, W) filtered depth; ``last_weight`` holds the per-pixel weight ``k`` of the history.
         Raises:
@@ -492,6 +736,8 @@ class FlowTemporalFilter:
             err = np.hypot(back[..., 0] + there[..., 0], back[..., 1] + there[..., 1])
             ok = inside & (err < self.flow_tolerance + 0.05 * np.hypot(back[..., 0], back[..., 1]))
             warped = _remap(self._prev, u, v)
+        if offset:
+            warped = warped + np.float32(offset)
         ok &= np.isfinite(warped) & np.isfinite(d)
         weight = np.zeros((h, w), np.float32)
         if ok.mean() >= max(self.min_confident, 1e-9):
@@ -537,6 +783,7 @@ def smooth_clip(
     flows,
     mode: str = "bidirectional",
     make_store=None,
+    offsets=None,
     **filter_args,
 ):
     """Run :class:`FlowTemporalFilter` over a clip; yields the smoothed frames in order (float32 (H, W)).
@@ -552,6 +799,9 @@ def smooth_clip(
         make_store: for ``"bidirectional"``, a factory returning a store with ``append(frame)`` and
             ``get(k)`` (the k-th appended frame) for the backward pass's T frames (in memory by default; a
             disk spill keeps memory constant).
+        offsets: ``offsets(t)`` -> depth change of a static point from frame ``t - 1`` to frame ``t`` (t >= 1),
+            e.g. the camera's travel (:meth:`CoAligner.travel_shift`); ``None`` = 0. The backward pass uses
+            its negative.
         filter_args: :class:`FlowTemporalFilter` arguments.
     Raises:
         ValueError: unknown ``mode`` or bad filter arguments.
@@ -559,10 +809,13 @@ def smooth_clip(
     if mode not in SMOOTHING_MODES:
         raise ValueError(f"temporal smoothing must be one of {SMOOTHING_MODES}, got {mode!r}")
     filt = FlowTemporalFilter(**filter_args)  # validates before any frame is read
-    return _smooth(num_frames, frame, flows, mode, make_store, filt, filter_args)
+    return _smooth(num_frames, frame, flows, mode, make_store, filt, filter_args, offsets)
 
 
-def _smooth(num_frames, frame, flows, mode, make_store, filt, filter_args):
+def _smooth(num_frames, frame, flows, mode, make_store, filt, filter_args, offsets=None):
+    def off(t):
+        return 0.0 if offsets is None else float(offsets(t))
+
     if mode == "none":
         for t in range(num_frames):
             yield np.asarray(frame(t), np.float32)
@@ -574,10 +827,11 @@ def _smooth(num_frames, frame, flows, mode, make_store, filt, filter_args):
         for t in range(num_frames - 1, -1, -1):  # stored in this order: frame t is entry T - 1 - t
             f = flows(t + 1) if t + 1 < num_frames else None
             # backward in time the "previous" frame is t + 1: the flow to it is f_t->t+1, from it f_t+1->t
-            backward.append(bfilt.step(frame(t), *(f if f is not None else (None, None))))
+            back_off = -off(t + 1) if t + 1 < num_frames else 0.0
+            backward.append(bfilt.step(frame(t), *(f if f is not None else (None, None)), offset=back_off))
     for t in range(num_frames):
         f = flows(t) if t > 0 else None
-        fwd = filt.step(frame(t), *((f[1], f[0]) if f is not None else (None, None)))
+        fwd = filt.step(frame(t), *((f[1], f[0]) if f is not None else (None, None)), offset=off(t) if t > 0 else 0.0)
         yield fwd if backward is None else 0.5 * (fwd + np.asarray(backward.get(num_frames - 1 - t), np.float32))
 
 

@@ -64,6 +64,15 @@ def add_video_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help=f"weight of the tracked history in [0, 1) (default {DEFAULT_SMOOTHING_STRENGTH}; 0 = no smoothing)",
     )
+    g.add_argument(
+        "--no-travel-correction",
+        dest="travel_correction",
+        action="store_const",
+        const=False,
+        default=None,
+        help="do not add the camera's travel along its axis, estimated from the optical flow, to the consistent "
+        "clip (by default a dolly or walk forward makes static depths fall, as they do)",
+    )
 
 
 def wants_video(args: argparse.Namespace) -> bool:
@@ -74,7 +83,11 @@ def wants_video(args: argparse.Namespace) -> bool:
 def video_only_options(args: argparse.Namespace) -> list[str]:
     """The clip-only options (temporal smoothing) given explicitly, as their flags; ``apdepth predict`` refuses
     them for image inputs rather than ignoring them."""
-    given = [("--temporal-smoothing", "temporal_smoothing"), ("--smoothing-strength", "smoothing_strength")]
+    given = [
+        ("--temporal-smoothing", "temporal_smoothing"),
+        ("--smoothing-strength", "smoothing_strength"),
+        ("--no-travel-correction", "travel_correction"),
+    ]
     return [flag for flag, name in given if getattr(args, name, None) is not None]
 
 
@@ -96,6 +109,14 @@ def run_video(args: argparse.Namespace) -> int:
     if args.smoothing_strength is not None and (args.per_frame or args.temporal_smoothing == "none"):
         why = "--per-frame (the naive output is not smoothed)" if args.per_frame else "--temporal-smoothing none"
         print(f"error: --smoothing-strength has no effect with {why}", file=sys.stderr)
+        return 2
+    if getattr(args, "travel_correction", None) is False and (args.per_frame or args.flow == "none"):
+        why = (
+            "--per-frame (the naive output is not co-aligned)"
+            if args.per_frame
+            else "--flow none (no flow to measure it)"
+        )
+        print(f"error: --no-travel-correction has no effect with {why}", file=sys.stderr)
         return 2
     strength = DEFAULT_SMOOTHING_STRENGTH if args.smoothing_strength is None else args.smoothing_strength
     try:
@@ -186,6 +207,7 @@ def run_video(args: argparse.Namespace) -> int:
                     show_progress=not args.quiet,
                     smoothing=smoothing,
                     smoothing_strength=strength,
+                    travel_correction=getattr(args, "travel_correction", None) is not False,
                 )
                 done.append(spec)
             except VideoReadError as err:

@@ -41,10 +41,13 @@ class VideoDepthOutput:
     times: float64 (T,) presentation time of each frame in seconds from the first.
     scale, shift: float64 (T,) the co-alignment: frame ``t``'s raw prediction ``d_t`` became
         ``(scale[t] * d_t + shift[t] - lo) / (hi - lo)`` with ``(lo, hi) = clip_range`` (before the temporal
-        filter, when ``stats["smoothing"]`` is not ``"none"``).
+        filter, when ``stats["smoothing"]`` is not ``"none"``); ``shift`` includes ``stats["travel"]``.
     clip_range: the clip-wide normalisation ``(lo, hi)``.
     fps: the clip's average frame rate in frames/s.
-    stats: ``seconds``, ``frames_per_s`` and ``smoothing`` (the temporal filter's mode).
+    stats: ``seconds``, ``frames_per_s``, ``smoothing`` (the temporal filter's mode) and ``travel``: float64 (T,),
+        the part of ``shift`` that is the camera's estimated travel along its axis (zeros without the travel
+        correction; ``-travel[t] / (hi - lo)`` is the distance travelled since the first frame, in the output's
+        units).
     per_frame: with ``output_per_frame=True``, the naive per-frame output (T, H, W) of the same model
         pass (each frame's own [0, 1] normalisation); else ``None``.
     """
@@ -155,9 +158,12 @@ def _depth_pass(
     gaps,
     progress=None,
     flow_spill: _Spill | None = None,
+    travel_correction: bool = True,
 ):
     """Pass 1: raw predictions at processing resolution into ``spill``; correspondences into a CoAligner;
-    with ``flow_spill``, the flows between neighbouring frames (for the temporal filter) into it."""
+    with ``flow_spill``, the flows between neighbouring frames (for the temporal filter) into it. Returns
+    ``(times, a, c, (lo, hi), size, travel)``: ``travel`` (T,) is the part of the shift ``c`` that is the
+    camera's estimated travel along its axis (zeros without it), see :func:`_coalign`."""
     aligner = None
     if consistent:
         if flow == "dis":
@@ -192,11 +198,20 @@ def _depth_pass(
         raise VideoReadError("the clip has no frames")
     n = len(times)
     if aligner is None:
-        a, c, lo, hi = np.ones(n), np.zeros(n), 0.0, 1.0
+        a, c, lo, hi, travel = np.ones(n), np.zeros(n), 0.0, 1.0, np.zeros(n)
     else:
-        a, c = aligner.solve()
-        lo, hi = normalise_clip(np.asarray(aligner.depth_min), np.asarray(aligner.depth_max), a, c)
-    return np.asarray(times), a, c, (lo, hi), size
+        a, c, (lo, hi), travel = _coalign(aligner, travel_correction)
+    return np.asarray(times), a, c, (lo, hi), size, travel
+
+
+def _coalign(aligner: CoAligner, travel_correction: bool):
+    """Solve the co-alignment; with ``travel_correction`` (and flow pairs) add the camera's travel along its
+    axis to the shifts (:meth:`~apdepth.temporal.CoAligner.travel_shift`). Returns ``a, c, (lo, hi), travel``."""
+    a, c = aligner.solve()
+    travel = aligner.travel_shift(a, c) if travel_correction else np.zeros(len(a))
+    c = c + travel
+    lo, hi = normalise_clip(np.asarray(aligner.depth_min), np.asarray(aligner.depth_max), a, c)
+    return a, c, (lo, hi), travel
 
 
 def _finish(d: np.ndarray, a: float, c: float, lo: float, hi: float, size) -> np.ndarray:
@@ -235,9 +250,12 @@ def check_smoothing(smoothing: str | None, strength: float, consistent: bool = T
     return mode
 
 
-def _output_frames(spill, flow_spill, a, c, lo, hi, size, mode, strength, folder, name) -> Iterator[np.ndarray]:
+def _output_frames(
+    spill, flow_spill, a, c, lo, hi, size, mode, strength, folder, name, travel=None
+) -> Iterator[np.ndarray]:
     """Pass 2's frames in order: co-aligned, one normalisation for the clip, optionally smoothed (at
-    processing resolution), then upsampled to ``size`` and clipped to [0, 1]."""
+    processing resolution; the carried history follows ``travel``, the camera's part of the shifts), then
+    upsampled to ``size`` and clipped to [0, 1]."""
     if mode == "none":
         for t, d in enumerate(spill.frames()):
             yield _finish(d, a[t], c[t], lo, hi, size)
@@ -252,9 +270,18 @@ def _output_frames(spill, flow_spill, a, c, lo, hi, size, mode, strength, folder
         f = flow_spill.get(t - 1)
         return f[0], f[1]
 
+    steps = None if travel is None else np.diff(np.asarray(travel, np.float64), prepend=0.0) / (hi - lo)
     back = _Spill(folder, f"{name}.smooth") if mode == "bidirectional" else None
     try:
-        for x in smooth_clip(spill.count, frame, flows, mode, make_store=lambda: back, strength=strength):
+        for x in smooth_clip(
+            spill.count,
+            frame,
+            flows,
+            mode,
+            make_store=lambda: back,
+            offsets=None if steps is None else steps.__getitem__,
+            strength=strength,
+        ):
             yield np.clip(_upsample(x, size), 0.0, 1.0)
     finally:
         if back is not None:
@@ -311,6 +338,7 @@ def predict_video(
     output_per_frame: bool = False,
     smoothing: str | None = None,
     smoothing_strength: float = DEFAULT_SMOOTHING_STRENGTH,
+    travel_correction: bool = True,
 ) -> VideoDepthOutput:
     """Temporally consistent depth for a clip, in memory.
 
@@ -334,6 +362,10 @@ def predict_video(
         smoothing_strength: weight of the carried history for confidently tracked pixels, in [0, 1)
             (0 = no smoothing). Occluded, disoccluded and badly tracked pixels, and pixels whose depth changed,
             keep the current frame.
+        travel_correction: with ``consistent=True`` and ``flow="dis"``, add the camera's travel along its
+            optical axis, estimated from the flow (:meth:`~apdepth.temporal.CoAligner.travel_shift`): on a
+            dolly or walk forward the depths of static points fall as they should, instead of staying
+            constant. No effect on a static or only rotating camera.
     Returns:
         :class:`VideoDepthOutput` with ``depth`` float32 (T, H, W) in [0, 1], 0 = near.
     Raises:
@@ -353,7 +385,7 @@ def predict_video(
     flow_spill = _Spill(None) if mode != "none" and flow is not None else None
     try:
         t0 = time.perf_counter()
-        times, a, c, (lo, hi), size = _depth_pass(
+        times, a, c, (lo, hi), size, travel = _depth_pass(
             pipe,
             it,
             spill,
@@ -363,9 +395,14 @@ def predict_video(
             flow=flow,
             gaps=gaps,
             flow_spill=flow_spill,
+            travel_correction=travel_correction,
         )
         depth = np.stack(
-            list(_output_frames(spill, flow_spill, a, c, lo, hi, size, mode, smoothing_strength, None, "clip"))
+            list(
+                _output_frames(
+                    spill, flow_spill, a, c, lo, hi, size, mode, smoothing_strength, None, "clip", travel=travel
+                )
+            )
         )
         naive = np.stack([_finish(d, 1.0, 0.0, 0.0, 1.0, size) for d in spill.frames()]) if output_per_frame else None
         elapsed = time.perf_counter() - t0
@@ -373,7 +410,12 @@ def predict_video(
         spill.close()
         if flow_spill is not None:
             flow_spill.close()
-    stats = {"seconds": elapsed, "frames_per_s": len(times) / max(elapsed, 1e-9), "smoothing": mode}
+    stats = {
+        "seconds": elapsed,
+        "frames_per_s": len(times) / max(elapsed, 1e-9),
+        "smoothing": mode,
+        "travel": travel,
+    }
     return VideoDepthOutput(depth, times, a, c, (lo, hi), fps, stats, naive)
 
 
@@ -385,13 +427,14 @@ def coalign_clip(
     smoothing: str | None = None,
     smoothing_strength: float = DEFAULT_SMOOTHING_STRENGTH,
     output_smoothed: bool = False,
+    travel_correction: bool = True,
 ) -> VideoDepthOutput | tuple[VideoDepthOutput, np.ndarray]:
     """The co-alignment step alone, on per-frame predictions already computed (what :func:`predict_video`
     does after the model): ``raw`` float (T, h, w) the pipeline's per-frame depth at processing resolution
     (``match_input_resolution=False``), ``frames`` uint8 (T, H, W, 3) the clip. Returns the consistent clip
     at the frames' size (``times`` are frame indices; ``fps`` is 0), smoothed as :func:`predict_video` does
-    (same ``smoothing`` options and defaults). With ``output_smoothed=True``, returns ``(unsmoothed output, smoothed
-    depth (T, H, W))`` from one co-alignment (for comparisons)."""
+    (same ``smoothing`` and ``travel_correction`` options and defaults). With ``output_smoothed=True``, returns
+    ``(unsmoothed output, smoothed depth (T, H, W))`` from one co-alignment (for comparisons)."""
     raw = np.asarray(raw, dtype=np.float32)
     if raw.ndim != 3 or len(raw) != len(frames):
         raise ValueError(f"raw must be (T, h, w) with one map per frame; got {raw.shape} for {len(frames)} frames")
@@ -402,22 +445,24 @@ def coalign_clip(
         aligner.add_frame(d, _gray(rgb, d.shape) if flow == "dis" else None)
         if aligner.last_flows is not None:
             flow_spill.append(np.stack(aligner.last_flows))
-    a, c = aligner.solve()
-    lo, hi = normalise_clip(np.asarray(aligner.depth_min), np.asarray(aligner.depth_max), a, c)
+    a, c, (lo, hi), travel = _coalign(aligner, travel_correction)
     size = frames.shape[1:3]
     spill = _Spill(None)
     for d in raw:
         spill.append(d)
     plain = np.stack([_finish(d, a[t], c[t], lo, hi, size) for t, d in enumerate(raw)])
-    out = VideoDepthOutput(plain, np.arange(len(raw), dtype=np.float64), a, c, (lo, hi), 0.0, {"smoothing": "none"})
+    stats = {"smoothing": "none", "travel": travel}
+    out = VideoDepthOutput(plain, np.arange(len(raw), dtype=np.float64), a, c, (lo, hi), 0.0, stats)
     if mode == "none":
         return (out, plain) if output_smoothed else out
     smoothed = np.stack(
-        list(_output_frames(spill, flow_spill, a, c, lo, hi, size, mode, smoothing_strength, None, "clip"))
+        list(
+            _output_frames(spill, flow_spill, a, c, lo, hi, size, mode, smoothing_strength, None, "clip", travel=travel)
+        )
     )
     if output_smoothed:
         return out, smoothed
-    return VideoDepthOutput(smoothed, out.times, a, c, (lo, hi), 0.0, {"smoothing": mode})
+    return VideoDepthOutput(smoothed, out.times, a, c, (lo, hi), 0.0, {"smoothing": mode, "travel": travel})
 
 
 def _retime(frames: Iterator[Frame], fps: float) -> Iterator[Frame]:
@@ -485,6 +530,7 @@ def process_video(
     show_progress: bool = True,
     smoothing: str | None = None,
     smoothing_strength: float = DEFAULT_SMOOTHING_STRENGTH,
+    travel_correction: bool = True,
 ) -> dict:
     """Depth for one clip, streamed to files in constant memory (see :class:`VideoOutputOptions`).
 
@@ -492,7 +538,8 @@ def process_video(
     at the end; the temporary files of an earlier run that was killed are removed first). With ``smoothing``
     (see :func:`predict_video`) the flows between neighbouring frames are spilled too, and the bidirectional
     filter's backward pass. Writes ``<stem>_video.json`` last: frame count, size, fps, timings, per-frame
-    scale/shift, smoothing. Returns that record. Raises :class:`~apdepth.video.VideoReadError` for an
+    scale/shift (the shift includes the camera's estimated travel, also recorded on its own), smoothing. Options as
+    in :func:`predict_video`. Returns that record. Raises :class:`~apdepth.video.VideoReadError` for an
     unreadable clip (no partial output files are left behind then), ValueError for bad options.
     """
     mode = check_smoothing(smoothing, smoothing_strength, consistent, gaps)
@@ -527,7 +574,7 @@ def process_video(
             bar.update(k)
             bar.set_postfix_str(f"{bar.n / max(time.perf_counter() - t_start, 1e-9):.2f} frames/s")
 
-        times, a, c, (lo, hi), size = _depth_pass(
+        times, a, c, (lo, hi), size, travel = _depth_pass(
             pipe,
             source.frames(),
             spill,
@@ -538,6 +585,7 @@ def process_video(
             gaps=gaps,
             progress=progress,
             flow_spill=flow_spill,
+            travel_correction=travel_correction,
         )
         bar.close()
         t_depth = time.perf_counter() - t_start
@@ -554,7 +602,9 @@ def process_video(
             png_dir = out_dir / f"{stem}_depth_frames"
             rgb_frames = source.frames() if sbs_video is not None else None
             wbar = tqdm(total=n, unit="frame", desc=f"{stem}: write", disable=not show_progress, dynamic_ncols=True)
-            depths = _output_frames(spill, flow_spill, a, c, lo, hi, size, mode, smoothing_strength, out_dir, stem)
+            depths = _output_frames(
+                spill, flow_spill, a, c, lo, hi, size, mode, smoothing_strength, out_dir, stem, travel=travel
+            )
             for t, depth in enumerate(depths):
                 colored = (
                     colorize_depth(depth, cmap=opts.color_map or "Spectral") if (depth_video or sbs_video) else None
@@ -589,6 +639,8 @@ def process_video(
             "clip_range": [lo, hi],
             "scale": [float(v) for v in a],
             "shift": [float(v) for v in c],
+            "travel_correction": bool(travel_correction and consistent and flow is not None),
+            "travel": [float(v) for v in travel],
         }
         with atomic_write(out_dir / f"{stem}{RECORD_SUFFIX}", "w") as fh:
             json.dump(record, fh, indent=1)
