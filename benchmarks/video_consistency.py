@@ -49,6 +49,12 @@ def parse_args(argv=None):
     )
     p.add_argument("--smoothing-strength", type=float, default=None, help="default: predict_video's default")
     p.add_argument(
+        "--no-travel-correction",
+        dest="travel_correction",
+        action="store_false",
+        help="consistent rows without the camera-travel correction (for the ablation)",
+    )
+    p.add_argument(
         "--reuse-predictions",
         action="store_true",
         help="reuse the per-frame predictions saved in OUT/raw/ by an earlier run (same model only)",
@@ -90,6 +96,7 @@ def main(argv=None) -> int:
         model_id=str(args.checkpoint or "bundled"),
         smoothing=args.smoothing,
         smoothing_strength=args.smoothing_strength,
+        travel_correction=args.travel_correction,
     )
     summary["command"] = "python benchmarks/video_consistency.py " + " ".join(sys.argv[1:] if argv is None else argv)
     summary["checkpoint"] = args.checkpoint or "bundled"

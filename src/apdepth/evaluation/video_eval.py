@@ -48,6 +48,7 @@ def evaluate_video_sequences(
     model_id: str = "bundled",
     smoothing: str = "bidirectional",
     smoothing_strength: float | None = None,
+    travel_correction: bool = True,
 ) -> dict:
     """Score every sequence listed in ``data_dir/sequences.txt``.
 
@@ -62,6 +63,8 @@ def evaluate_video_sequences(
             cached for another ``model_id`` (checkpoint name) or processing resolution are refused.
         smoothing, smoothing_strength: the temporal filter of the ``consistent + smoothing`` row (see
             :func:`apdepth.video_depth.predict_video`; strength ``None`` = its default).
+        travel_correction: the camera-travel correction of the consistent rows (see
+            :func:`apdepth.video_depth.predict_video`).
     Returns:
         the summary dict (also written as ``summary.json``).
     Raises:
@@ -130,7 +133,12 @@ def evaluate_video_sequences(
             save_npy(cache, raw.astype(np.float32))
         t1 = time.perf_counter()
         out, smoothed = coalign_clip(
-            raw, frames, smoothing=smoothing, smoothing_strength=smoothing_strength, output_smoothed=True
+            raw,
+            frames,
+            smoothing=smoothing,
+            smoothing_strength=smoothing_strength,
+            output_smoothed=True,
+            travel_correction=travel_correction,
         )
         align_seconds += time.perf_counter() - t1
         frames_all += n
@@ -160,6 +168,7 @@ def evaluate_video_sequences(
         "coalign_seconds_per_frame": round(align_seconds / max(frames_all, 1), 4),
         "smoothing": smoothing,
         "smoothing_strength": smoothing_strength,
+        "travel_correction": travel_correction,
         "rows": [],
     }
     for method, alignment in ROWS:
@@ -204,6 +213,11 @@ def summary_markdown(summary: dict) -> str:
         + (
             f"; smoothing {summary['smoothing']}, strength {summary['smoothing_strength']}"
             if "smoothing" in summary
+            else ""
+        )
+        + (
+            f"; travel correction {'on' if summary['travel_correction'] else 'off'}"
+            if "travel_correction" in summary
             else ""
         ),
         "",
