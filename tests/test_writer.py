@@ -44,9 +44,10 @@ def test_png_round_trips_every_kind_exactly(level):
         np.full((1, 1), 7, np.uint8),
     ]
     for a in arrays:
-        back = _decode(encode_png(a, level=level))
-        assert back.shape == a.shape
-        np.testing.assert_array_equal(back.astype(np.int64), a.astype(np.int64))
+        for rle in (False, True):
+            back = _decode(encode_png(a, level=level, rle=rle))
+            assert back.shape == a.shape
+            np.testing.assert_array_equal(back.astype(np.int64), a.astype(np.int64))
 
 
 def test_png_text_chunks_are_read_back():
