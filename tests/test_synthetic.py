@@ -150,6 +150,25 @@ def test_write_samples_renders_scenes_drawn_elsewhere(tmp_path):
         write_samples(tmp_path, [8], 16, 20, "mixed", specs=specs)
 
 
+def test_worker_runs_use_scenes_drawn_ahead_and_draw_the_rest_themselves(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    from apdepth.data.synthetic_cli import _render_in_workers
+
+    # a pool whose first worker is ready at once: few runs (maybe none) are drawn ahead, the rest in the workers
+    counts = []
+    with ThreadPoolExecutor(2) as pool:
+        lines = _render_in_workers(pool, 2, tmp_path, list(range(5, 45)), 8, 12, "mixed", "png", counts.append)
+    assert sum(counts) == 40 and sorted(lines) == [
+        f"rgb/{s:08d}.png depth/{s:08d}.png mask/{s:08d}.png" for s in range(5, 45)
+    ]
+    for s in (5, 44):
+        with Image.open(tmp_path / "rgb" / f"{s:08d}.png") as im:
+            assert np.array_equal(np.asarray(im), render_scene(s, 8, 12)["rgb"])
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_outdoor_sky_is_invalid_and_mask_matches_depth(seed):
     out = render_scene(seed, 48, 64, "outdoor")

@@ -282,57 +282,60 @@ def _noop() -> None:
 def _render_in_workers(pool, workers: int, root: Path, todo: list[int], height, width, scene, depth_format, on_run):
     """Write samples ``todo`` with the worker processes of ``pool``; returns their split-file lines.
 
-    The parent never imports torch (~2 s): it draws each run's scenes (numpy only, ~7 ms a scene) and hands
-    them to the workers with the seeds, so the workers only render and write. The first task forks a worker,
-    which waits until the worker server has imported torch (one core busy for ~2 s); it is submitted from a
-    thread while this one draws scenes on the other core (up to ``stash_max`` runs ahead), after which runs are
-    drawn as results come back, at most ``window`` runs in flight (memory stays flat for any ``--num``).
-    Worker tasks are short runs of seeds, so that a worker renders the next scene while its writer threads
-    encode and fsync the last one (writing one sample costs ~11 ms of CPU but ~30 ms of wall time, mostly
-    fsync). ``on_run(k)`` is called with the number of samples of each finished run, in order."""
+    The parent never imports torch (~2 s). The first task forks a worker, which waits until the worker server
+    has imported torch (one core busy for ~2 s); meanwhile a thread of this process, at the lowest CPU
+    priority (so that it only takes a core nobody else wants, not the server's), draws the first runs' scenes
+    (numpy only, ~7 ms a scene) and they are handed to the workers with their seeds; the workers draw the
+    rest themselves. At most ``window`` runs are in flight (memory stays flat for any ``--num``). Worker
+    tasks are short runs of seeds, so that a worker renders the next scene while its writer threads encode
+    and fsync the last one (writing one sample costs ~11 ms of CPU but ~30 ms of wall time, mostly fsync).
+    ``on_run(k)`` is called with the number of samples of each finished run, in order."""
+    import os
     import threading
     from collections import deque
 
     from apdepth.data.synthetic.scenes import make_scene_spec
 
-    start_error: list[BaseException] = []
+    runs = _seed_runs(todo, workers)
+    drawn: list[list] = []
+    started = threading.Event()
 
-    def start():
-        try:
-            pool.submit(_noop)
-        except BaseException as err:  # re-raised in this thread below
-            start_error.append(err)
+    def draw():
+        if sys.platform.startswith("linux"):  # there a thread has its own nice value (elsewhere the process's)
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            except OSError:
+                pass
+        for run in runs:
+            specs = []
+            for s in run:
+                if started.is_set():
+                    return
+                specs.append(make_scene_spec(s, scene))
+            drawn.append(specs)
 
-    starter = threading.Thread(target=start, name="synth-start", daemon=True)
-    starter.start()
-    stash_max, window = 64, 4 * workers
-    stash: list = []
+    drawer = threading.Thread(target=draw, name="synth-draw", daemon=True)
+    drawer.start()
+    try:
+        pool.submit(_noop)  # returns once the first worker is forked, i.e. the server has imported torch
+    finally:
+        started.set()
+        drawer.join()
+    window = 4 * workers
     pending: deque = deque()
     lines: list[str] = []
-
-    def collect():
+    for k, run in enumerate(runs):
+        specs = drawn[k] if k < len(drawn) else None
+        pending.append(pool.submit(write_samples, root, run, height, width, scene, depth_format, specs=specs))
+        # the runs drawn here (a few hundred scenes at most) go at once; the others as results come back
+        while k >= len(drawn) and len(pending) > window:
+            done = pending.popleft().result()
+            lines.extend(done)
+            on_run(len(done))
+    while pending:
         done = pending.popleft().result()
         lines.extend(done)
         on_run(len(done))
-
-    def flush():
-        starter.join()
-        if start_error:
-            raise start_error[0]
-        for run, specs in stash:
-            pending.append(pool.submit(write_samples, root, run, height, width, scene, depth_format, specs=specs))
-        stash.clear()
-
-    for run in _seed_runs(todo, workers):
-        stash.append((run, [make_scene_spec(s, scene) for s in run]))
-        if starter.is_alive() and len(stash) < stash_max:
-            continue
-        flush()
-        while len(pending) > window:
-            collect()
-    flush()
-    while pending:
-        collect()
     return lines
 
 
