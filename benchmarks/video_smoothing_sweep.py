@@ -105,7 +105,7 @@ def main(argv=None) -> int:
 
     counts = {t: sum(s[0] == t for s in seqs) for t in ("walk", "pan", "dolly")}
     print(f"{len(seqs)} sequences ({counts}); one alignment to the ground truth per sequence")
-    rows = [score("naive", {}, lambda raw, norm, flows, steps: raw)]
+    rows = [score("naive", {}, lambda raw, norm, flows, steps: raw, travels[0])]
     rows += [
         score("consistent", {"travel": travel}, lambda raw, norm, flows, steps: norm, travel) for travel in travels
     ]
