@@ -170,3 +170,137 @@ def test_cli_records_travel_and_refuses_meaningless_flags(tmp_path, tiny_checkpo
     Image.fromarray(s["rgb"][0]).save(img)
     assert main(["predict", str(img), "--output", str(tmp_path / "im"), "--no-travel-correction"]) == 2
     assert "--no-travel-correction" in capsys.readouterr().err
+
+
+def test_travel_path_refuses_bad_input_and_joins_long_clips_continuously():
+    one = (np.array([0, 1]), np.array([1, 2]))
+    for kwargs, message in (
+        (dict(travel=np.array([0.1, np.nan])), "finite"),
+        (dict(travel=np.array([0.1, np.inf])), "finite"),
+        (dict(i=np.array([0, 2])), "two different frames"),
+        (dict(i=np.array([0.5, 1.0])), "integers"),
+        (dict(smoothness=float("nan")), "non-negative"),
+        (dict(smoothness=-1.0), "non-negative"),
+        (dict(window=1), "window"),
+        (dict(num_frames=-1), "num_frames"),
+    ):
+        args = dict(num_frames=5, i=one[0], j=one[1], travel=np.array([0.1, 0.1])) | kwargs
+        with pytest.raises(ValueError, match=message):
+            travel_path(**args)
+    assert travel_path(0, np.zeros(0, int), np.zeros(0, int), np.zeros(0)).shape == (0,)
+
+    # 1,500 frames (two windows of 1,024 overlapping by 512) with estimation noise and a cut in the middle: the
+    # join used to shift the path by one step of ~4e-4 (31x the typical second difference); it is blended now
+    rng = np.random.default_rng(1)
+    n = 1500
+    phi = 0.002 * np.arange(n) + 0.05 * np.sin(np.arange(n) / 50.0)
+    i = np.concatenate([np.arange(n - g) for g in (1, 2, 4, 8, 16)])
+    j = np.concatenate([np.arange(g, n) for g in (1, 2, 4, 8, 16)])
+    travel = phi[j] - phi[i] + rng.normal(0, 2e-4, i.size)
+    cross = (i < 757) & (j >= 757)
+    travel[cross] += rng.normal(0, 0.05, cross.sum())
+    path = travel_path(n, i, j, travel)
+    second = np.abs(np.diff(path, 2))
+    assert second.max() < 3 * np.median(second)
+    assert np.abs(path - phi).max() < 0.01
+
+
+def test_travel_path_stays_put_across_a_cut():
+    # two shots, no pair across the cut after frame 9: each shot keeps its own exact path, the second continues
+    # where the first ended (no jump, no smooth bend forced across the cut)
+    n = 20
+    phi = np.r_[0.01 * np.arange(10), 0.5 - 0.02 * np.arange(10)]
+    pairs = [(a, a + g) for g in (1, 2, 4) for a in range(n - g) if (a < 10) == (a + g < 10)]
+    i, j = np.array(pairs).T
+    path = travel_path(n, i, j, phi[j] - phi[i], smoothness=100.0)
+    np.testing.assert_allclose(path[:10], phi[:10], atol=1e-9)
+    np.testing.assert_allclose(path[10:], 0.09 - 0.02 * np.arange(10), atol=1e-9)
+    # frames with no pair at all at the start keep the first frame's position
+    later = travel_path(8, np.array([3, 4, 5]), np.array([4, 5, 6]), np.full(3, 0.1), smoothness=0.0)
+    np.testing.assert_allclose(later, [0, 0, 0, 0, 0.1, 0.2, 0.3, 0.3], atol=1e-9)
+
+
+def test_axial_travel_refuses_bad_focal_and_skips_non_finite_samples():
+    rng = np.random.default_rng(0)
+    size, focal = (48, 64), 55.0
+    pixel = np.stack([rng.uniform(0, 63, 400), rng.uniform(0, 47, 400)], 1)
+    Z = rng.uniform(1.0, 6.0, 400)
+    flow = rigid_flow(pixel, Z, np.array([0.0, 0.0, 0.1]), np.zeros(3), focal, size)
+    clean = axial_travel(pixel, flow, Z, size, focal)
+    assert clean == pytest.approx(0.1, rel=1e-6)
+    for bad in (0.0, -55.0, float("inf"), float("nan"), None):
+        with pytest.raises(ValueError, match="focal"):
+            axial_travel(pixel, flow, Z, size, bad)
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        axial_travel(pixel[:, 0], flow, Z, size, focal)
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        axial_travel(pixel[:100], flow, Z, size, focal)
+    # NaN/inf in a sample's position, flow or depth: that sample is left out, the estimate stays exact
+    p2, f2, z2 = pixel.copy(), flow.copy(), Z.copy()
+    p2[0, 0], f2[1, 1], z2[2], z2[3] = np.nan, np.inf, np.inf, np.nan
+    assert axial_travel(p2, f2, z2, size, focal) == pytest.approx(0.1, rel=1e-6)
+
+
+def test_coalignment_keeps_each_side_of_a_cut_and_its_travel():
+    """A hard cut (a backward dolly, then a pan of another scene): the pan used to come out flat (scale 0,
+    every pixel one value) and the dolly's travel was lost (the path bent to fit pairs across the cut)."""
+    pytest.importorskip("cv2")
+    from apdepth.data.synthetic.video import render_sequence
+    from apdepth.temporal import CoAligner
+    from apdepth.video_depth import _gray, coalign_clip
+
+    dolly = render_sequence(950005, 16, 60, 80, "mixed", "dolly")  # one of the backward dollies
+    pan = render_sequence(950002, 16, 60, 80, "mixed", "pan")
+    raw = np.concatenate([normalised_gt(dolly), normalised_gt(pan)])
+    rgb = np.concatenate([dolly["rgb"], pan["rgb"]])
+    aligner = CoAligner()
+    for d, f in zip(raw, rgb):
+        aligner.add_frame(d, _gray(f, d.shape))
+    assert aligner.cuts == [16]
+    assert all((i < 16) == (j < 16) for i, j in zip(*(np.concatenate(x) for x in (aligner._pairs.i, aligner._pairs.j))))
+    assert {(15, 16), (0, 16), (15, 31)} <= set(aligner.dropped_pairs)
+
+    out = coalign_clip(raw, rgb, smoothing="none")
+    assert np.isfinite(out.depth).all() and out.depth.min() >= 0.0 and out.depth.max() <= 1.0
+    assert out.scale.min() > 0.5  # no shot shrinks towards a constant
+    assert out.depth[16:].std(axis=(1, 2)).min() > 0.1
+    # the dolly's travel as on its own (backward: the distance travelled falls)
+    alone = coalign_clip(raw[:16], rgb[:16], smoothing="none")
+    lo, hi = out.clip_range
+    dist = -out.stats["travel"] / (hi - lo)
+    lo1, hi1 = alone.clip_range
+    dist_alone = -alone.stats["travel"] / (hi1 - lo1)
+    assert np.all(np.diff(dist[:16]) < 0) and dist[15] < -0.05 and dist_alone[15] < -0.1
+    # in the raw predictions' units (travel / scale): the same travel as the dolly alone
+    in_raw = out.stats["travel"][15] / out.scale[:16].mean()
+    assert in_raw == pytest.approx(alone.stats["travel"][15] / alone.scale.mean(), rel=0.2)
+    assert dist[16] == 0.0  # the second shot's travel starts from its own first frame
+    # the smoothed output restarts at the cut and is just as sane
+    smooth = coalign_clip(raw, rgb)
+    assert np.isfinite(smooth.depth).all() and smooth.depth[16:].std(axis=(1, 2)).min() > 0.1
+
+
+def test_coalignment_pins_each_connected_group_of_frames_on_its_own():
+    from apdepth.temporal import solve_coalignment
+
+    # frames 0-2 and 3-5 are linked only among themselves (exact data: every frame a = 1 fits), and the second
+    # group's correspondences cost more: one clip-wide condition let it shrink to a constant
+    rng = np.random.default_rng(0)
+    i, j, x, y = [], [], [], []
+    for a, b, s in ((0, 1, 0.1), (1, 2, 0.1), (3, 4, 1.0), (4, 5, 1.0)):
+        v = rng.uniform(0, 1, 50)
+        noise = rng.normal(0, s * 0.01, 50)
+        i.append(np.full(50, a)), j.append(np.full(50, b)), x.append(v), y.append(v + noise)
+    a, c = solve_coalignment(6, *(np.concatenate(z) for z in (i, j, x, y)), iterations=1)
+    np.testing.assert_allclose(a, 1.0, atol=0.05)
+    np.testing.assert_allclose(c, 0.0, atol=0.05)
+
+
+def test_flow_on_frames_too_small_fails_clearly():
+    pytest.importorskip("cv2")
+    from apdepth.temporal import CoAligner
+
+    aligner = CoAligner()
+    aligner.add_frame(np.full((8, 8), 0.5), np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match="cannot pair 8x8 frames.*flow=None"):
+        aligner.add_frame(np.full((8, 8), 0.5), np.zeros((8, 8), np.uint8))

@@ -74,6 +74,11 @@ are taken as a cut (measured at 48x64: under 1.5 on a walk, a pan and a dolly sh
 similar textures)."""
 
 
+MIN_TRACKED = 0.05
+"""Fraction of a flow pair's pixels that must pass the forward-backward check for the pair to be used
+(at cuts between the rendered tuning scenes 0-9% passed, between neighbouring frames of one shot over 90%)."""
+
+
 class CoAligner:
     """Collect correspondences frame by frame, then :meth:`solve` for one scale and shift per frame.
 
@@ -93,6 +98,13 @@ class CoAligner:
             for :class:`FlowTemporalFilter`. Needs 1 in ``gaps``. At a cut (the flow-tracked pixels'
             grey levels differ by a median of more than :data:`CUT_GREY_LEVELS`) both flows are NaN, which
             the filter reads as "nothing tracked": it passes that frame through and restarts.
+
+    A flow pair gives no correspondences (it is listed in ``dropped_pairs``) when under :data:`MIN_TRACKED`
+    of its pixels pass the forward-backward check, or the tracked pixels' grey levels differ by a median of
+    more than :data:`CUT_GREY_LEVELS`: a cut between the two frames, or a flow that tracked nothing real.
+    When that happens to neighbouring frames ``t - 1, t``, ``t`` is recorded in ``cuts`` and no pair across
+    the cut is used, so the shots on either side are co-aligned separately (each keeps its own level and
+    spread, see :func:`solve_coalignment`) and the camera's travel is not carried across it.
     """
 
     def __init__(
@@ -125,6 +137,9 @@ class CoAligner:
         self._dis = None
         self.num_frames = 0
         self.size: tuple[int, int] | None = None
+        self.dropped_pairs: list[tuple[int, int]] = []  # flow pairs not used (see the class docstring)
+        self.cuts: list[int] = []  # frames t that do not match frame t - 1 (a cut before t)
+        self._cut_set: set[int] = set()
         # Per-frame statistics of the raw predictions: mean, standard deviation, min, max.
         self.level: list[float] = []
         self.spread: list[float] = []
@@ -140,7 +155,12 @@ class CoAligner:
 
     def add_frame(self, depth: np.ndarray, gray: np.ndarray | None = None) -> None:
         """Add the next frame: ``depth`` (h, w) float affine-invariant depth (the model's [0, 1] output);
-        ``gray`` (h, w) uint8 image of the same size, needed with ``flow="dis"``."""
+        ``gray`` (h, w) uint8 image of the same size, needed with ``flow="dis"``.
+
+        Raises:
+            ValueError: shapes that do not match, or (``flow="dis"``) frames too small for the optical flow
+                (OpenCV's DIS needs about 12 pixels on a side; the error comes with the second frame).
+        """
         depth = np.asarray(depth, dtype=np.float32)
         if depth.ndim != 2:
             raise ValueError(f"depth must be (H, W), got {depth.shape}")
@@ -170,20 +190,43 @@ class CoAligner:
         h, w = di.shape
         lo, hi = self.valid_range
         if self.flow == "dis":
-            fwd = self._dis.calc(gi, gj, None)
-            bwd = self._dis.calc(gj, gi, None)
+            if any(c in self._cut_set for c in range(i + 1, j + 1)):  # the pair spans a cut: different shots
+                self.dropped_pairs.append((i, j))
+                return
+            try:
+                fwd = self._dis.calc(gi, gj, None)
+                bwd = self._dis.calc(gj, gi, None)
+            except self._cv2.error as err:  # e.g. frames too small for its image pyramid
+                raise ValueError(
+                    f"optical flow (OpenCV DIS) cannot pair {w}x{h} frames; use larger frames (e.g. a higher "
+                    f"processing resolution) or flow=None ({str(err).strip().splitlines()[-1].split('error: ')[-1]})"
+                ) from None
             vv, uu = np.mgrid[0:h, 0:w].astype(np.float32)
             u, v = uu + fwd[..., 0], vv + fwd[..., 1]
             inside = (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
             back = self._cv2.remap(bwd, u, v, self._cv2.INTER_LINEAR, borderMode=self._cv2.BORDER_REPLICATE)
             err = np.hypot(fwd[..., 0] + back[..., 0], fwd[..., 1] + back[..., 1])
             ok = inside & (err < 0.5 + 0.05 * np.hypot(fwd[..., 0], fwd[..., 1]))
+            unrelated = ok.mean() < MIN_TRACKED
+            if not unrelated:
+                seen = self._cv2.remap(gj.astype(np.float32), u, v, self._cv2.INTER_LINEAR)
+                unrelated = bool(np.median(np.abs(seen - gi)[ok]) > CUT_GREY_LEVELS)
+            if j - i == 1 and unrelated:
+                # neighbouring frames that do not match: a cut. No pair across it is used (a later pair that
+                # spans it can still find a few matching pixels, and would tie the two shots together).
+                self.cuts.append(j)
+                self._cut_set.add(j)
             if self.keep_flows and j - i == 1:
                 self.last_flows = (fwd, bwd)
-                if ok.any():
-                    seen = self._cv2.remap(gj.astype(np.float32), u, v, self._cv2.INTER_LINEAR)
-                    if np.median(np.abs(seen - gi)[ok]) > CUT_GREY_LEVELS:  # a cut: unrelated frames
-                        self.last_flows = (np.full_like(fwd, np.nan), np.full_like(bwd, np.nan))
+                if unrelated:  # a cut: the filter restarts there
+                    self.last_flows = (np.full_like(fwd, np.nan), np.full_like(bwd, np.nan))
+            if unrelated:
+                # A cut between the two frames, or a flow that tracked nothing real (e.g. a pan that moved the
+                # whole view out between distant frames): its "correspondences" are noise, and across a cut
+                # they would tie unrelated scenes together. The pair is dropped; solve_coalignment keeps the
+                # frames on each side of a cut at their own level and spread.
+                self.dropped_pairs.append((i, j))
+                return
             idx = np.flatnonzero(ok & (di > lo) & (di < hi))
             if idx.size > self.samples_per_pair * 2:
                 idx = self._rng.choice(idx, self.samples_per_pair * 2, replace=False)
@@ -245,19 +288,39 @@ class CoAligner:
         flow's expansion can: at a pixel the flow grows with ``t_z / Z``. With ``a, c`` from :meth:`solve`:
         the travel is measured in the clip's normalised units, ``(a d + c - lo) / (hi - lo)`` (see
         :func:`normalise_clip`), under the assumption that normalised depth ``zero`` is at zero distance
-        (the clip's nearest point is near the camera compared with the depth range); ``hfov_deg`` is the
+        (the clip's nearest point is near the camera compared with the depth range). A clip with cuts
+        (``cuts``) is measured shot by shot: each shot normalised on its own, its travel 0 on its first frame; ``hfov_deg`` is the
         assumed horizontal field of view, which only shapes the rotational part of the flow model.
+
+        Raises:
+            ValueError: ``a`` or ``c`` not (T,), ``hfov_deg`` outside (0, 180), and what :func:`axial_travel`
+                and :func:`travel_path` refuse (a non-finite ``zero``, a negative ``smoothness``).
         """
+        hfov_deg = _number(hfov_deg, "hfov_deg must be a field of view in degrees, in (0, 180)")
+        if not 0.0 < hfov_deg < 180.0:
+            raise ValueError(f"hfov_deg must be a field of view in degrees, in (0, 180), got {hfov_deg}")
         p = self._pairs
         n = self.num_frames
+        a, c = np.asarray(a, np.float64), np.asarray(c, np.float64)
+        if a.shape != (n,) or c.shape != (n,):
+            raise ValueError(f"a and c must have one value per frame ({n}), got {a.shape} and {c.shape}")
         if not p.pixel or self.size is None:
             return np.zeros(n)
-        lo, hi = normalise_clip(np.asarray(self.depth_min), np.asarray(self.depth_max), a, c)
+        # Each shot (frames tied together by pairs; the two sides of a cut are two shots) is normalised on its
+        # own: "zero" is its own nearest depth, and its travel starts at 0 on its first frame.
+        shot = _components(n, np.array([int(k[0]) for k in p.i]), np.array([int(k[0]) for k in p.j]))
+        ranges = {}
+        for s in np.unique(shot):
+            member = shot == s
+            ranges[s] = normalise_clip(
+                np.asarray(self.depth_min)[member], np.asarray(self.depth_max)[member], a[member], c[member]
+            )
         h, w = self.size
         focal = (w / 2.0) / np.tan(np.radians(hfov_deg) / 2.0)
         pairs_i, pairs_j, tz = [], [], []
         for i_k, j_k, x_k, px_k, fl_k in zip(p.i, p.j, p.x, p.pixel, p.flow):
             i = int(i_k[0])
+            lo, hi = ranges[shot[i]]
             sub = slice(None, None, max(1, len(x_k) // TRAVEL_SAMPLES))  # the pair's samples are in random order
             depth = (a[i] * x_k[sub].astype(np.float64) + c[i] - lo) / (hi - lo)
             est = axial_travel(px_k[sub], fl_k[sub], depth, (h, w), focal, zero=zero)
@@ -266,7 +329,8 @@ class CoAligner:
                 pairs_j.append(int(j_k[0]))
                 tz.append(est)
         phi = travel_path(n, np.asarray(pairs_i, np.int64), np.asarray(pairs_j, np.int64), np.asarray(tz), smoothness)
-        return -phi * (hi - lo)
+        span = np.array([ranges[s][1] - ranges[s][0] for s in shot])
+        return -(phi - phi[shot]) * span
 
 
 def axial_travel(
@@ -297,14 +361,30 @@ def axial_travel(
         depth: float (N,) their depth in the first frame (affine-invariant units; only ``depth > zero``
             is used).
         size: (H, W) of the frames the pixels refer to; the principal point is taken at the centre.
-        focal: focal length in pixels.
+        focal: focal length in pixels (> 0).
         zero: the depth value taken as zero distance.
         iterations: reweighting steps.
+    Samples with a NaN or infinite position, flow or depth are left out.
+
+    Raises:
+        ValueError: arrays of the wrong shapes, a focal length that is not a positive number, a non-finite
+            ``zero``.
     """
     pixel = np.asarray(pixel, np.float64)
     flow = np.asarray(flow, np.float64)
     depth = np.asarray(depth, np.float64)
-    use = (depth - zero > 1e-3) & np.isfinite(flow).all(1)
+    if pixel.ndim != 2 or pixel.shape[1] != 2 or flow.shape != pixel.shape or depth.shape != pixel.shape[:1]:
+        raise ValueError(
+            f"pixel and flow must be (N, 2) and depth (N,), got {pixel.shape}, {flow.shape} and {depth.shape}"
+        )
+    focal = _number(focal, "focal must be a positive number of pixels")
+    zero = _number(zero, "zero must be a finite number")
+    if not (np.isfinite(focal) and focal > 0.0):
+        raise ValueError(f"focal must be a positive number of pixels, got {focal}")
+    if not np.isfinite(zero):
+        raise ValueError(f"zero must be a finite number, got {zero}")
+    with np.errstate(invalid="ignore"):  # NaN/inf samples are left out, not propagated
+        use = (depth - zero > 1e-3) & np.isfinite(depth) & np.isfinite(flow).all(1) & np.isfinite(pixel).all(1)
     if use.sum() < 16:
         return None
     h, w = size
@@ -373,51 +453,84 @@ def travel_path(
     """The camera's cumulative travel per frame, float64 (T,) with ``phi[0] = 0``, from pairwise estimates
     ``phi[j[k]] - phi[i[k]] ~ travel[k]`` and a smooth-path prior (``smoothness`` times the second
     differences), by robust least squares (Cauchy, then Tukey reweighting: pairs whose estimate disagrees
-    with the path, e.g. across a cut, drop out). Frames without pairs follow the smooth path. Long clips are solved in
-    overlapping windows of ``window`` frames joined where they overlap, so cost stays linear in ``T``.
+    with the path drop out). Frames without pairs follow the smooth path. Where no pair spans two
+    neighbouring frames (a cut: no pair across it was measured) the path neither bends smoothly nor jumps
+    there: the prior is not applied across it and the travel simply stays the same over it. Long clips are
+    solved in overlapping windows of ``window`` frames, blended linearly over each overlap (the later window
+    shifted by the mean difference there), so cost stays linear in ``T`` and the path stays continuous.
 
     Raises:
-        ValueError: arrays of different lengths or frame indices out of range.
+        ValueError: arrays of different lengths, frame indices out of range, a pair of one frame with
+            itself, non-finite estimates, a negative or non-finite ``smoothness``, ``num_frames < 0`` or
+            ``window < 2``.
     """
-    i = np.asarray(i, np.int64)
-    j = np.asarray(j, np.int64)
+    i = np.asarray(i)
+    j = np.asarray(j)
     travel = np.asarray(travel, np.float64)
     if not i.shape == j.shape == travel.shape or i.ndim != 1:
         raise ValueError("i, j and travel must be 1-D arrays of one length")
+    if i.size and not (np.issubdtype(i.dtype, np.integer) and np.issubdtype(j.dtype, np.integer)):
+        raise ValueError(f"frame indices must be integers, got {i.dtype} and {j.dtype}")
+    i, j = i.astype(np.int64), j.astype(np.int64)
+    num_frames = int(num_frames)
+    if num_frames < 0:
+        raise ValueError(f"num_frames must be >= 0, got {num_frames}")
+    smoothness = _number(smoothness, "smoothness must be a non-negative number")
+    if not (np.isfinite(smoothness) and smoothness >= 0.0):
+        raise ValueError(f"smoothness must be a non-negative number, got {smoothness}")
+    if int(window) < 2:
+        raise ValueError(f"window must be >= 2 frames, got {window}")
+    window = int(window)
     if i.size and (min(i.min(), j.min()) < 0 or max(i.max(), j.max()) >= num_frames):
         raise ValueError("frame indices out of range")
+    if np.any(i == j):
+        raise ValueError("a pair must join two different frames (i == j)")
+    if not np.isfinite(travel).all():
+        raise ValueError("travel estimates must be finite (leave out pairs without an estimate)")
+    lo, hi = np.minimum(i, j), np.maximum(i, j)
     phi = np.zeros(num_frames)
     if num_frames < 2 or i.size == 0:
         return phi
     if num_frames <= window:
         return _travel_window(num_frames, i, j, travel, smoothness)
     step = window // 2
-    start = 0
-    while start < num_frames - 1:
+    start, last_stop = 0, 0
+    while True:
         stop = min(start + window, num_frames)
-        sel = (i >= start) & (j < stop)
+        sel = (lo >= start) & (hi < stop)
         part = _travel_window(stop - start, i[sel] - start, j[sel] - start, travel[sel], smoothness)
         if start == 0:
             phi[:stop] = part
-        else:  # join: the overlap's mean offset; the new window takes over from its middle
-            overlap = slice(start, start + step)
-            offset = float(np.mean(phi[overlap] - part[:step]))
-            keep_from = start + step // 2
-            phi[keep_from:stop] = part[keep_from - start :] + offset
+        else:  # join: shifted by the overlap's mean difference, then blended linearly across the overlap
+            overlap = np.arange(start, last_stop)
+            offset = float(np.mean(phi[overlap] - part[overlap - start]))
+            ramp = (np.arange(overlap.size) + 0.5) / overlap.size  # new window's weight: 0 -> 1
+            phi[overlap] = (1.0 - ramp) * phi[overlap] + ramp * (part[overlap - start] + offset)
+            phi[last_stop:stop] = part[last_stop - start :] + offset
         if stop == num_frames:
             break
-        start += step
+        start, last_stop = start + step, stop
     return phi
 
 
 def _travel_window(n: int, i: np.ndarray, j: np.ndarray, travel: np.ndarray, smoothness: float) -> np.ndarray:
     """Robust least squares of :func:`travel_path` for one window of ``n`` frames (normal equations)."""
+    # spanned[k]: some pair joins a frame <= k to a frame > k; where none does, the two sides are unrelated
+    starts = np.bincount(np.minimum(i, j), minlength=n)
+    ends = np.bincount(np.maximum(i, j), minlength=n)
+    spanned = np.cumsum(starts - ends)[: n - 1] > 0
     smooth = np.zeros((n, n))
     if n > 2:
-        d2 = np.zeros((n - 2, n))
-        k = np.arange(n - 2)
-        d2[k, k], d2[k, k + 1], d2[k, k + 2] = 1.0, -2.0, 1.0
-        smooth = smoothness**2 * (d2.T @ d2)
+        k = np.flatnonzero(spanned[:-1] & spanned[1:])  # second differences (k, k+1, k+2) within one shot
+        coef = (1.0, -2.0, 1.0)
+        for p in range(3):
+            for q in range(3):
+                np.add.at(smooth, (k + p, k + q), smoothness**2 * coef[p] * coef[q])
+    gap = np.flatnonzero(~spanned)  # no travel across a cut: phi[k + 1] = phi[k]
+    np.add.at(smooth, (gap, gap), 1.0)
+    np.add.at(smooth, (gap + 1, gap + 1), 1.0)
+    np.add.at(smooth, (gap, gap + 1), -1.0)
+    np.add.at(smooth, (gap + 1, gap), -1.0)
     smooth[0, 0] += 1.0  # phi[0] = 0
     wt = np.ones(i.size)
     phi = np.zeros(n)
@@ -466,7 +579,9 @@ def solve_coalignment(
     whole clip, and shrinking every frame towards a constant lowers it, so the solution is pinned by two
     conditions: the frames' mean ``level`` (T,) and ``spread`` (T,) (e.g. each frame's mean and standard
     deviation; default 0.5 and 1) are preserved on average, ``sum a*spread = sum spread`` and
-    ``sum a*level + c = sum level``. Frames without any correspondence get ``a = 1, c = 0``.
+    ``sum a*level + c = sum level``, over each group of frames that the pairs connect (the two sides of a
+    cut, with no pair between them, are pinned separately). Frames without any correspondence get ``a = 1,
+    c = 0``.
 
     ``iterations`` reweighting steps: plain least squares, then Cauchy weights, the last third Tukey's
     biweight (weight exactly 0 beyond 4.685 robust standard deviations: moving objects and flow errors drop
@@ -501,11 +616,18 @@ def solve_coalignment(
     rows = np.stack([x, np.ones_like(x), -y, -np.ones_like(y)], axis=1)  # residual_k = rows_k . theta[cols]
     seen = np.zeros(num_frames, bool)
     seen[pi] = seen[pj] = True
-    # The two conditions, as rows of C theta = e over the frames that have correspondences.
-    C = np.zeros((2, n))
-    C[0, 0::2] = np.where(seen, spread, 0.0)
-    C[1, 0::2] = np.where(seen, level, 0.0)
-    C[1, 1::2] = seen
+    # The two conditions, as rows of C theta = e, for each group of frames tied together by correspondences:
+    # frames with no pair to the rest (e.g. the two sides of a cut) keep their own level and spread. With one
+    # condition for the whole clip, one side could shrink to a constant (a = 0, a flat depth map) and the other
+    # grow, which lowers the objective.
+    comp = _components(num_frames, pi, pj)
+    labels = np.unique(comp[seen])
+    C = np.zeros((2 * labels.size, n))
+    for k, lab in enumerate(labels):
+        member = seen & (comp == lab)
+        C[2 * k, 0::2] = np.where(member, spread, 0.0)
+        C[2 * k + 1, 0::2] = np.where(member, level, 0.0)
+        C[2 * k + 1, 1::2] = member
     e = C @ theta
     norms = np.linalg.norm(C, axis=1, keepdims=True)
     C, e = C / norms, e / norms[:, 0]
@@ -535,6 +657,24 @@ def solve_coalignment(
             z = r / (4.685 * sigma)
             w = np.where(np.abs(z) < 1, (1 - z**2) ** 2, 0.0)  # Tukey: outliers get exactly 0
     return theta[0::2].copy(), theta[1::2].copy()
+
+
+def _components(num_frames: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Connected components of the graph of frames linked by pairs ``(i[k], j[k])``: (T,) int64 labels, each
+    the smallest frame index of its component (union-find with path halving)."""
+    parent = list(range(num_frames))
+
+    def root(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in zip(i.tolist(), j.tolist()):
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return np.array([root(x) for x in range(num_frames)], np.int64)
 
 
 def _solve_blocks(theta0, cols, blocks, C, e, seen, dense_limit):
