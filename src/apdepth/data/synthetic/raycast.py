@@ -148,17 +148,18 @@ def _bounding_corners(scene: Scene) -> torch.Tensor:
     return torch.cat([boxes.reshape(-1, 8, 3), spheres.reshape(-1, 8, 3), cyls.reshape(-1, 8, 3)])
 
 
-def _frustum_candidates(scene: Scene, eye, rotation, focal, cx, cy, height, width) -> torch.Tensor:
+def _frustum_candidates(scene: Scene, eye, rotation, focal, cx, cy, height, width, corners=None) -> torch.Tensor:
     """(T,N) bool: False where no ray of a screen tile can meet primitive n (a necessary condition only).
 
     Each tile's rays (from ``eye`` through its pixel centres) fill a pyramid bounded by four planes through
     the eye; a primitive whose enclosing box lies wholly outside one of them cannot be hit by any of those
     rays. The pyramid is widened by one pixel on every side, far beyond float32 rounding of the hit tests,
-    so the culling never drops a hit. Planes (infinite) are always candidates.
+    so the culling never drops a hit. Planes (infinite) are always candidates. ``corners``: the scene's
+    :func:`_bounding_corners` if already computed.
     """
     th, tw = -(-height // _TILE), -(-width // _TILE)
     npl = len(scene.plane_offset)
-    corners = _bounding_corners(scene)
+    corners = _bounding_corners(scene) if corners is None else corners
     pc = (corners - eye) @ rotation  # camera frame (x right, y down, z forward): (Nf,8,3)
     X, Y, Z = pc[..., 0:1], pc[..., 1:2], pc[..., 2:3]
 

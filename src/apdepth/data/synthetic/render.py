@@ -26,7 +26,7 @@ def render(scene: Scene, camera: Camera, height: int, width: int) -> dict:
 def _render(scene: Scene, camera: Camera, height: int, width: int) -> dict:
     import torch
 
-    from .raycast import _TILE, _bounding_spheres, _cast, _dot, _frustum_candidates, _tiles
+    from .raycast import _TILE, _bounding_corners, _bounding_spheres, _cast, _dot, _frustum_candidates, _tiles
     from .shading import _post_process, _shade
 
     if height < 1 or width < 1:
@@ -44,7 +44,9 @@ def _render(scene: Scene, camera: Camera, height: int, width: int) -> dict:
 
     # Tile culling: a primitive can only be hit inside a tile if its bounding sphere lies within
     # the cone spanned by the tile's rays.
+    # the scene's bounding geometry, shared by camera and shadow culling
     centers, radii = _bounding_spheres(scene)
+    corners = _bounding_corners(scene)
     dnorm = d.norm(dim=-1, keepdim=True)
     dn = d / dnorm
     axis = dn.mean(dim=1)
@@ -56,12 +58,12 @@ def _render(scene: Scene, camera: Camera, height: int, width: int) -> dict:
     reach = torch.asin((radii / dist.clamp_min(1e-9)).clamp(max=1.0))
     cand = (ang <= half_angle[:, None] + reach[None] + 1e-3) | (dist <= radii)[None]
     # tighter for long or flat primitives (kerbs, buildings, table tops) whose bounding spheres are loose
-    cand &= _frustum_candidates(scene, eye, R, f, cx, cy, height, width)
+    cand &= _frustum_candidates(scene, eye, R, f, cx, cy, height, width, corners)
 
     t, idx = _cast(scene, eye.reshape(1, 1, 3), d, cand, inimg)
     hit = inimg & (idx >= 0)
     valid = hit & (t <= scene.max_depth)
-    rgb = _shade(scene, eye, d, t, idx, hit, f, dn, dnorm[..., 0])
+    rgb = _shade(scene, eye, d, t, idx, hit, f, dn, dnorm[..., 0], bounds=(centers, radii, corners))
 
     def untile(x):
         th, tw = -(-height // _TILE), -(-width // _TILE)

@@ -15,6 +15,7 @@ _SHADE_CHUNK = 65536  # pixels shaded per step (a 256x256 image in one step)
 
 
 _TABLE = None
+_TABLE_WRAPPED = None
 
 
 def _hash_table() -> torch.Tensor:
@@ -23,6 +24,18 @@ def _hash_table() -> torch.Tensor:
     if _TABLE is None:
         _TABLE = torch.from_numpy(np.random.default_rng(20240531).random(_MASK + 1, dtype=np.float32))
     return _TABLE
+
+
+def _wrapped_table() -> torch.Tensor:
+    """The hash table as a 256x256 lattice with its first row and column repeated after the last, flattened
+    (257*257,): entry ``y * 257 + x`` is the table's ``(y & 255) * 256 + (x & 255)``, so a lattice cell's four
+    corners are four fixed offsets from one index, without wrapping each coordinate."""
+    global _TABLE_WRAPPED
+    if _TABLE_WRAPPED is None:
+        lat = _hash_table().reshape(256, 256)
+        lat = torch.cat([lat, lat[:, :1]], 1)
+        _TABLE_WRAPPED = torch.cat([lat, lat[:1]], 0).reshape(-1).contiguous()
+    return _TABLE_WRAPPED
 
 
 _P1, _P2, _P3, _P4 = 73856093, 19349663, 83492791, 2654435761
@@ -35,8 +48,8 @@ def _lattice(ix, iy, iz, seed):
 
 
 def _value_noise(p, shift):
-    """2-D value noise in [0,1]; p (2,M) float (component-first: contiguous rows), shift (M,) int64 from
-    :func:`_noise_shift`.
+    """2-D value noise in [0,1]; p (2,M) float (component-first: contiguous rows), shift (2,M) int32 lattice
+    offsets (x, y) in [0, 65535] (see :func:`_fbm`).
 
     The lattice is the 256x256 random table read with wrap-around; each material translates the
     field by a seed-derived offset, so materials get different noise at the cost of one gather each.
@@ -46,28 +59,30 @@ def _value_noise(p, shift):
     w = fr * fr * (3 - 2 * fr)
     # Only the lattice coordinates modulo 256 matter: fmod of an integer-valued float is exact, so 32-bit
     # integers (twice the SIMD lanes of 64-bit ones) give the same table indices, whatever the magnitude.
-    i = torch.fmod(fl, 256.0).to(torch.int32)
-    shift = shift.to(torch.int32)
-    x0 = (i[0] + shift) & 255
-    y0 = ((i[1] + (shift >> 8)) & 255) << 8
-    x1 = (x0 + 1) & 255
-    y1 = (y0 + 256) & 0xFF00
-    table = _hash_table()
+    ii = (torch.fmod(fl, 256.0).to(torch.int32) + shift) & 255
+    # the cell's corners: table entries ((y0|y0+1) & 255) * 256 + ((x0|x0+1) & 255), read from the wrapped copy
+    c00 = ii[1] * 257 + ii[0]
+    c01 = c00 + 1
+    c10 = c00 + 257
+    c11 = c00 + 258
+    table = _wrapped_table()
     wx = w[0]
-    top = torch.lerp(table.index_select(0, y0 | x0), table.index_select(0, y0 | x1), wx)
-    bot = torch.lerp(table.index_select(0, y1 | x0), table.index_select(0, y1 | x1), wx)
+    top = torch.lerp(table.index_select(0, c00), table.index_select(0, c01), wx)
+    bot = torch.lerp(table.index_select(0, c10), table.index_select(0, c11), wx)
     return torch.lerp(top, bot, w[1])
 
 
 def _noise_shift(seed):
-    return (seed * 40503) & 0xFFFF
+    """(N,) int32 offset in [0, 65535] of the noise field of seeds (N,) int64: the lattice is read at
+    ``((x + s) & 255, (y + (s >> 8)) & 255)``. Computed per material and gathered per pixel."""
+    return ((seed * 40503) & 0xFFFF).to(torch.int32)
 
 
-def _fbm(p, seed, footprint, octaves=3):
+def _fbm(p, shift, footprint, octaves=3):
     """Band-limited fractal noise in [0,1] over 2-D points p (2,M): octaves finer than ~2 pixels fade to
     their mean, which keeps distant surfaces from aliasing into salt-and-pepper noise.
-    ``footprint`` = pattern units per pixel."""
-    shift = _noise_shift(seed)
+    ``shift`` (M,) int32 from :func:`_noise_shift`; ``footprint`` = pattern units per pixel."""
+    shift = torch.stack([shift, shift >> 8])  # (2,M) lattice offsets in x and y
     inv_fp = 1.0 / footprint.clamp_min(1e-9)
     total = None
     norm = 0.0
@@ -86,6 +101,7 @@ def _srgb_to_linear(c):
 
 def _material_table(materials: list[Material]):
     m = materials
+    seed = torch.tensor([x.seed % 1000003 for x in m], dtype=torch.int64)
     a = _srgb_to_linear(torch.tensor([x.color_a for x in m], dtype=torch.float32).reshape(-1, 3))
     b = _srgb_to_linear(torch.tensor([x.color_b for x in m], dtype=torch.float32).reshape(-1, 3))
     return {
@@ -99,7 +115,9 @@ def _material_table(materials: list[Material]):
         "grain": torch.tensor([x.grain for x in m], dtype=torch.float32),
         "decal_density": torch.tensor([x.decal_density for x in m], dtype=torch.float32),
         "decal_scale": torch.tensor([x.decal_scale for x in m], dtype=torch.float32),
-        "seed": torch.tensor([x.seed % 1000003 for x in m], dtype=torch.int64),
+        "seed": seed,
+        "shift": _noise_shift(seed),  # the pattern's noise
+        "grain_shift": _noise_shift(seed + 7),  # the grain's noise
     }
 
 
@@ -181,7 +199,7 @@ def _albedo(mt, idx, p, nl, footprint):
     """Linear-RGB albedo (M,3) from the procedural material of each hit."""
     M = len(idx)
     scale = _g(mt["scale"], idx)
-    seed = _g(mt["seed"], idx)
+    shift = _g(mt["shift"], idx)  # (M,) int32 noise offsets
     q = p / scale[:, None]
     fp = footprint / scale  # pattern units per pixel
     pat = _g(mt["pattern"], idx)
@@ -205,29 +223,29 @@ def _albedo(mt, idx, p, nl, footprint):
         sel = is_pat.nonzero().squeeze(1)
         if len(sel) == 0:
             continue
-        qs, ss, fs, ds, lod, uvs = (
+        qs, sh, fs, ds, lod, uvs = (
             _g(q, sel),
-            _g(seed, sel),
+            _g(shift, sel),
             _g(fp, sel),
             _g(direc, sel),
             _g(base_lod, sel),
             uv.index_select(1, sel),
         )
         if name == "noise":
-            v = _fbm(uvs, ss, fs, 4)
+            v = _fbm(uvs, sh, fs, 4)
             v = ((v - 0.5) * 2.2 + 0.5).clamp(0, 1)
         elif name == "stripes":
-            s = _dot(qs, ds) + 0.25 * _fbm(uvs * 0.5, ss, fs * 0.5, 2)
+            s = _dot(qs, ds) + 0.25 * _fbm(uvs * 0.5, sh, fs * 0.5, 2)
             v = 0.5 + lod * 0.5 * torch.sign(torch.sin(2 * math.pi * s))
         elif name == "checker":
             c = (torch.floor(_g(u2, sel)) + torch.floor(_g(v2, sel))).remainder(2)
             v = 0.5 + lod * (c - 0.5)
         elif name == "wood":
             rel = qs - _dot(qs, ds)[:, None] * ds
-            r = rel.norm(dim=-1) * 3.0 + 1.5 * _fbm(uvs * 0.7, ss, fs * 0.7, 2)
+            r = rel.norm(dim=-1) * 3.0 + 1.5 * _fbm(uvs * 0.7, sh, fs * 0.7, 2)
             v = 0.5 + lod * ((r - torch.floor(r)) ** 3 - 0.5)
         elif name == "marble":
-            s = _dot(qs, ds) * 2.0 + 3.0 * _fbm(uvs, ss, fs, 3)
+            s = _dot(qs, ds) * 2.0 + 3.0 * _fbm(uvs, sh, fs, 3)
             v = 0.5 + lod * (torch.abs(torch.sin(math.pi * s)) ** 0.35 - 0.5)
         else:  # tiles / bricks: running bond with mortar lines
             uu, vv = _g(u2, sel), _g(v2, sel) * 2.0
@@ -235,6 +253,7 @@ def _albedo(mt, idx, p, nl, footprint):
             uu = uu + 0.5 * row.remainder(2)
             fu, fv = uu - torch.floor(uu), vv - row
             mortar = (torch.minimum(fu, 1 - fu) < 0.04) | (torch.minimum(fv, 1 - fv) < 0.08)
+            ss = _g(mt["seed"], _g(idx, sel))
             jitter = _lattice(torch.floor(uu).long(), row.long(), torch.zeros_like(row).long(), ss)
             v = torch.where(mortar, torch.ones_like(uu), 0.25 * jitter)
             v = 0.5 + lod * (v - 0.5)
@@ -247,10 +266,11 @@ def _albedo(mt, idx, p, nl, footprint):
     if len(gsel) > M // 2:
         # most surfaces have grain: noise for every pixel beats gathering and scattering back; where the
         # grain is 0 the factor is exactly 1 (0 times the finite noise), so those pixels keep their albedo
-        gn = _fbm(uv * 4.0, seed + 7, fp * 4.0, 1)
+        gn = _fbm(uv * 4.0, _g(mt["grain_shift"], idx), fp * 4.0, 1)
         alb = alb * (1.0 + grain[:, None] * 2.0 * (gn[:, None] - 0.5))
     elif len(gsel):
-        gn = _fbm(uv.index_select(1, gsel) * 4.0, _g(seed, gsel) + 7, _g(fp, gsel) * 4.0, 1)
+        gs = _g(mt["grain_shift"], _g(idx, gsel))
+        gn = _fbm(uv.index_select(1, gsel) * 4.0, gs, _g(fp, gsel) * 4.0, 1)
         alb.index_copy_(0, gsel, _g(alb, gsel) * (1.0 + _g(grain, gsel)[:, None] * 2.0 * (gn[:, None] - 0.5)))
     # decals: sparse discs/squares of random colour on a jittered cell grid, sized in metres
     dens = _g(mt["decal_density"], idx)
@@ -260,7 +280,7 @@ def _albedo(mt, idx, p, nl, footprint):
         pc = _g(p, dsel) / ds[:, None]
         cell = torch.floor(pc).long()
         cell_hash = (cell[:, 0] * _P1) ^ (cell[:, 1] * _P2) ^ (cell[:, 2] * _P3)
-        sd = _g(seed, dsel) + 31
+        sd = _g(mt["seed"], _g(idx, dsel)) + 31
         table = _hash_table()
 
         def rnd(k, hashes=cell_hash, seeds=sd):
@@ -279,9 +299,10 @@ def _albedo(mt, idx, p, nl, footprint):
     return alb.clamp(0, 1)
 
 
-def _shade(scene: Scene, eye, d, t, idx, hit, focal, dn=None, dnorm=None):
+def _shade(scene: Scene, eye, d, t, idx, hit, focal, dn=None, dnorm=None, bounds=None):
     """Linear shading -> sRGB float (T,S,3) in [0,1]. ``dn``, ``dnorm``: the unit ray directions ``d / |d|``
-    and the lengths ``|d|`` (T,S) if known (a row's norm does not depend on its position in the array)."""
+    and the lengths ``|d|`` (T,S) if known (a row's norm does not depend on its position in the array).
+    ``bounds``: the scene's ``(*_bounding_spheres(scene), _bounding_corners(scene))`` if already computed."""
     T, S = t.shape
     out = torch.zeros(T, S, 3)
     lt = scene.lighting
@@ -330,7 +351,7 @@ def _shade(scene: Scene, eye, d, t, idx, hit, focal, dn=None, dnorm=None):
     x, n, alb, ldir, atten, lam = parts[0] if len(parts) == 1 else (torch.cat(z) for z in zip(*parts))
     vis = torch.ones(len(x))
     if lt.shadows and bool(scene.casts_shadow.any()):
-        vis = _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam)
+        vis = _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam, bounds)
     amb = torch.tensor(lt.ambient, dtype=torch.float32) * (0.8 + 0.2 * n[:, 1:2])
     light = amb + torch.tensor(lt.color, dtype=torch.float32) * (lam * vis * atten)[:, None]
     col = alb * light
@@ -339,7 +360,7 @@ def _shade(scene: Scene, eye, d, t, idx, hit, focal, dn=None, dnorm=None):
     return out
 
 
-def _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam):
+def _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam, bounds=None):
     """1 where the light is visible from x, 0 where a shadow caster blocks it. Rays are grouped by
     the screen tile of their pixel, so the same tile culling applies (with a bounding sphere of the
     tile's hit points swept towards the light)."""
@@ -374,7 +395,9 @@ def _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam):
         end = ctr + far * Lw
     else:
         end = torch.tensor(lt.position, dtype=torch.float32).expand_as(ctr)
-    centers, radii = _bounding_spheres(scene)
+    if bounds is None:
+        bounds = (*_bounding_spheres(scene), _bounding_corners(scene))
+    centers, radii, corners = bounds
     finite = torch.isfinite(radii)
     cand = (~finite & scene.casts_shadow)[None].expand(T, -1).clone()  # infinite casters: everywhere
     cols = (finite & scene.casts_shadow).nonzero().squeeze(1)  # only shadow casters need the distance
@@ -389,7 +412,7 @@ def _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam):
         e1 = torch.linalg.cross(L, torch.tensor([1.0, 0.0, 0.0] if abs(float(L[0])) < 0.9 else [0.0, 1.0, 0.0]))
         e1 = e1 / e1.norm()
         E = torch.stack([e1, torch.linalg.cross(L, e1)], 1)  # (3,2) orthonormal, both across L
-        outline = _bounding_corners(scene).index_select(0, cols - len(scene.plane_offset)) @ E  # (Nc,8,2)
+        outline = corners.index_select(0, cols - len(scene.plane_offset)) @ E  # (Nc,8,2)
         lo2, hi2 = outline.amin(dim=1) - 1e-2, outline.amax(dim=1) + 1e-2
         c2, r2 = ctr @ E, rad[:, None, None]
         near &= ((c2[:, None] + r2 >= lo2[None]) & (c2[:, None] - r2 <= hi2[None])).all(dim=-1)
