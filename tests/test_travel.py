@@ -275,6 +275,7 @@ def test_coalignment_keeps_each_side_of_a_cut_and_its_travel():
     in_raw = out.stats["travel"][15] / out.scale[:16].mean()
     assert in_raw == pytest.approx(alone.stats["travel"][15] / alone.scale.mean(), rel=0.2)
     assert dist[16] == 0.0  # the second shot's travel starts from its own first frame
+    assert json.dumps([float(v) for v in out.stats["travel"][[0, 16]]]) == "[0.0, 0.0]"  # not -0.0 in a record
     # the smoothed output restarts at the cut and is just as sane
     smooth = coalign_clip(raw, rgb)
     assert np.isfinite(smooth.depth).all() and smooth.depth[16:].std(axis=(1, 2)).min() > 0.1
@@ -304,3 +305,22 @@ def test_flow_on_frames_too_small_fails_clearly():
     aligner.add_frame(np.full((8, 8), 0.5), np.zeros((8, 8), np.uint8))
     with pytest.raises(ValueError, match="cannot pair 8x8 frames.*flow=None"):
         aligner.add_frame(np.full((8, 8), 0.5), np.zeros((8, 8), np.uint8))
+
+
+def test_flow_pairs_keep_motion_only_for_the_travel_estimate():
+    """Each flow pair kept every sample's pixel and flow (16 bytes on top of the co-alignment's 16), of which
+    the travel estimate uses about TRAVEL_SAMPLES; only those are kept now, and the estimate is unchanged."""
+    pytest.importorskip("cv2")
+    from apdepth.data.synthetic.video import render_sequence
+    from apdepth.temporal import TRAVEL_SAMPLES, CoAligner
+    from apdepth.video_depth import _gray
+
+    s = render_sequence(950001, 6, 60, 80, "mixed", "dolly")
+    raw = normalised_gt(s)
+    aligner = CoAligner()
+    for d, f in zip(raw, s["rgb"]):
+        aligner.add_frame(d, _gray(f, d.shape))
+    for x, pixel, flow in zip(aligner._pairs.x, aligner._pairs.pixel, aligner._pairs.flow):
+        assert x.size == 2000 and len(pixel) == len(flow) == TRAVEL_SAMPLES
+    travel = aligner.travel_shift(*aligner.solve())
+    assert travel[0] == 0.0 and np.all(np.diff(travel) < 0)  # a forward dolly: depths fall

@@ -42,6 +42,13 @@ DEFAULT_HFOV_DEG = 60.0
 """Horizontal field of view assumed for the flow model when none is known (the travel estimate hardly depends on it)."""
 TRAVEL_SAMPLES = 500
 """Pixel pairs per frame pair used for the travel estimate (of the co-alignment's samples; 6 unknowns)."""
+
+
+def _travel_stride(num_samples: int) -> int:
+    """Every how many of a pair's samples the travel estimate uses (about :data:`TRAVEL_SAMPLES` of them)."""
+    return max(1, num_samples // TRAVEL_SAMPLES)
+
+
 DEFAULT_TRAVEL_SMOOTHNESS = 100.0
 """Weight of the second differences of the travel path against one frame pair's estimate (:func:`travel_path`)."""
 
@@ -52,7 +59,8 @@ class _Pairs:
     j: list = field(default_factory=list)
     x: list = field(default_factory=list)
     y: list = field(default_factory=list)
-    # flow pairs only: each sample's pixel (column, row) in frame i and its flow to frame j, in pixels
+    # flow pairs only, for every _travel_stride-th sample (what travel_shift uses): its pixel (column, row) in
+    # frame i and its flow to frame j, in pixels
     pixel: list = field(default_factory=list)
     flow: list = field(default_factory=list)
 
@@ -247,8 +255,8 @@ class CoAligner:
         self._pairs.j.append(np.full(x.size, j, np.int32))
         self._pairs.x.append(x.astype(np.float32))
         self._pairs.y.append(y.astype(np.float32))
-        if motion is not None:
-            motion = motion[keep][: self.samples_per_pair].astype(np.float32)
+        if motion is not None:  # kept only for the samples that travel_shift uses: memory
+            motion = motion[keep][: self.samples_per_pair][:: _travel_stride(x.size)].astype(np.float32)
             self._pairs.pixel.append(motion[:, :2])
             self._pairs.flow.append(motion[:, 2:])
 
@@ -321,16 +329,16 @@ class CoAligner:
         for i_k, j_k, x_k, px_k, fl_k in zip(p.i, p.j, p.x, p.pixel, p.flow):
             i = int(i_k[0])
             lo, hi = ranges[shot[i]]
-            sub = slice(None, None, max(1, len(x_k) // TRAVEL_SAMPLES))  # the pair's samples are in random order
+            sub = slice(None, None, _travel_stride(len(x_k)))  # the samples whose motion was kept (random order)
             depth = (a[i] * x_k[sub].astype(np.float64) + c[i] - lo) / (hi - lo)
-            est = axial_travel(px_k[sub], fl_k[sub], depth, (h, w), focal, zero=zero)
+            est = axial_travel(px_k, fl_k, depth, (h, w), focal, zero=zero)
             if est is not None:
                 pairs_i.append(i)
                 pairs_j.append(int(j_k[0]))
                 tz.append(est)
         phi = travel_path(n, np.asarray(pairs_i, np.int64), np.asarray(pairs_j, np.int64), np.asarray(tz), smoothness)
         span = np.array([ranges[s][1] - ranges[s][0] for s in shot])
-        return -(phi - phi[shot]) * span
+        return -(phi - phi[shot]) * span + 0.0  # + 0.0: no "-0.0" in the records
 
 
 def axial_travel(
@@ -610,10 +618,9 @@ def solve_coalignment(
     # Samples are grouped by frame pair: each pair contributes one 4x4 block over (a_i, c_i, a_j, c_j).
     order = np.argsort(i * num_frames + j, kind="stable")  # samples of one pair become contiguous
     i, j, x, y = i[order], j[order], x[order], y[order]
-    keys, starts, group = np.unique(i * num_frames + j, return_index=True, return_inverse=True)
+    keys, starts = np.unique(i * num_frames + j, return_index=True)
     pi, pj = keys // num_frames, keys % num_frames
     cols = np.stack([2 * pi, 2 * pi + 1, 2 * pj, 2 * pj + 1], axis=1)  # (P, 4)
-    rows = np.stack([x, np.ones_like(x), -y, -np.ones_like(y)], axis=1)  # residual_k = rows_k . theta[cols]
     seen = np.zeros(num_frames, bool)
     seen[pi] = seen[pj] = True
     # The two conditions, as rows of C theta = e, for each group of frames tied together by correspondences:
@@ -633,7 +640,7 @@ def solve_coalignment(
     C, e = C / norms, e / norms[:, 0]
     w = np.ones_like(x)
     for it in range(max(1, iterations)):
-        # blocks[p] = sum over the pair's samples of w * rows rows^T: (P, 4, 4)
+        # blocks[p] = sum over the pair's samples of w * rows rows^T, rows = (x, 1, -y, -1): (P, 4, 4)
         sxx, sx, s1, syy, sy, sxy = (
             np.add.reduceat(v, starts) for v in (w * x * x, w * x, w, w * y * y, w * y, w * x * y)
         )
@@ -647,7 +654,8 @@ def solve_coalignment(
             1,
         )
         theta = _solve_blocks(theta, cols, blocks, C, e, seen, dense_limit)
-        r = np.einsum("kc,kc->k", rows, theta[cols[group]])
+        a, c = theta[0::2], theta[1::2]
+        r = a[i] * x + c[i] - a[j] * y - c[j]  # per sample, without (N, 4) temporaries: memory
         sigma = 1.4826 * np.median(np.abs(r))
         if not sigma > 1e-12:
             break
