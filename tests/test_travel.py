@@ -322,5 +322,13 @@ def test_flow_pairs_keep_motion_only_for_the_travel_estimate():
         aligner.add_frame(d, _gray(f, d.shape))
     for x, pixel, flow in zip(aligner._pairs.x, aligner._pairs.pixel, aligner._pairs.flow):
         assert x.size == 2000 and len(pixel) == len(flow) == TRAVEL_SAMPLES
-    travel = aligner.travel_shift(*aligner.solve())
+    a, c = aligner.solve()
+    travel = aligner.travel_shift(a, c)
     assert travel[0] == 0.0 and np.all(np.diff(travel) < 0)  # a forward dolly: depths fall
+    # any field of view in (0, 180) degrees gives a finite travel; others (and a, c of the wrong length) are refused
+    assert all(np.isfinite(aligner.travel_shift(a, c, hfov_deg=f)).all() for f in (1e-3, 179.999))
+    for bad in (0.0, 180.0, -5.0, float("nan"), "wide"):
+        with pytest.raises(ValueError, match="hfov_deg"):
+            aligner.travel_shift(a, c, hfov_deg=bad)
+    with pytest.raises(ValueError, match="one value per frame"):
+        aligner.travel_shift(a[:-1], c)
