@@ -283,7 +283,14 @@ def _tiles(height: int, width: int):
 
 
 def _segment_distance(c, a, b):
-    """Distance from points c (1,N,3) to segments a->b (T,1,3); returns (T,N)."""
-    ab = b - a
-    s = (_dot(c - a, ab) / _dot(ab, ab).clamp_min(1e-12)).clamp(0, 1)
-    return (c - a - s[..., None] * ab).norm(dim=-1)
+    """Distance from points c (N,3) to segments a->b (T,3) and (T,3); returns (T,N).
+
+    Computed component-first ((3,T,N) arrays, contiguous rows). Used for culling only, where it is compared
+    with a 1 mm margin: float32 rounding (~1e-4 m at 1e4 m segment lengths) cannot drop a pair that a ray
+    can hit."""
+    c3, a3 = c.t()[:, None, :], a.t().contiguous()[:, :, None]  # (3,1,N), (3,T,1)
+    ab = b.t().contiguous()[:, :, None] - a3
+    ca = c3 - a3  # (3,T,N)
+    s = (_dot3(ca, ab) / _dot3(ab, ab).clamp_min(1e-12)).clamp_(0, 1)
+    r = ca.sub_(s * ab)
+    return _dot3(r, r).sqrt_()

@@ -88,8 +88,9 @@ def _fbm(p, shift, footprint, octaves=3):
     norm = 0.0
     for o in range(octaves):
         freq, amp = 2.0**o, 0.5**o
-        lod = (inv_fp * (1.0 / freq) - 1.0).clamp(0, amp)  # fade-out and octave amplitude in one clamp
-        term = (_value_noise(p * freq + 17.0 * o, shift) - 0.5) * lod
+        # (the first octave's "* 1.0 + 0.0" is left out: exact, as a -0.0 made +0.0 gives the same noise)
+        lod = ((inv_fp * (1.0 / freq) if o else inv_fp) - 1.0).clamp(0, amp)  # fade-out and amplitude in one clamp
+        term = (_value_noise(p * freq + 17.0 * o if o else p, shift) - 0.5) * lod
         total = term if total is None else total + term
         norm += amp
     return total * (1.0 / norm) + 0.5
@@ -105,6 +106,7 @@ def _material_table(materials: list[Material]):
     a = _srgb_to_linear(torch.tensor([x.color_a for x in m], dtype=torch.float32).reshape(-1, 3))
     b = _srgb_to_linear(torch.tensor([x.color_b for x in m], dtype=torch.float32).reshape(-1, 3))
     return {
+        "patterns_used": {PATTERNS.index(x.pattern) for x in m},
         "a": a,
         "b-a": b - a,
         "pattern": torch.tensor([PATTERNS.index(x.pattern) for x in m], dtype=torch.int64),
@@ -140,17 +142,14 @@ def _surface(scene: Scene, x, d, idx):
     Each kind's normals are normalised where they are made: planes and boxes from their (small) normalised
     tables, spheres and cylinders for their own pixels; the same values as normalising all (M,3) rows at
     the end, at a fraction of the cost."""
-    npl, nb, ns, _ = scene.counts
-    M = len(idx)
-    n = torch.zeros(M, 3)
+    npl, nb, ns, nc = scene.counts
     p = x.clone()
-    nl = torch.zeros(M, 3)
     k1, k2, k3 = npl, npl + nb, npl + nb + ns  # global index where each primitive kind starts
-    sel = (idx < k1).nonzero().squeeze(1)
-    if len(sel):
-        jp = _g(idx, sel)
-        nl.index_copy_(0, sel, _g(scene.plane_normal, jp))
-        n.index_copy_(0, sel, _g(_unit_rows(scene.plane_normal), jp))
+    # planes' normals for every pixel, gathered from per-primitive tables (zero rows for the other kinds,
+    # whose pixels are overwritten below): cheaper than selecting the plane pixels and scattering
+    pad = torch.zeros(nb + ns + nc, 3)
+    nl = _g(torch.cat([scene.plane_normal, pad]), idx)
+    n = _g(torch.cat([_unit_rows(scene.plane_normal), pad]), idx)
     sel = ((idx >= k1) & (idx < k2)).nonzero().squeeze(1)
     if len(sel):
         j = _g(idx, sel) - k1
@@ -212,13 +211,16 @@ def _albedo(mt, idx, p, nl, footprint):
     uv = torch.stack([u2, v2])  # (2,M): noise reads contiguous rows
     base_lod = (0.5 / fp.clamp_min(1e-9) - 1.0).clamp(0, 1)
     live = base_lod > 0
+    used = mt["patterns_used"]
+    noise_id, plain_id = PATTERNS.index("noise"), PATTERNS.index("plain")
+    if used - {noise_id, plain_id}:
+        # every pattern but noise and plain is 0.5 + base_lod * (finite value): exactly 0.5 where it has faded out
+        val.masked_fill_(~live & (pat != noise_id) & (pat != plain_id), 0.5)
     for pid, name in enumerate(PATTERNS):
-        if name == "plain":
+        if name == "plain" or pid not in used:  # (no hit has a pattern that no material uses)
             continue
         is_pat = pat == pid
         if name != "noise":
-            # every other pattern is 0.5 + base_lod * (finite value): exactly 0.5 where it has faded out
-            val.masked_fill_(is_pat & ~live, 0.5)
             is_pat &= live
         sel = is_pat.nonzero().squeeze(1)
         if len(sel) == 0:
@@ -401,7 +403,7 @@ def _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam, bounds=None):
     finite = torch.isfinite(radii)
     cand = (~finite & scene.casts_shadow)[None].expand(T, -1).clone()  # infinite casters: everywhere
     cols = (finite & scene.casts_shadow).nonzero().squeeze(1)  # only shadow casters need the distance
-    segd = _segment_distance(_g(centers, cols)[None], ctr[:, None], end[:, None])
+    segd = _segment_distance(_g(centers, cols), ctr, end)
     near = segd <= (_g(radii, cols)[None] + rad[:, None] + 1e-3)
     if lt.kind == "sun" and len(cols):
         # Seen along the sun's direction a shadow ray is a point: it can only meet a primitive whose shadow
