@@ -202,7 +202,6 @@ def _albedo(mt, idx, p, nl, footprint):
     q = p / scale[:, None]
     fp = footprint / scale  # pattern units per pixel
     pat = _g(mt["pattern"], idx)
-    direc = _g(mt["dir"], idx)
     val = torch.zeros(M)
     # the two coordinates spanning the surface, for flat 2-D patterns (tiles, checkers)
     ax = _argmax3(nl.abs())
@@ -225,14 +224,9 @@ def _albedo(mt, idx, p, nl, footprint):
         sel = is_pat.nonzero().squeeze(1)
         if len(sel) == 0:
             continue
-        qs, sh, fs, ds, lod, uvs = (
-            _g(q, sel),
-            _g(shift, sel),
-            _g(fp, sel),
-            _g(direc, sel),
-            _g(base_lod, sel),
-            uv.index_select(1, sel),
-        )
+        sh, fs, lod, uvs = _g(shift, sel), _g(fp, sel), _g(base_lod, sel), uv.index_select(1, sel)
+        if name in ("stripes", "wood", "marble"):  # the patterns that use 3-D points and directions
+            qs, ds = _g(q, sel), _g(mt["dir"], _g(idx, sel))
         if name == "noise":
             v = _fbm(uvs, sh, fs, 4)
             v = ((v - 0.5) * 2.2 + 0.5).clamp(0, 1)
