@@ -208,3 +208,29 @@ def test_gpu_speedups_dry_run_on_cpu(tmp_path):
     assert {r["variant"] for r in rows} == {"eager", "+exact"}
     assert json.loads((tmp_path / "out" / "throughput.json").read_text())["ratio"] > 0
     assert "| variant (cumulative) |" in res.stdout.split("# Summary", 1)[1]
+
+
+def test_synthetic_render_ab_times_two_trees_and_checks_their_outputs(tmp_path):
+    # this tree against itself: the outputs must be identical and both renderers timed
+    out = _run(
+        str(BENCH / "synthetic_render_ab.py"),
+        "--base",
+        str(ROOT / "src"),
+        "--num",
+        "2",
+        "--rounds",
+        "1",
+        "--size",
+        "16x24",
+    ).stdout
+    assert "16x24 mixed, 2 scenes x 1 rounds" in out and "outputs identical" in out
+    base_ms, new_ms = (float(v) for v in out.split("mean CPU ms/scene: base ")[1].split(" (")[0].split(", this tree "))
+    assert base_ms > 0 and new_ms > 0
+    res = subprocess.run(
+        [sys.executable, str(BENCH / "synthetic_render_ab.py"), "--base", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT / "src")),
+    )
+    assert res.returncode != 0 and "has no apdepth/data/synthetic/render.py" in res.stderr
