@@ -174,6 +174,29 @@ def test_coalignment_recovers_known_per_frame_scale_shift_exactly(dense_limit):
     np.testing.assert_allclose(ratio / ratio[0], 1.0, rtol=1e-6)
 
 
+def test_coalignment_memory_stays_within_its_budget_on_a_long_clip():
+    rng = np.random.default_rng(0)
+    T, H, W = 300, 24, 32
+    yy, xx = np.mgrid[0:H, 0:W]
+    truth = 1.0 + 2.0 * yy / H + 0.5 * np.sin(xx / 6.0)
+    s, b = rng.uniform(0.5, 2.0, T), rng.uniform(-0.5, 0.5, T)
+    pred = s[:, None, None] * truth + b[:, None, None]
+    pred = (pred - pred.min()) / (pred.max() - pred.min()) * 0.9 + 0.05
+    al = CoAligner(flow=None, gaps=(1, 2, 4, 8, 16), samples_per_pair=500, max_samples=20_000)
+    stored = []
+    for d in pred:
+        al.add_frame(d)
+        stored.append(sum(x.size for x in al._pairs.x))
+    # 300 frames x 5 pairs x 500 samples would be 745,000; the budget holds all along (each pair keeps >= 8)
+    assert max(stored) <= 20_000 + 500 and min(x.size for x in al._pairs.x) >= 8
+    assert stored[7] == 17 * 500  # nothing is thinned before the budget is reached (17 pairs by frame 7)
+    a, c = al.solve()
+    aligned = a[:, None, None] * pred + c[:, None, None]
+    assert _affine_residual(aligned, np.broadcast_to(truth, pred.shape)) < 1e-6  # exact data: still exact
+    with pytest.raises(ValueError, match="max_samples"):
+        CoAligner(flow=None, max_samples=10)
+
+
 def test_coalignment_with_flow_on_a_panning_clip():
     frames = moving_frames(16, 48, 64)
     rng = np.random.default_rng(1)

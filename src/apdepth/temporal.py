@@ -40,6 +40,9 @@ DEFAULT_TRAVEL_ZERO = 0.0
 chosen on tuning sequences (0.05 and -0.05 scored within 1% of it, docs/results.md)."""
 DEFAULT_HFOV_DEG = 60.0
 """Horizontal field of view assumed for the flow model when none is known (the travel estimate hardly depends on it)."""
+DEFAULT_MAX_SAMPLES = 4_000_000
+"""Pixel pairs :class:`CoAligner` keeps in all (~16 bytes each; ~90 at the solve): up to ~400 frames at the default
+2,000 per frame pair; beyond, every pair keeps half as many, again as often as needed, so memory stays bounded."""
 TRAVEL_SAMPLES = 500
 """Pixel pairs per frame pair used for the travel estimate (of the co-alignment's samples; 6 unknowns)."""
 
@@ -63,6 +66,7 @@ class _Pairs:
     # frame i and its flow to frame j, in pixels
     pixel: list = field(default_factory=list)
     flow: list = field(default_factory=list)
+    motion_x: list = field(default_factory=list)  # the depth in frame i at those samples
 
 
 def _bilinear(img: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -91,12 +95,14 @@ class CoAligner:
     """Collect correspondences frame by frame, then :meth:`solve` for one scale and shift per frame.
 
     Frames are added in order with :meth:`add_frame`; only the last ``max(gaps)`` frames are kept, plus
-    at most ``samples_per_pair`` pixel pairs per frame pair, so memory does not grow with the frame size
-    and only linearly with the clip length.
+    at most ``samples_per_pair`` pixel pairs per frame pair, so memory does not grow with the frame size;
+    past ``max_samples`` pixel pairs in all, every pair keeps every other one (and new pairs half as many),
+    so it stays bounded for clips of any length (at least 8 per pair).
 
     Args:
         gaps: frame distances that are paired (each frame with the frames ``g`` before it).
         samples_per_pair: random pixel pairs kept per frame pair.
+        max_samples: pixel pairs kept in all before every pair is thinned (see above; >= 1000).
         flow: ``"dis"`` to pair pixels by OpenCV's DIS optical flow (needs ``opencv-python-headless``,
             ``pip install "apdepth[video]"``), or ``None`` to pair each pixel with itself.
         valid_range: depths outside this open interval (saturated by the model's clipping) are not used.
@@ -123,6 +129,7 @@ class CoAligner:
         valid_range: tuple[float, float] = (0.002, 0.998),
         seed: int = 0,
         keep_flows: bool = False,
+        max_samples: int = DEFAULT_MAX_SAMPLES,
     ):
         gaps = tuple(sorted({int(g) for g in gaps}))
         if not gaps or gaps[0] < 1:
@@ -135,8 +142,13 @@ class CoAligner:
             raise ValueError(f"flow must be 'dis' or None, got {flow!r}")
         if samples_per_pair < 2:
             raise ValueError("samples_per_pair must be >= 2")
+        if max_samples < 1000:
+            raise ValueError(f"max_samples must be >= 1000, got {max_samples}")
         self.gaps = gaps
         self.samples_per_pair = int(samples_per_pair)
+        self.max_samples = int(max_samples)
+        self._cap = self.samples_per_pair  # samples kept per new pair; halves when the budget is reached
+        self._stored = 0
         self.flow = flow
         self.valid_range = valid_range
         self._rng = np.random.default_rng(seed)
@@ -236,19 +248,19 @@ class CoAligner:
                 self.dropped_pairs.append((i, j))
                 return
             idx = np.flatnonzero(ok & (di > lo) & (di < hi))
-            if idx.size > self.samples_per_pair * 2:
-                idx = self._rng.choice(idx, self.samples_per_pair * 2, replace=False)
+            if idx.size > self._cap * 2:
+                idx = self._rng.choice(idx, self._cap * 2, replace=False)
             x = di.ravel()[idx]
             y = _bilinear(dj, u.ravel()[idx], v.ravel()[idx])
             motion = np.stack([uu.ravel()[idx], vv.ravel()[idx], fwd[..., 0].ravel()[idx], fwd[..., 1].ravel()[idx]], 1)
         else:
             idx = np.flatnonzero((di > lo) & (di < hi) & (dj > lo) & (dj < hi))
-            if idx.size > self.samples_per_pair:
-                idx = self._rng.choice(idx, self.samples_per_pair, replace=False)
+            if idx.size > self._cap:
+                idx = self._rng.choice(idx, self._cap, replace=False)
             x, y = di.ravel()[idx], dj.ravel()[idx]
             motion = None
         keep = (y > lo) & (y < hi)
-        x, y = x[keep][: self.samples_per_pair], y[keep][: self.samples_per_pair]
+        x, y = x[keep][: self._cap], y[keep][: self._cap]
         if x.size < 8:
             return
         self._pairs.i.append(np.full(x.size, i, np.int32))
@@ -256,9 +268,27 @@ class CoAligner:
         self._pairs.x.append(x.astype(np.float32))
         self._pairs.y.append(y.astype(np.float32))
         if motion is not None:  # kept only for the samples that travel_shift uses: memory
-            motion = motion[keep][: self.samples_per_pair][:: _travel_stride(x.size)].astype(np.float32)
+            stride = _travel_stride(x.size)
+            motion = motion[keep][: self._cap][::stride].astype(np.float32)
             self._pairs.pixel.append(motion[:, :2])
             self._pairs.flow.append(motion[:, 2:])
+            self._pairs.motion_x.append(self._pairs.x[-1][::stride].copy())
+        self._stored += x.size
+        while self._stored > self.max_samples and self._cap > 8:
+            self._thin()
+
+    def _thin(self) -> None:
+        """Keep every other stored sample of every pair (at least 8 each; the travel estimate's at least 32) and
+        half as many for new pairs: the memory of a long clip stays within ``max_samples`` samples."""
+        p = self._pairs
+        for k in range(len(p.x)):
+            if p.x[k].size >= 16:
+                p.i[k], p.j[k], p.x[k], p.y[k] = p.i[k][::2], p.j[k][::2], p.x[k][::2], p.y[k][::2]
+        for k in range(len(p.pixel)):
+            if len(p.pixel[k]) >= 64:
+                p.pixel[k], p.flow[k], p.motion_x[k] = p.pixel[k][::2], p.flow[k][::2], p.motion_x[k][::2]
+        self._stored = sum(x.size for x in p.x)
+        self._cap = max(8, self._cap // 2)
 
     def solve(self, iterations: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Scale ``a`` and shift ``c`` per frame, float64 (T,): ``a_t * d_t + c_t`` is the co-aligned clip.
@@ -326,11 +356,10 @@ class CoAligner:
         h, w = self.size
         focal = (w / 2.0) / np.tan(np.radians(hfov_deg) / 2.0)
         pairs_i, pairs_j, tz = [], [], []
-        for i_k, j_k, x_k, px_k, fl_k in zip(p.i, p.j, p.x, p.pixel, p.flow):
+        for i_k, j_k, x_k, px_k, fl_k in zip(p.i, p.j, p.motion_x, p.pixel, p.flow):
             i = int(i_k[0])
             lo, hi = ranges[shot[i]]
-            sub = slice(None, None, _travel_stride(len(x_k)))  # the samples whose motion was kept (random order)
-            depth = (a[i] * x_k[sub].astype(np.float64) + c[i] - lo) / (hi - lo)
+            depth = (a[i] * x_k.astype(np.float64) + c[i] - lo) / (hi - lo)
             est = axial_travel(px_k, fl_k, depth, (h, w), focal, zero=zero)
             if est is not None:
                 pairs_i.append(i)
