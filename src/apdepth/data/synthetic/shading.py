@@ -362,9 +362,13 @@ def _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam, bounds=None):
     tile's hit points swept towards the light)."""
     T, S = hit.shape
     need = lam > 0  # surfaces facing away are dark anyway
-    origin = x + n * (2e-3 + 2e-4 * tt)[:, None]
-    O = torch.zeros(T * S, 3)
-    O.index_copy_(0, hsel, origin)
+    # ray origins x + n * offset, scattered into the tiles component-first (3,T*S): the tile bounds below and
+    # the hit tests read contiguous rows, with no transposed copies; (T,S,3) views of them go to _cast
+    off = 2e-3 + 2e-4 * tt
+    origin = [x[:, k] + n[:, k] * off for k in range(3)]
+    O3 = torch.zeros(3, T * S)
+    for k in range(3):
+        O3[k].index_copy_(0, hsel, origin[k])
     act = torch.zeros(T * S, dtype=torch.bool)
     act.index_copy_(0, hsel, need)
     if lt.kind == "sun":
@@ -373,16 +377,17 @@ def _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam, bounds=None):
         far = 1e4
     else:
         lp = torch.tensor(lt.position, dtype=torch.float32)
-        D = torch.zeros(T * S, 3)
-        D.index_copy_(0, hsel, lp - origin)
+        D3 = torch.zeros(3, T * S)
+        for k in range(3):
+            D3[k].index_copy_(0, hsel, lp[k] - origin[k])
+        D = D3.reshape(3, T, S).permute(1, 2, 0)
         tmax = 1.0
-    O, act = O.reshape(T, S, 3), act.reshape(T, S)
-    D = D.reshape(-1, S, 3) if D.shape[0] != 1 else D
-    # per-tile bounds of the active origins; reduced along a contiguous last axis (reducing the middle axis
-    # of (T,S,3) is several times slower)
-    Ot, idle = O.permute(0, 2, 1).contiguous(), ~act[:, None, :]
-    lo = Ot.masked_fill(idle, 1e30).amin(dim=-1)
-    hi = Ot.masked_fill(idle, -1e30).amax(dim=-1)
+    O3, act = O3.reshape(3, T, S), act.reshape(T, S)
+    O = O3.permute(1, 2, 0)  # (T,S,3) view
+    # per-tile bounds of the active origins, reduced along the contiguous last axis
+    idle = ~act[None]
+    lo = O3.masked_fill(idle, 1e30).amin(dim=-1).t().contiguous()
+    hi = O3.masked_fill(idle, -1e30).amax(dim=-1).t().contiguous()
     any_act = act.any(dim=1)
     ctr = torch.where(any_act[:, None], (lo + hi) / 2, torch.zeros_like(lo))
     rad = torch.where(any_act, (hi - lo).norm(dim=-1) / 2, torch.zeros_like(lo[:, 0]))
