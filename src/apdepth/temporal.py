@@ -56,6 +56,22 @@ DEFAULT_TRAVEL_SMOOTHNESS = 100.0
 """Weight of the second differences of the travel path against one frame pair's estimate (:func:`travel_path`)."""
 
 
+def _robust_sigma(r: np.ndarray) -> float:
+    """Robust standard deviation of residuals ``r``: 1.4826 x their median absolute value."""
+    return 1.4826 * float(np.median(np.abs(r)))
+
+
+def _cauchy_weights(r: np.ndarray, sigma: float) -> np.ndarray:
+    """Cauchy weights of residuals ``r`` (scale 2.385 ``sigma``, 95% efficiency): no residual gets weight 0."""
+    return 1.0 / (1.0 + (r / (2.385 * sigma)) ** 2)
+
+
+def _tukey_weights(r: np.ndarray, sigma: float) -> np.ndarray:
+    """Tukey's biweight of residuals ``r``: exactly 0 beyond 4.685 ``sigma`` (outliers drop out)."""
+    z = r / (4.685 * sigma)
+    return np.where(np.abs(z) < 1, (1 - z**2) ** 2, 0.0)
+
+
 @dataclass
 class _Pairs:
     i: list = field(default_factory=list)
@@ -456,10 +472,10 @@ def axial_travel(
             sw = np.sqrt(wt)
             theta = np.linalg.lstsq(A * sw[:, None], b * sw, rcond=None)[0]
             r = A @ theta - b
-            sigma = 1.4826 * np.median(np.abs(r))
+            sigma = _robust_sigma(r)
             if not sigma > 1e-15:
                 break
-            wt = 1.0 / (1.0 + (r / (2.385 * sigma)) ** 2)
+            wt = _cauchy_weights(r, sigma)
         omega = omega + theta[3:]
         tz, previous = float(theta[2]), tz
         if not (np.isfinite(tz) and np.isfinite(omega).all()):
@@ -587,13 +603,12 @@ def _travel_window(n: int, i: np.ndarray, j: np.ndarray, travel: np.ndarray, smo
         if step == steps - 1 or last:
             break
         floor = 1e-6 * max(np.abs(travel).max(), 1e-300)
-        sigma = 1.4826 * np.median(np.abs(r))
+        sigma = _robust_sigma(r)
         if step < 5 and sigma > floor:
-            wt = 1.0 / (1.0 + (r / (2.385 * sigma)) ** 2)  # Cauchy: a smooth start
+            wt = _cauchy_weights(r, sigma)  # a smooth start
         else:
             last = not sigma > floor  # the rest fit to rounding: one more solve without the outliers
-            z = r / (4.685 * max(sigma, floor))
-            wt = np.where(np.abs(z) < 1, (1 - z**2) ** 2, 0.0)  # Tukey: outliers get exactly 0
+            wt = _tukey_weights(r, max(sigma, floor))  # outliers get exactly 0
     return phi - phi[0]
 
 
@@ -685,14 +700,13 @@ def solve_coalignment(
         theta = _solve_blocks(theta, cols, blocks, C, e, seen, dense_limit)
         a, c = theta[0::2], theta[1::2]
         r = a[i] * x + c[i] - a[j] * y - c[j]  # per sample, without (N, 4) temporaries: memory
-        sigma = 1.4826 * np.median(np.abs(r))
+        sigma = _robust_sigma(r)
         if not sigma > 1e-12:
             break
         if it < (2 * iterations) // 3:
-            w = 1.0 / (1.0 + (r / (2.385 * sigma)) ** 2)  # Cauchy: a smooth start
+            w = _cauchy_weights(r, sigma)  # a smooth start
         else:
-            z = r / (4.685 * sigma)
-            w = np.where(np.abs(z) < 1, (1 - z**2) ** 2, 0.0)  # Tukey: outliers get exactly 0
+            w = _tukey_weights(r, sigma)  # outliers get exactly 0
     return theta[0::2].copy(), theta[1::2].copy()
 
 
