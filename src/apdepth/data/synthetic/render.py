@@ -36,19 +36,28 @@ def _render(scene: Scene, camera: Camera, height: int, width: int) -> dict:
     R = torch.tensor(camera.rotation, dtype=torch.float32)
     eye = torch.tensor(camera.position, dtype=torch.float32)
 
-    v, u, inimg = _tiles(height, width)
-    T, S = v.shape
-    # Unnormalised rays whose camera-z component is 1: the ray parameter t *is* the z-depth.
-    dcam = torch.stack([(u.float() - cx) / f, (v.float() - cy) / f, torch.ones(T, S)], -1)
-    d = dcam[..., 0:1] * R[:, 0] + dcam[..., 1:2] * R[:, 1] + dcam[..., 2:3] * R[:, 2]  # (T,S,3)
+    _, _, inimg = _tiles(height, width)
+    T, S = inimg.shape
+    th, tw = -(-height // _TILE), -(-width // _TILE)
+    # Unnormalised rays whose camera-z component is 1: the ray parameter t *is* the z-depth. World component
+    # k of pixel (v,u) is (x_u * R[k,0] + y_v * R[k,1]) + R[k,2] (the camera z of 1 times R[k,2] is R[k,2]
+    # exactly), with x_u = (u - cx) / f and y_v = (v - cy) / f: the same operations per pixel as multiplying
+    # the (T,S,3) camera rays by R, but the products are made once per column and row and each component is
+    # a contiguous (T,S) array (torch does not vectorise broadcasts over a size-3 last axis), so the bits
+    # are the same at a fraction of the cost.
+    xs = ((torch.arange(tw * _TILE).float() - cx) / f).reshape(1, tw, 1, _TILE)  # pixel tiles: (row, col, v, u)
+    ys = ((torch.arange(th * _TILE).float() - cy) / f).reshape(th, 1, _TILE, 1)
+    d3 = torch.stack([(xs * R[k, 0] + ys * R[k, 1]).add_(R[k, 2]).reshape(T, S) for k in range(3)])  # (3,T,S)
+    # (T,S,3) rows as well: a row's norm depends on the memory layout, and shading gathers rows
+    d = d3.permute(1, 2, 0).contiguous()
 
     # Tile culling: a primitive can only be hit inside a tile if its bounding sphere lies within
     # the cone spanned by the tile's rays.
     # the scene's bounding geometry, shared by camera and shadow culling
     centers, radii = _bounding_spheres(scene)
     corners = _bounding_corners(scene)
-    dnorm = d.norm(dim=-1, keepdim=True)
-    dn = d / dnorm
+    dnorm = d.norm(dim=-1)
+    dn = torch.stack([d3[0] / dnorm, d3[1] / dnorm, d3[2] / dnorm], -1)  # (T,S,3) = d / |d|, per component
     axis = dn.mean(dim=1)
     axis = axis / axis.norm(dim=-1, keepdim=True)
     half_angle = torch.acos(_dot(dn, axis[:, None]).amin(dim=1).clamp(-1, 1))  # (T,): acos is decreasing
@@ -60,13 +69,13 @@ def _render(scene: Scene, camera: Camera, height: int, width: int) -> dict:
     # tighter for long or flat primitives (kerbs, buildings, table tops) whose bounding spheres are loose
     cand &= _frustum_candidates(scene, eye, R, f, cx, cy, height, width, corners)
 
-    t, idx = _cast(scene, eye.reshape(1, 1, 3), d, cand, inimg)
+    # (a (T,S,3) view of the component-first rays: _cast's component-first copy of it is then no copy)
+    t, idx = _cast(scene, eye.reshape(1, 1, 3), d3.permute(1, 2, 0), cand, inimg)
     hit = inimg & (idx >= 0)
     valid = hit & (t <= scene.max_depth)
-    rgb = _shade(scene, eye, d, t, idx, hit, f, dn, dnorm[..., 0], bounds=(centers, radii, corners))
+    rgb = _shade(scene, eye, d, t, idx, hit, f, dn, dnorm, bounds=(centers, radii, corners))
 
     def untile(x):
-        th, tw = -(-height // _TILE), -(-width // _TILE)
         x = x.reshape(th, tw, _TILE, _TILE, *x.shape[2:]).transpose(1, 2)
         return x.reshape(th * _TILE, tw * _TILE, *x.shape[4:])[:height, :width]
 

@@ -137,7 +137,13 @@ def _unit_rows(v):
 
 
 def _surface(scene: Scene, x, d, idx):
-    """Normals (M,3, unit, facing the viewer), texture-frame points (M,3) and texture-frame normals (M,3).
+    """Normals (M,3, unit, facing the viewer), texture-frame points (M,3) and texture axes (M,) int64.
+
+    The texture axis is the one (0, 1 or 2) along which the texture-frame normal (the plane's normal, the
+    box's local axis times the side's sign, the sphere's or cylinder's unnormalised normal) is largest in
+    magnitude, the first of equal ones (:func:`_argmax3` of its absolute value): the flat patterns span
+    the two other axes. It is computed per primitive kind, from the same normals, instead of gathering
+    (M,3) normals and reducing them per pixel.
 
     Each kind's normals are normalised where they are made: planes and boxes from their (small) normalised
     tables, spheres and cylinders for their own pixels; the same values as normalising all (M,3) rows at
@@ -148,7 +154,7 @@ def _surface(scene: Scene, x, d, idx):
     # planes' normals for every pixel, gathered from per-primitive tables (zero rows for the other kinds,
     # whose pixels are overwritten below): cheaper than selecting the plane pixels and scattering
     pad = torch.zeros(nb + ns + nc, 3)
-    nl = _g(torch.cat([scene.plane_normal, pad]), idx)
+    tax = _g(torch.cat([_argmax3(scene.plane_normal.abs()), torch.zeros(nb + ns + nc, dtype=torch.int64)]), idx)
     n = _g(torch.cat([_unit_rows(scene.plane_normal), pad]), idx)
     sel = ((idx >= k1) & (idx < k2)).nonzero().squeeze(1)
     if len(sel):
@@ -162,7 +168,10 @@ def _surface(scene: Scene, x, d, idx):
         sign = torch.sign(q.gather(1, ax[:, None]))
         # the normal is the (normalised) local axis of the largest |q|, times its sign: one row gather
         n.index_copy_(0, sel, sign * _g(_unit_rows(scene.box_axes).reshape(-1, 3), j * 3 + ax))
-        nl.index_copy_(0, sel, torch.nn.functional.one_hot(ax, 3).float() * sign)
+        # the texture-frame normal is one_hot(ax) * sign: its largest magnitude is at ax when sign is +-1;
+        # a zero sign gives a zero row (axis 0) and a NaN one a NaN row (no comparison holds: axis 2)
+        sign = sign[:, 0]
+        tax.index_copy_(0, sel, torch.where(sign == 0, 0, torch.where(sign.isnan(), 2, ax)))
         p.index_copy_(0, sel, loc)
     sel = ((idx >= k2) & (idx < k3)).nonzero().squeeze(1)
     if len(sel):
@@ -170,7 +179,7 @@ def _surface(scene: Scene, x, d, idx):
         rel = _g(x, sel) - _g(scene.sphere_center, j)
         sn = rel / _g(scene.sphere_radius, j)[:, None]
         n.index_copy_(0, sel, _unit_rows(sn))
-        nl.index_copy_(0, sel, sn)
+        tax.index_copy_(0, sel, _argmax3(sn.abs()))
         p.index_copy_(0, sel, rel)
     sel = (idx >= k3).nonzero().squeeze(1)
     if len(sel):
@@ -187,26 +196,31 @@ def _surface(scene: Scene, x, d, idx):
             (side <= torch.minimum(top, bot))[:, None], radial, torch.where((top < bot)[:, None], up, -up)
         )
         n.index_copy_(0, sel, _unit_rows(nn_))
-        nl.index_copy_(0, sel, nn_)
+        tax.index_copy_(0, sel, _argmax3(nn_.abs()))
         p.index_copy_(0, sel, rel)
-    # facing the viewer: multiplying by -1.0 or 1.0 is an exact negation or copy, cheaper than torch.where
-    n = n * torch.where(_dot(n, d) > 0, -1.0, 1.0)[:, None]
-    return n, p, nl
+    # facing the viewer: multiplying by -1.0 or 1.0 is an exact negation or copy, cheaper than torch.where;
+    # in place per component (a (M,1) factor broadcast over (M,3) rows is not vectorised)
+    flip = torch.where(_dot(n, d) > 0, -1.0, 1.0)
+    for k in range(3):
+        n[:, k].mul_(flip)
+    return n, p, tax
 
 
-def _albedo(mt, idx, p, nl, footprint):
-    """Linear-RGB albedo (M,3) from the procedural material of each hit."""
+def _albedo(mt, idx, p, ax, footprint):
+    """Linear-RGB albedo (M,3) from the procedural material of each hit; ``ax`` (M,) the texture axes
+    of :func:`_surface`."""
     M = len(idx)
     scale = _g(mt["scale"], idx)
     shift = _g(mt["shift"], idx)  # (M,) int32 noise offsets
-    q = p / scale[:, None]
+    # the points in pattern units, p / scale, per component (elementwise: the same bits as dividing the
+    # (M,3) rows by a broadcast (M,1) column, which torch does not vectorise)
+    q = [p[:, k] / scale for k in range(3)]
     fp = footprint / scale  # pattern units per pixel
     pat = _g(mt["pattern"], idx)
     val = torch.zeros(M)
     # the two coordinates spanning the surface, for flat 2-D patterns (tiles, checkers)
-    ax = _argmax3(nl.abs())
-    u2 = torch.where(ax == 0, q[:, 2], q[:, 0])
-    v2 = torch.where(ax == 1, q[:, 2], q[:, 1])
+    u2 = torch.where(ax == 0, q[2], q[0])
+    v2 = torch.where(ax == 1, q[2], q[1])
     uv = torch.stack([u2, v2])  # (2,M): noise reads contiguous rows
     base_lod = (0.5 / fp.clamp_min(1e-9) - 1.0).clamp(0, 1)
     live = base_lod > 0
@@ -226,7 +240,7 @@ def _albedo(mt, idx, p, nl, footprint):
             continue
         sh, fs, lod, uvs = _g(shift, sel), _g(fp, sel), _g(base_lod, sel), uv.index_select(1, sel)
         if name in ("stripes", "wood", "marble"):  # the patterns that use 3-D points and directions
-            qs, ds = _g(q, sel), _g(mt["dir"], _g(idx, sel))
+            qs, ds = torch.stack([_g(qk, sel) for qk in q], 1), _g(mt["dir"], _g(idx, sel))
         if name == "noise":
             v = _fbm(uvs, sh, fs, 4)
             v = ((v - 0.5) * 2.2 + 0.5).clamp(0, 1)
@@ -254,7 +268,11 @@ def _albedo(mt, idx, p, nl, footprint):
             v = torch.where(mortar, torch.ones_like(uu), 0.25 * jitter)
             v = 0.5 + lod * (v - 0.5)
         val.index_copy_(0, sel, v)
-    alb = _g(mt["a"], idx) + _g(mt["b-a"], idx) * val[:, None]  # (b - a per material: the same differences)
+    # a + (b - a) * val (b - a per material: the same differences), the product per component in place
+    alb, bv = _g(mt["a"], idx), _g(mt["b-a"], idx)
+    for k in range(3):
+        bv[:, k].mul_(val)
+    alb.add_(bv)
     grain = _g(mt["grain"], idx)
     # grain is one noise octave at 4x the pattern frequency, faded out (a factor of exactly 1) where
     # 1/footprint - 1 <= 0, the same expression as in _fbm
@@ -263,7 +281,9 @@ def _albedo(mt, idx, p, nl, footprint):
         # most surfaces have grain: noise for every pixel beats gathering and scattering back; where the
         # grain is 0 the factor is exactly 1 (0 times the finite noise), so those pixels keep their albedo
         gn = _fbm(uv * 4.0, _g(mt["grain_shift"], idx), fp * 4.0, 1)
-        alb = alb * (1.0 + grain[:, None] * 2.0 * (gn[:, None] - 0.5))
+        factor = 1.0 + grain * 2.0 * (gn - 0.5)  # per pixel, then per component in place
+        for k in range(3):
+            alb[:, k].mul_(factor)
     elif len(gsel):
         gs = _g(mt["grain_shift"], _g(idx, gsel))
         gn = _fbm(uv.index_select(1, gsel) * 4.0, gs, _g(fp, gsel) * 4.0, 1)
@@ -300,21 +320,18 @@ def _shade(scene: Scene, eye, d, t, idx, hit, focal, dn=None, dnorm=None, bounds
     and the lengths ``|d|`` (T,S) if known (a row's norm does not depend on its position in the array).
     ``bounds``: the scene's ``(*_bounding_spheres(scene), _bounding_corners(scene))`` if already computed."""
     T, S = t.shape
-    out = torch.zeros(T, S, 3)
+    out = torch.zeros(T * S, 3)
     lt = scene.lighting
+    hit = hit.reshape(-1)
     if scene.sky is not None:
         if dn is None:
             dn = d / d.norm(dim=-1, keepdim=True)
-        h = dn[..., 1].clamp(0, 1) ** 0.6
-        hor = torch.tensor(scene.sky[0], dtype=torch.float32)
-        zen = torch.tensor(scene.sky[1], dtype=torch.float32)
-        sky = hor + (zen - hor) * h[..., None]
-        below = dn[..., 1] < 0
-        sky = torch.where(below[..., None], hor * 0.8, sky)
-        out = sky.expand(T, S, 3).clone()
-    hsel = hit.reshape(-1).nonzero().squeeze(1)
+        # the sky only where no primitive is hit (the hits' colours replace it anyway)
+        msel = hit.logical_not().nonzero().squeeze(1)
+        out.index_copy_(0, msel, _sky(scene.sky, dn.reshape(-1, 3)[:, 1].index_select(0, msel)))
+    hsel = hit.nonzero().squeeze(1)
     if len(hsel) == 0:
-        return out
+        return out.reshape(T, S, 3)
     tt = _g(t.reshape(-1), hsel)
     dd = _g(d.reshape(-1, 3), hsel)
     ii = _g(idx.reshape(-1), hsel)
@@ -326,40 +343,68 @@ def _shade(scene: Scene, eye, d, t, idx, hit, focal, dn=None, dnorm=None, bounds
     # shading runs in pixel chunks so that its many temporaries stay in the CPU cache
     for c0 in range(0, len(hsel), _SHADE_CHUNK):
         tc, dc, ic = tt[c0 : c0 + _SHADE_CHUNK], dd[c0 : c0 + _SHADE_CHUNK], ii[c0 : c0 + _SHADE_CHUNK]
-        x = eye + tc[:, None] * dc
-        n, p, nl = _surface(scene, x, dc, ic)
+        # hit points eye + t * d, per component into (M,3) rows (the same operations per element)
+        x = torch.empty(len(tc), 3)
+        for k in range(3):
+            torch.mul(tc, dc[:, k], out=x[:, k]).add_(eye[k])
+        n, p, tax = _surface(scene, x, dc, ic)
         dlen = dc.norm(dim=-1) if ll is None else ll[c0 : c0 + _SHADE_CHUNK]
         footprint = tc * dlen / focal  # metres per pixel along the ray
         # grazing angles stretch the footprint; include it so oblique floors fade rather than alias
         cosv = (-_dot(n, dc) / dlen).clamp(0.05, 1.0)
-        alb = _albedo(mt, ic, p, nl, footprint / cosv)
+        alb = _albedo(mt, ic, p, tax, footprint / cosv)
         if lt.kind == "sun":
             L = torch.nn.functional.normalize(torch.tensor(lt.direction, dtype=torch.float32), dim=0)
-            ldir = L.expand_as(x)
             atten = torch.ones(len(x))
+            lam = _dot(n, L.expand_as(x)).clamp_min(0)
         else:
-            tolight = torch.tensor(lt.position, dtype=torch.float32) - x
+            tolight = torch.tensor(lt.position, dtype=torch.float32) - x  # (M,3) rows: their norms' bits
             dist = tolight.norm(dim=-1).clamp_min(1e-6)
-            ldir = tolight / dist[:, None]
             atten = 1.0 / (1.0 + (dist / lt.falloff) ** 2)
-        lam = _dot(n, ldir).clamp_min(0)
-        parts.append((x, n, alb, ldir, atten, lam))
-    x, n, alb, ldir, atten, lam = parts[0] if len(parts) == 1 else (torch.cat(z) for z in zip(*parts))
+            # n . (tolight / dist), the direction per component
+            lam = _dot3(n.t(), [tolight[:, k] / dist for k in range(3)]).clamp_min(0)
+        parts.append((x, n, alb, atten, lam))
+    x, n, alb, atten, lam = parts[0] if len(parts) == 1 else (torch.cat(z) for z in zip(*parts))
     vis = torch.ones(len(x))
     if lt.shadows and bool(scene.casts_shadow.any()):
-        vis = _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam, bounds)
-    amb = torch.tensor(lt.ambient, dtype=torch.float32) * (0.8 + 0.2 * n[:, 1:2])
-    light = amb + torch.tensor(lt.color, dtype=torch.float32) * (lam * vis * atten)[:, None]
-    col = alb * light
-    col = col.clamp(0, 1) ** (1 / 2.2)
-    out = out.reshape(-1, 3).index_copy_(0, hsel, col).reshape(T, S, 3)
-    return out
+        sun = L if lt.kind == "sun" else None
+        vis = _shadow_visibility(scene, x, n, tt, sun, lt, hit.reshape(T, S), hsel, lam, bounds)
+    # colour = albedo * (ambient * (0.8 + 0.2 n_y) + light colour * lam * vis * atten), per component (the
+    # same operations per element as with broadcast (3,) and (M,1) factors, which torch does not vectorise)
+    # into (M,3) rows, then the sRGB encoding on those rows as before (pow's last elements take libm's
+    # scalar path, the others SIMD: the array's length and order fix which bits each element gets)
+    amb, lcol = torch.tensor(lt.ambient, dtype=torch.float32), torch.tensor(lt.color, dtype=torch.float32)
+    base, strength = 0.8 + 0.2 * n[:, 1], lam * vis * atten
+    col = torch.empty(len(x), 3)
+    for k in range(3):
+        light = (amb[k] * base).add_(lcol[k] * strength)
+        torch.mul(alb[:, k], light, out=col[:, k])
+    col = col.clamp_(0, 1).pow_(1 / 2.2)
+    return out.index_copy_(0, hsel, col).reshape(T, S, 3)
 
 
-def _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam, bounds=None):
+def _sky(sky, y):
+    """Linear sky colours (K,3) for unit ray directions whose world y component is ``y`` (K,):
+    horizon to zenith as y**0.6, the horizon's colour times 0.8 below it."""
+    k = len(y)
+    yc = y.clamp(0, 1)
+    # pow's SIMD path and its scalar one (libm), which torch takes for the last len % 16 (or 32) elements,
+    # can differ in the last bit. The sky was computed for whole (T,S) arrays (T*S a multiple of 64: every
+    # element on the SIMD path); padding to a multiple of 64 keeps every element there.
+    if k % 64:
+        yc = torch.cat([yc, yc.new_zeros(64 - k % 64)])
+    h = (yc**0.6)[:k]
+    hor, zen = torch.tensor(sky[0], dtype=torch.float32), torch.tensor(sky[1], dtype=torch.float32)
+    zh, low = zen - hor, hor * 0.8
+    below = y < 0
+    return torch.stack([torch.where(below, low[c], hor[c] + zh[c] * h) for c in range(3)], 1)
+
+
+def _shadow_visibility(scene, x, n, tt, sun, lt, hit, hsel, lam, bounds=None):
     """1 where the light is visible from x, 0 where a shadow caster blocks it. Rays are grouped by
     the screen tile of their pixel, so the same tile culling applies (with a bounding sphere of the
-    tile's hit points swept towards the light)."""
+    tile's hit points swept towards the light). ``sun``: the unit direction (3,) towards a sun light
+    (None for a point light)."""
     T, S = hit.shape
     need = lam > 0  # surfaces facing away are dark anyway
     # ray origins x + n * offset, scattered into the tiles component-first (3,T*S): the tile bounds below and
@@ -372,7 +417,7 @@ def _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam, bounds=None):
     act = torch.zeros(T * S, dtype=torch.bool)
     act.index_copy_(0, hsel, need)
     if lt.kind == "sun":
-        D = ldir[:1].reshape(1, 1, 3)
+        D = sun.reshape(1, 1, 3)
         tmax = math.inf
         far = 1e4
     else:
@@ -392,8 +437,7 @@ def _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam, bounds=None):
     ctr = torch.where(any_act[:, None], (lo + hi) / 2, torch.zeros_like(lo))
     rad = torch.where(any_act, (hi - lo).norm(dim=-1) / 2, torch.zeros_like(lo[:, 0]))
     if lt.kind == "sun":
-        Lw = ldir[0]
-        end = ctr + far * Lw
+        end = ctr + far * sun
     else:
         end = torch.tensor(lt.position, dtype=torch.float32).expand_as(ctr)
     if bounds is None:
@@ -409,14 +453,17 @@ def _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam, bounds=None):
         # outline contains its origin. Compare the tile's disc of origins with the primitive's enclosing box
         # projected on a plane across the light (its 2-D bounds, widened by 1 cm); far tighter than bounding
         # spheres for long boxes such as buildings.
-        L = ldir[0]
+        L = sun
         e1 = torch.linalg.cross(L, torch.tensor([1.0, 0.0, 0.0] if abs(float(L[0])) < 0.9 else [0.0, 1.0, 0.0]))
         e1 = e1 / e1.norm()
         E = torch.stack([e1, torch.linalg.cross(L, e1)], 1)  # (3,2) orthonormal, both across L
         outline = corners.index_select(0, cols - len(scene.plane_offset)) @ E  # (Nc,8,2)
         lo2, hi2 = outline.amin(dim=1) - 1e-2, outline.amax(dim=1) + 1e-2
-        c2, r2 = ctr @ E, rad[:, None, None]
-        near &= ((c2[:, None] + r2 >= lo2[None]) & (c2[:, None] - r2 <= hi2[None])).all(dim=-1)
+        # per axis of the plane, (T,1) against (Nc,) rows: the same comparisons as one (T,Nc,2) broadcast
+        c2 = ctr @ E
+        c_hi, c_lo, lo2, hi2 = c2 + rad[:, None], c2 - rad[:, None], lo2.t().contiguous(), hi2.t().contiguous()
+        for a in range(2):
+            near &= (c_hi[:, a : a + 1] >= lo2[a]) & (c_lo[:, a : a + 1] <= hi2[a])
     cand[:, cols] = near
     cand &= any_act[:, None]
     blocked = _cast(scene, O, D, cand, act, any_hit_tmax=tmax)
@@ -424,19 +471,29 @@ def _shadow_visibility(scene, x, n, tt, ldir, lt, hit, hsel, lam, bounds=None):
 
 
 def _post_process(rgb: torch.Tensor, post: dict) -> np.ndarray:
-    """Optional camera effects on sRGB float (H,W,3): gain/gamma jitter, 3x3 blur, sensor noise."""
-    x = rgb
+    """Optional camera effects on sRGB float (H,W,3): gain/gamma jitter, 3x3 blur, sensor noise.
+
+    ``rgb`` is not modified. The steps work in place on tensors made here; the gamma's ``pow`` runs on
+    the contiguous (H,W,3) array it always had (the element order fixes which elements take pow's scalar
+    path for the last len % 16, whose bits can differ from the SIMD path's)."""
+    x, own = rgb, False
     if "gain" in post:
-        x = x * torch.tensor(post["gain"], dtype=torch.float32)
+        # (H, W*3) rows times the gain repeated W times: the same products as a (3,) gain broadcast over
+        # (H,W,3), but along contiguous rows (torch does not vectorise a broadcast over a size-3 last axis)
+        h, w = rgb.shape[:2]
+        gain = torch.tensor(post["gain"], dtype=torch.float32).repeat(w)
+        x, own = (rgb.reshape(h, w * 3) * gain).reshape(h, w, 3), True
     if "gamma" in post:
-        x = x.clamp(0, 1) ** float(post["gamma"])
+        x, own = (x.clamp_(0, 1) if own else x.clamp(0, 1)).pow_(float(post["gamma"])), True
     if post.get("blur"):
         k = torch.tensor([0.25, 0.5, 0.25])
         xp = torch.nn.functional.pad(x.permute(2, 0, 1)[None], (1, 1, 1, 1), mode="replicate")[0]
         xp = xp[:, :, :-2] * k[0] + xp[:, :, 1:-1] * k[1] + xp[:, :, 2:] * k[2]
-        x = (xp[:, :-2] * k[0] + xp[:, 1:-1] * k[1] + xp[:, 2:] * k[2]).permute(1, 2, 0)
+        x, own = (xp[:, :-2] * k[0] + xp[:, 1:-1] * k[1] + xp[:, 2:] * k[2]).permute(1, 2, 0), True
     if post.get("noise", 0) > 0:
         # uniform noise with the requested standard deviation: far cheaper to draw than Gaussian
         g = np.random.default_rng(int(post.get("seed", 0)))
-        x = x + (torch.from_numpy(g.random(tuple(x.shape), dtype=np.float32)) - 0.5) * (float(post["noise"]) * 12**0.5)
-    return (x.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).numpy()
+        noise = torch.from_numpy(g.random(tuple(x.shape), dtype=np.float32))
+        x, own = noise.sub_(0.5).mul_(float(post["noise"]) * 12**0.5).add_(x), True  # x + (u - 0.5) * s
+    x = x.clamp_(0, 1) if own else x.clamp(0, 1)
+    return x.mul_(255.0).add_(0.5).to(torch.uint8).numpy()
