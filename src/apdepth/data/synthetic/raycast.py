@@ -6,6 +6,7 @@ on the thread count."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -42,11 +43,17 @@ def _safe(x):
     return x.masked_fill(x.abs() < 1e-12, 1e-12)
 
 
+def _safe_(x):
+    """:func:`_safe` in place, for a temporary ``x``."""
+    return x.masked_fill_(x.abs() < 1e-12, 1e-12)
+
+
 def _t_planes(o, d, n, off):
     """o, d: (3,K,S|1); n (3,K,1) unit normals; off (K,1). Returns t (K,S), inf on a miss."""
     denom = _dot3(d, n)
-    t = (off - _dot3(o, n)) / _safe(denom)
-    return t.masked_fill_((denom.abs() < 1e-12) | (t > _EPS).logical_not_(), math.inf)
+    parallel = denom.abs() < 1e-12
+    t = (off - _dot3(o, n)) / denom.masked_fill_(parallel, 1e-12)  # _safe(denom), the mask computed once
+    return t.masked_fill_(parallel | (t > _EPS).logical_not_(), math.inf)
 
 
 def _t_boxes(o, d, c, axes, half):
@@ -58,7 +65,7 @@ def _t_boxes(o, d, c, axes, half):
         ol = _dot3(rel, ax)
         # a ray parallel to a slab gets a tiny slope instead: its slab interval then becomes
         # (-huge, +huge) when it runs inside the slab and a far-away interval when outside
-        inv = _safe(_dot3(d, ax)).reciprocal_()
+        inv = _safe_(_dot3(d, ax)).reciprocal_()
         h = half[:, k : k + 1]
         t1 = (-h - ol) * inv
         t2 = (h - ol) * inv
@@ -186,8 +193,9 @@ def _cast(scene: Scene, o, d, cand, active, any_hit_tmax=None):
     T, S = active.shape
     npl, nb, ns, nc = scene.counts
     offsets = np.cumsum([0, npl, nb, ns, nc])
-    cand = cand & active.any(dim=1, keepdim=True)
     all_active = bool(active.all())
+    # (a copy either way: the planes' columns are cleared below)
+    cand = cand.clone() if all_active else cand & active.any(dim=1, keepdim=True)
     o3, d3 = o.permute(2, 0, 1).contiguous(), d.permute(2, 0, 1).contiguous()  # (3,T|1,S|1)
     # Planes are infinite: when every tile is a candidate for them (always, for camera rays), they are tested
     # against all rays at once, without per-pair gathers and with a dense minimum instead of a scatter.
@@ -195,7 +203,6 @@ def _cast(scene: Scene, o, d, cand, active, any_hit_tmax=None):
     if dense_planes:
         cand[:, :npl] = False
     pairs = cand.nonzero()  # (K,2) sorted by tile, then primitive
-    cols = torch.arange(S)
     params = (
         (scene.plane_normal.t(), scene.plane_offset),
         (scene.box_center.t(), scene.box_axes, scene.box_half),
@@ -203,12 +210,12 @@ def _cast(scene: Scene, o, d, cand, active, any_hit_tmax=None):
         (scene.cyl_base.t(), scene.cyl_height, scene.cyl_radius),
     )
     if any_hit_tmax is not None:
-        blocked = torch.zeros(T * S, dtype=torch.bool)
+        blocked = torch.zeros(T, S, dtype=torch.bool)
     else:
         # Non-negative float32 values order like their bit patterns, so (bits << 20 | primitive) is one
         # int64 key whose minimum gives the nearest hit and, on exact ties, the lowest primitive index:
         # a single order-independent (hence deterministic) scatter-min.
-        key = torch.full((T * S,), (0x7F800000 << 20) | 0xFFFFF, dtype=torch.int64)
+        key = torch.full((T, S), (0x7F800000 << 20) | 0xFFFFF, dtype=torch.int64)
     if dense_planes:
         od, dd = o3.reshape(3, 1, -1), d3.reshape(3, 1, -1)
         best = None
@@ -218,7 +225,7 @@ def _cast(scene: Scene, o, d, cand, active, any_hit_tmax=None):
             if not all_active:
                 tv = tv.masked_fill(~active.reshape(1, -1), math.inf)
             if any_hit_tmax is not None:
-                blocked |= (tv < any_hit_tmax).any(dim=0)
+                blocked.view(-1).logical_or_((tv < any_hit_tmax).any(dim=0))
                 continue
             # The nearest plane of each ray in float32, the lowest plane index on exact ties (the rows come in
             # index order and only a strictly nearer one replaces the best): the same (t, plane) as the minimum
@@ -231,7 +238,7 @@ def _cast(scene: Scene, o, d, cand, active, any_hit_tmax=None):
                     best = torch.where(nearer, row, best)
                     arg.masked_fill_(nearer, r)
         if best is not None:
-            key = (best.contiguous().view(torch.int32).to(torch.int64) << 20) | arg
+            key = ((best.contiguous().view(torch.int32).to(torch.int64) << 20) | arg).reshape(T, S)
     for start in range(0, len(pairs), _PAIR_CHUNK):
         pk = pairs[start : start + _PAIR_CHUNK]
         for kind in range(4):
@@ -259,16 +266,19 @@ def _cast(scene: Scene, o, d, cand, active, any_hit_tmax=None):
             tv = tv.expand(len(sel), S)
             if not all_active:
                 tv = torch.where(_g(active, tile), tv, torch.full_like(tv, math.inf))
-            flat = ((tile * S)[:, None] + cols).reshape(-1)
+            # rows of pairs reduced into their tiles' rows: OR (a bool sum) and minimum, both order-independent
             if any_hit_tmax is not None:
-                blocked[flat[(tv < any_hit_tmax).reshape(-1)]] = True
+                blocked.index_put_((tile,), tv < any_hit_tmax, accumulate=True)
             else:
                 kk = (tv.contiguous().view(torch.int32).to(torch.int64) << 20) | prim[:, None]
-                key.scatter_reduce_(0, flat, kk.reshape(-1), reduce="amin")
+                with warnings.catch_warnings():  # (index_reduce_ warns once that its API is in beta)
+                    warnings.simplefilter("ignore")
+                    key.index_reduce_(0, tile, kk, "amin")
     if any_hit_tmax is not None:
-        return blocked.reshape(T, S)
-    t = (key >> 20).to(torch.int32).view(torch.float32).reshape(T, S)
-    idx = torch.where(torch.isfinite(t), (key & 0xFFFFF).reshape(T, S), torch.full((T, S), -1, dtype=torch.int64))
+        return blocked
+    t = (key >> 20).to(torch.int32).view(torch.float32)
+    # a miss keeps an infinite t (a hit's t is finite); its index is -1
+    idx = (key & 0xFFFFF).masked_fill_(torch.isfinite(t).logical_not_(), -1)
     return t, idx
 
 

@@ -57,7 +57,7 @@ def _render(scene: Scene, camera: Camera, height: int, width: int) -> dict:
     centers, radii = _bounding_spheres(scene)
     corners = _bounding_corners(scene)
     dnorm = d.norm(dim=-1)
-    dn = torch.stack([d3[0] / dnorm, d3[1] / dnorm, d3[2] / dnorm], -1)  # (T,S,3) = d / |d|, per component
+    dn = d / dnorm[..., None]
     axis = dn.mean(dim=1)
     axis = axis / axis.norm(dim=-1, keepdim=True)
     half_angle = torch.acos(_dot(dn, axis[:, None]).amin(dim=1).clamp(-1, 1))  # (T,): acos is decreasing
