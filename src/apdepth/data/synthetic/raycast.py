@@ -155,14 +155,18 @@ def _bounding_corners(scene: Scene) -> torch.Tensor:
     return torch.cat([boxes.reshape(-1, 8, 3), spheres.reshape(-1, 8, 3), cyls.reshape(-1, 8, 3)])
 
 
-def _frustum_candidates(scene: Scene, eye, rotation, focal, cx, cy, height, width, corners=None) -> torch.Tensor:
+def _frustum_candidates(
+    scene: Scene, eye, rotation, focal, cx, cy, height, width, corners=None, cand=None
+) -> torch.Tensor:
     """(T,N) bool: False where no ray of a screen tile can meet primitive n (a necessary condition only).
 
     Each tile's rays (from ``eye`` through its pixel centres) fill a pyramid bounded by four planes through
     the eye; a primitive whose enclosing box lies wholly outside one of them cannot be hit by any of those
     rays. The pyramid is widened by one pixel on every side, far beyond float32 rounding of the hit tests,
-    so the culling never drops a hit. Planes (infinite) are always candidates. ``corners``: the scene's
-    :func:`_bounding_corners` if already computed.
+    so the culling never drops a hit. Then, for the (tile, primitive) pairs left, planes through the eye and
+    an edge of the enclosing box (:func:`_outline_cull`) with the box on one side and the tile on the other.
+    Planes (infinite) are always candidates. ``corners``: the scene's :func:`_bounding_corners` if already
+    computed; ``cand``: (T,N) bool candidates from other tests, combined with these (the default: all).
     """
     th, tw = -(-height // _TILE), -(-width // _TILE)
     npl = len(scene.plane_offset)
@@ -178,7 +182,53 @@ def _frustum_candidates(scene: Scene, eye, rotation, focal, cx, cy, height, widt
 
     okx, oky = inside(X, tw, cx), inside(Y, th, cy)
     fin = (oky.t()[:, None, :] & okx.t()[None, :, :]).reshape(th * tw, -1)  # tile = row * tw + col
-    return torch.cat([torch.ones(th * tw, npl, dtype=torch.bool), fin], dim=1)
+    if cand is not None:
+        fin &= cand[:, npl:]
+    ux = torch.arange(tw, dtype=torch.float32) * _TILE - 1.0
+    uy = torch.arange(th, dtype=torch.float32) * _TILE - 1.0
+    rect = ((ux - cx) / focal, (ux + _TILE + 1.0 - cx) / focal, (uy - cy) / focal, (uy + _TILE + 1.0 - cy) / focal)
+    _outline_cull(pc, fin, rect, tw)
+    planes = torch.ones(th * tw, npl, dtype=torch.bool) if cand is None else cand[:, :npl]
+    return torch.cat([planes, fin], dim=1)
+
+
+# the 12 edges of a box whose corner i has signs (x, y, z) = bits (4, 2, 1) of i (see _bounding_corners)
+_BOX_EDGES = [(i, i | b) for b in (1, 2, 4) for i in range(8) if not i & b]
+
+
+def _outline_cull(pc, fin, rect, tw):
+    """Clear ``fin`` (T,Nf) bool in place where a plane through the eye and an edge of primitive f's enclosing
+    box separates the box from tile t's rays.
+
+    ``pc`` (Nf,8,3): the boxes' corners in the camera frame (eye at the origin); ``rect``: the tiles' widened
+    bounds in normalised image coordinates ``x = X/Z``, ``y = Y/Z``: (x0, x1) per tile column and (y0, y1)
+    per tile row. A plane through the eye with normal m has every corner (hence the convex box and the
+    primitive inside it) where m.P <= 0, with a tolerance of 1e-6 |m| |P|; a tile's rays eye + t (x, y, 1),
+    t > 0, all lie where m.P > 0 when the minimum of m.(x, y, 1) over the tile's rectangle exceeds 1e-3 |m|.
+    That leaves an angle of at least ~4e-4 rad between the rays and the primitive (plus the rectangle's pixel
+    of widening), far beyond float32 rounding in these tests and in the hit tests, so no hit is dropped. The
+    edges on the box's outline as seen from the eye are the ones that can pass; the others fail the
+    one-side test. (Tighter than the tile pyramids' planes for boxes seen at an angle: their outlines are
+    hexagons, not rectangles.)
+    """
+    pairs = fin.nonzero()
+    if len(pairs) == 0:
+        return
+    ei = torch.tensor([e[0] for e in _BOX_EDGES])
+    ej = torch.tensor([e[1] for e in _BOX_EDGES])
+    m = torch.linalg.cross(pc[:, ei], pc[:, ej])  # (Nf,12,3)
+    side = torch.einsum("fek,fck->fec", m, pc)  # (Nf,12,8): m . P for every corner
+    mnorm = m.norm(dim=-1)
+    tol = 1e-6 * mnorm * pc.norm(dim=-1).amax(dim=1)[:, None]
+    # orient m so that the box is on its non-positive side; 0 for an edge with corners on both sides
+    sgn = torch.where(side.amax(dim=-1) <= tol, 1.0, torch.where(side.amin(dim=-1) >= -tol, -1.0, 0.0))
+    m = (m * sgn[..., None]).index_select(0, pairs[:, 1])  # (K,12,3)
+    tile = pairs[:, 0]
+    x0, x1, y0, y1 = (r.index_select(0, tile % tw if i < 2 else tile // tw)[:, None] for i, r in enumerate(rect))
+    mx, my = m[..., 0], m[..., 1]
+    low = m[..., 2] + torch.minimum(mx * x0, mx * x1) + torch.minimum(my * y0, my * y1)  # min of m.(x,y,1)
+    cull = (low > 1e-3 * mnorm.index_select(0, pairs[:, 1])).any(dim=1)
+    fin[tile[cull], pairs[cull, 1]] = False
 
 
 def _cast(scene: Scene, o, d, cand, active, any_hit_tmax=None):

@@ -67,7 +67,8 @@ def _render(scene: Scene, camera: Camera, height: int, width: int) -> dict:
     reach = torch.asin((radii / dist.clamp_min(1e-9)).clamp(max=1.0))
     cand = (ang <= half_angle[:, None] + reach[None] + 1e-3) | (dist <= radii)[None]
     # tighter for long or flat primitives (kerbs, buildings, table tops) whose bounding spheres are loose
-    cand &= _frustum_candidates(scene, eye, R, f, cx, cy, height, width, corners)
+    # and the (tile, primitive) pairs left, against each tile's pyramid and the primitives' outlines
+    cand = _frustum_candidates(scene, eye, R, f, cx, cy, height, width, corners, cand)
 
     # (a (T,S,3) view of the component-first rays: _cast's component-first copy of it is then no copy)
     t, idx = _cast(scene, eye.reshape(1, 1, 3), d3.permute(1, 2, 0), cand, inimg)
