@@ -102,6 +102,13 @@ are taken as a cut (measured at 48x64: under 1.5 on a walk, a pan and a dolly sh
 similar textures)."""
 
 
+NEIGHBOUR_FLOW_ITERATIONS = 15
+NEIGHBOUR_FLOW_SMOOTHNESS = 80.0
+"""Variational refinement of the DIS flow between neighbouring frames (OpenCV's medium preset has 5 iterations and
+smoothness weight alpha 20): a smoother flow, along which the temporal filter carries its history with less
+misregistration (chosen on tuning sequences, docs/results.md); the other pairs keep the medium preset."""
+
+
 MIN_TRACKED = 0.05
 """Fraction of a flow pair's pixels that must pass the forward-backward check for the pair to be used
 (at cuts between the rendered tuning scenes 0-9% passed, between neighbouring frames of one shot over 90%)."""
@@ -188,6 +195,10 @@ class CoAligner:
                 raise ImportError('flow="dis" needs OpenCV: pip install "apdepth[video]" (or use flow=None)') from err
             self._cv2 = cv2
             self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+            # neighbouring frames (the temporal filter carries its history along their flow): a smoother flow
+            self._dis_neighbour = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+            self._dis_neighbour.setVariationalRefinementIterations(NEIGHBOUR_FLOW_ITERATIONS)
+            self._dis_neighbour.setVariationalRefinementAlpha(NEIGHBOUR_FLOW_SMOOTHNESS)
 
     def add_frame(self, depth: np.ndarray, gray: np.ndarray | None = None) -> None:
         """Add the next frame: ``depth`` (h, w) float affine-invariant depth (the model's [0, 1] output);
@@ -229,9 +240,10 @@ class CoAligner:
             if any(c in self._cut_set for c in range(i + 1, j + 1)):  # the pair spans a cut: different shots
                 self.dropped_pairs.append((i, j))
                 return
+            dis = self._dis_neighbour if j - i == 1 else self._dis
             try:
-                fwd = self._dis.calc(gi, gj, None)
-                bwd = self._dis.calc(gj, gi, None)
+                fwd = dis.calc(gi, gj, None)
+                bwd = dis.calc(gj, gi, None)
             except self._cv2.error as err:  # e.g. frames too small for its image pyramid
                 raise ValueError(
                     f"optical flow (OpenCV DIS) cannot pair {w}x{h} frames; use larger frames (e.g. a higher "
@@ -456,7 +468,8 @@ def axial_travel(
         xr = turned[:, 0] / np.where(ok, turned[:, 2], 1.0)
         yr = turned[:, 1] / np.where(ok, turned[:, 2], 1.0)
         z_turned = dist * turned[:, 2]
-        q = np.where(ok, 1.0 / np.maximum(z_turned - tz, 1e-3 * dist), 0.0)
+        reach = np.maximum(z_turned - tz, 1e-3 * dist)  # the point's distance after the move, Z_r - t_z
+        q = np.where(ok, 1.0 / reach, 0.0)
         A = np.vstack(
             [
                 np.column_stack([-q, zero_col, xr * q, xr * yr, -(1 + xr * xr), yr]),
@@ -464,6 +477,10 @@ def axial_travel(
             ]
         )
         b = b0 - np.concatenate([xr - rays[:, 0], yr - rays[:, 1]])
+        # Each equation times the point's distance Z_r - t_z (1 / q): the translation's columns no longer hold the
+        # depth, whose errors would bias t_z towards 0 (errors in the regressors); they go to the right-hand side.
+        scale = np.concatenate([reach, reach])
+        A, b = A * scale[:, None], b * scale
         keep = np.concatenate([ok, ok])
         A, b = A[keep], b[keep]
         wt = np.ones(b.size)
