@@ -417,7 +417,9 @@ def axial_travel(
     ``w`` (the instantaneous-motion basis of Longuet-Higgins and Prazdny, 1980, "The interpretation of a
     moving retinal image", Proc. R. Soc. Lond. B 208); each step solves that linear problem by least squares
     with Cauchy reweighting (moving objects and flow errors lose their weight) and is repeated until ``t_z``
-    and ``w`` stop changing. ``Z = depth - zero``. Returns ``t_z``: positive = the camera moved forward, so
+    and ``w`` stop changing. Each equation is multiplied by the point's distance ``Z_r - t_z`` first: the
+    translation's columns then hold no depth, so errors of ``depth`` (largest in ``1/Z`` for near points) do not
+    bias ``t_z`` towards 0 as errors in the regressors would. ``Z = depth - zero``. Returns ``t_z``: positive = the camera moved forward, so
     the depths of static points fell by ``t_z``.
 
     Args:
