@@ -38,13 +38,9 @@ def _dot3(a, b):
     return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
 
 
-def _safe(x):
-    """``x`` with entries of magnitude below 1e-12 replaced by 1e-12 (a tiny slope instead of a division by 0)."""
-    return x.masked_fill(x.abs() < 1e-12, 1e-12)
-
-
 def _safe_(x):
-    """:func:`_safe` in place, for a temporary ``x``."""
+    """``x`` with entries of magnitude below 1e-12 replaced by 1e-12 (a tiny slope instead of a division by 0),
+    in place: for a temporary ``x`` (``_safe_(x.clone())`` otherwise)."""
     return x.masked_fill_(x.abs() < 1e-12, 1e-12)
 
 
@@ -52,7 +48,7 @@ def _t_planes(o, d, n, off):
     """o, d: (3,K,S|1); n (3,K,1) unit normals; off (K,1). Returns t (K,S), inf on a miss."""
     denom = _dot3(d, n)
     parallel = denom.abs() < 1e-12
-    t = (off - _dot3(o, n)) / denom.masked_fill_(parallel, 1e-12)  # _safe(denom), the mask computed once
+    t = (off - _dot3(o, n)) / denom.masked_fill_(parallel, 1e-12)  # _safe_(denom), the mask computed once
     return t.masked_fill_(parallel | (t > _EPS).logical_not_(), math.inf)
 
 
@@ -111,7 +107,7 @@ def _t_cylinders(o, d, base, height, r):
         y = ry + ts * dy
         ok = (disc >= 0) & (a >= 1e-12) & (ts > _EPS) & (y >= 0) & (y <= height)
         best = torch.minimum(best, torch.where(ok, ts, inf))
-    dy_safe = _safe(dy)
+    dy_safe = _safe_(dy.clone())
     for cap in (0.0, 1.0):
         tc = (cap * height - ry) / dy_safe
         px = rx + tc * dx
@@ -174,20 +170,20 @@ def _frustum_candidates(
     pc = (corners - eye) @ rotation  # camera frame (x right, y down, z forward): (Nf,8,3)
     X, Y, Z = pc[..., 0:1], pc[..., 1:2], pc[..., 2:3]
 
-    def inside(coord, n_tiles, centre):
+    def bounds(n_tiles, centre):
+        """Each tile's widened extent in normalised image coordinates: (a0, a1) per tile, (n_tiles,) each."""
         lo = torch.arange(n_tiles, dtype=torch.float32) * _TILE - 1.0  # first pixel of a tile, minus one
-        a0 = (lo - centre) / focal
-        a1 = (lo + _TILE + 1.0 - centre) / focal  # last pixel plus one
+        return (lo - centre) / focal, (lo + _TILE + 1.0 - centre) / focal  # ... and its last pixel plus one
+
+    def inside(coord, a0, a1):
         return ((coord - a0 * Z).amax(dim=1) >= 0) & ((a1 * Z - coord).amax(dim=1) >= 0)  # (Nf, n_tiles)
 
-    okx, oky = inside(X, tw, cx), inside(Y, th, cy)
+    (x0, x1), (y0, y1) = bounds(tw, cx), bounds(th, cy)
+    okx, oky = inside(X, x0, x1), inside(Y, y0, y1)
     fin = (oky.t()[:, None, :] & okx.t()[None, :, :]).reshape(th * tw, -1)  # tile = row * tw + col
     if cand is not None:
         fin &= cand[:, npl:]
-    ux = torch.arange(tw, dtype=torch.float32) * _TILE - 1.0
-    uy = torch.arange(th, dtype=torch.float32) * _TILE - 1.0
-    rect = ((ux - cx) / focal, (ux + _TILE + 1.0 - cx) / focal, (uy - cy) / focal, (uy + _TILE + 1.0 - cy) / focal)
-    _outline_cull(pc, fin, rect, tw)
+    _outline_cull(pc, fin, (x0, x1, y0, y1), tw)
     planes = torch.ones(th * tw, npl, dtype=torch.bool) if cand is None else cand[:, :npl]
     return torch.cat([planes, fin], dim=1)
 
